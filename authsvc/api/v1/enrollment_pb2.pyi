@@ -1,0 +1,100 @@
+from authsvc.api.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EnrollVoiceRequest(_message.Message):
+    __slots__ = ("tenant", "customer_id", "format", "audio", "label")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    format: _common_pb2.AudioFormat
+    audio: bytes
+    label: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[bytes] = ..., label: _Optional[str] = ...) -> None: ...
+
+class EnrollVoiceResponse(_message.Message):
+    __slots__ = ("customer", "added", "net_speech_seconds", "quality_issues")
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_ISSUES_FIELD_NUMBER: _ClassVar[int]
+    customer: Customer
+    added: bool
+    net_speech_seconds: float
+    quality_issues: _containers.RepeatedScalarFieldContainer[_common_pb2.QualityIssue]
+    def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., added: _Optional[bool] = ..., net_speech_seconds: _Optional[float] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ...) -> None: ...
+
+class TemplateSummary(_message.Message):
+    __slots__ = ("modality", "encoder_id", "encoder_version", "sample_count", "updated_unix_ms")
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    modality: _common_pb2.Modality
+    encoder_id: str
+    encoder_version: str
+    sample_count: int
+    updated_unix_ms: int
+    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., sample_count: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
+
+class Customer(_message.Message):
+    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    created_unix_ms: int
+    templates: _containers.RepeatedCompositeFieldContainer[TemplateSummary]
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ...) -> None: ...
+
+class GetCustomerRequest(_message.Message):
+    __slots__ = ("tenant", "customer_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+
+class ListCustomersRequest(_message.Message):
+    __slots__ = ("tenant", "page_size", "page_token")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    page_size: int
+    page_token: str
+    def __init__(self, tenant: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCustomersResponse(_message.Message):
+    __slots__ = ("customers", "next_page_token")
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    customers: _containers.RepeatedCompositeFieldContainer[Customer]
+    next_page_token: str
+    def __init__(self, customers: _Optional[_Iterable[_Union[Customer, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteCustomerRequest(_message.Message):
+    __slots__ = ("tenant", "customer_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+
+class DeleteCustomerResponse(_message.Message):
+    __slots__ = ("templates_deleted",)
+    TEMPLATES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    templates_deleted: int
+    def __init__(self, templates_deleted: _Optional[int] = ...) -> None: ...

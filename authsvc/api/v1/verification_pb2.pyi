@@ -1,0 +1,96 @@
+from authsvc.api.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    OUTCOME_PENDING: _ClassVar[Outcome]
+    OUTCOME_AUTHENTICATED: _ClassVar[Outcome]
+    OUTCOME_REJECTED: _ClassVar[Outcome]
+    OUTCOME_NOT_ENROLLED: _ClassVar[Outcome]
+    OUTCOME_STEP_UP_REQUIRED: _ClassVar[Outcome]
+    OUTCOME_OPTED_OUT: _ClassVar[Outcome]
+OUTCOME_UNSPECIFIED: Outcome
+OUTCOME_PENDING: Outcome
+OUTCOME_AUTHENTICATED: Outcome
+OUTCOME_REJECTED: Outcome
+OUTCOME_NOT_ENROLLED: Outcome
+OUTCOME_STEP_UP_REQUIRED: Outcome
+OUTCOME_OPTED_OUT: Outcome
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("start", "audio")
+    START_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    start: SessionStart
+    audio: AudioChunk
+    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ...) -> None: ...
+
+class SessionStart(_message.Message):
+    __slots__ = ("tenant", "customer_id", "channel", "audio_format", "session_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    channel: _common_pb2.Channel
+    audio_format: _common_pb2.AudioFormat
+    session_id: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class AudioChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ModalityEvidence(_message.Message):
+    __slots__ = ("modality", "score", "threshold", "target_far", "encoder_id", "encoder_version", "enrolled_samples")
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FAR_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    modality: _common_pb2.Modality
+    score: float
+    threshold: float
+    target_far: float
+    encoder_id: str
+    encoder_version: str
+    enrolled_samples: int
+    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., target_far: _Optional[float] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., enrolled_samples: _Optional[int] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("outcome", "session_id", "sequence", "net_speech_seconds", "required_net_speech_seconds", "evidence", "quality_issues", "policy_id", "final", "reason")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_ISSUES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    outcome: Outcome
+    session_id: str
+    sequence: int
+    net_speech_seconds: float
+    required_net_speech_seconds: float
+    evidence: _containers.RepeatedCompositeFieldContainer[ModalityEvidence]
+    quality_issues: _containers.RepeatedScalarFieldContainer[_common_pb2.QualityIssue]
+    policy_id: str
+    final: bool
+    reason: str
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., net_speech_seconds: _Optional[float] = ..., required_net_speech_seconds: _Optional[float] = ..., evidence: _Optional[_Iterable[_Union[ModalityEvidence, _Mapping]]] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ..., policy_id: _Optional[str] = ..., final: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...

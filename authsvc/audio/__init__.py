@@ -1,0 +1,1 @@
+"""Audio input: decoding, resampling, voice activity and quality checks."""

@@ -1,0 +1,82 @@
+"""Streaming voice-activity detection: counts net speech and keeps the voiced audio.
+
+WebRTC's VAD (the GMM detector from Chromium, via `webrtcvad`) classifies 30 ms
+frames at 8 or 16 kHz. A frame counts toward net speech only when the VAD says
+speech; a short hangover keeps the frames right after speech (word endings,
+weak consonants) in the audio handed to the encoder without counting them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+
+import numpy as np
+
+with warnings.catch_warnings():
+    # webrtcvad 2.0.10 imports the deprecated pkg_resources only for its version string.
+    warnings.simplefilter("ignore", UserWarning)
+    import webrtcvad
+
+FRAME_MS = 30
+
+
+class SpeechTracker:
+    """Feeds on int16 chunks of any size; exposes net speech seconds and the voiced samples.
+
+    The voiced buffer is bounded (`max_speech_s`): a long call keeps its latest
+    speech, so memory per session is fixed whatever the call length.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        aggressiveness: int = 2,
+        hangover_frames: int = 3,
+        max_speech_s: float = 60.0,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.frame_len = sample_rate * FRAME_MS // 1000
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._hangover = hangover_frames
+        self._since_speech = hangover_frames + 1
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._voiced: deque[np.ndarray] = deque(maxlen=int(max_speech_s * 1000 / FRAME_MS))
+        self.speech_frames = 0
+        self.total_frames = 0
+        self.total_samples = 0
+        self.peak_hits = 0
+
+    @property
+    def net_speech_s(self) -> float:
+        return self.speech_frames * FRAME_MS / 1000
+
+    @property
+    def total_s(self) -> float:
+        return self.total_samples / self.sample_rate
+
+    def feed(self, samples: np.ndarray, clip_level: int) -> None:
+        self.total_samples += samples.size
+        self.peak_hits += int(np.count_nonzero(np.abs(samples.astype(np.int32)) >= clip_level))
+        buf = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        n_frames = buf.size // self.frame_len
+        for i in range(n_frames):
+            frame = buf[i * self.frame_len : (i + 1) * self.frame_len]
+            self._classify(frame)
+        self._pending = buf[n_frames * self.frame_len :].copy()
+
+    def _classify(self, frame: np.ndarray) -> None:
+        self.total_frames += 1
+        if self._vad.is_speech(frame.tobytes(), self.sample_rate):
+            self.speech_frames += 1
+            self._since_speech = 0
+        else:
+            self._since_speech += 1
+        if self._since_speech <= self._hangover:
+            self._voiced.append(frame)
+
+    def voiced_audio(self) -> np.ndarray:
+        """The kept speech frames, concatenated, as int16 at the input rate."""
+        if not self._voiced:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(list(self._voiced))

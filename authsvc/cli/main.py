@@ -1,0 +1,95 @@
+"""The `authsvc` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import grpc
+
+from authsvc.cli import operator
+from authsvc.cli.client import EXIT_ERROR, CliError, add_client_args, describe_rpc_error, fail
+from authsvc.cli.serve import add_serve_args, serve
+from authsvc.errors import AuthsvcError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authsvc", description="Passive voice authentication service")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gRPC service")
+    add_serve_args(p)
+    p.set_defaults(func=serve)
+
+    enroll = sub.add_parser("enroll", help="enroll customers").add_subparsers(dest="modality", required=True)
+    p = enroll.add_parser("voice", help="add voice samples from audio files (WAV, FLAC, ...)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--customer", required=True)
+    p.add_argument("--quiet", action="store_true", help="only print the summary")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    add_client_args(p)
+    p.set_defaults(func=operator.enroll_voice)
+
+    verify = sub.add_parser("verify", help="verify a claimed identity").add_subparsers(
+        dest="modality", required=True
+    )
+    p = verify.add_parser("voice", help="stream an audio file to the service as a call would")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--customer", required=True)
+    p.add_argument(
+        "--encoding",
+        choices=sorted(operator.WIRE),
+        default="pcm16",
+        help="wire encoding (mulaw/alaw are sent at 8 kHz, as telephony does)",
+    )
+    p.add_argument("--rate", type=int, choices=[8000, 16000], help="wire sample rate")
+    p.add_argument("--chunk-ms", type=int, default=20, help="chunk size in ms (default 20)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print every rolling decision")
+    p.add_argument("file", type=operator.existing_file, metavar="FILE")
+    add_client_args(p)
+    p.set_defaults(func=operator.verify_voice)
+
+    customers = sub.add_parser("customers", help="list, show or delete customers")
+    actions = customers.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "list a tenant's customers"),
+        ("show", "show a customer's templates"),
+        ("delete", "erase a customer and every template of theirs"),
+    ):
+        p = actions.add_parser(action, help=text)
+        p.add_argument("--tenant", required=True)
+        if action != "list":
+            p.add_argument("--customer", required=True)
+        if action == "delete":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        add_client_args(p)
+        p.set_defaults(func=operator.customers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except CliError as exc:
+        fail(str(exc))
+        return exc.code
+    except grpc.RpcError as err:
+        message, code = describe_rpc_error(err)
+        fail(message)
+        return code
+    except AuthsvcError as exc:
+        fail(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Domain errors. The transport layer maps each to a gRPC status or a CLI exit code.
+
+Lower layers raise these; they never know about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class AuthsvcError(Exception):
+    """Base class; `reason` is a stable machine-readable string (gRPC ErrorInfo.reason)."""
+
+    reason = "INTERNAL"
+
+
+class InvalidInput(AuthsvcError, ValueError):
+    """The caller sent something malformed; `field` names the offending request field."""
+
+    reason = "INVALID_INPUT"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.description = message
+
+
+class NotFound(AuthsvcError, LookupError):
+    reason = "NOT_FOUND"
+
+
+class EncoderMismatch(AuthsvcError):
+    """A probe and a template come from different encoders (or versions)."""
+
+    reason = "ENCODER_MISMATCH"
+
+
+class IntegrityError(AuthsvcError):
+    """Stored data failed authentication (tampered, moved or decrypted with the wrong key)."""
+
+    reason = "TEMPLATE_INTEGRITY"
+
+
+class ConfigError(AuthsvcError):
+    """Configuration (policy file, key file, model folder) is unusable."""
+
+    reason = "CONFIG"

@@ -1,0 +1,78 @@
+"""Score calibration: turns a target false-accept rate into a score threshold.
+
+A calibration file holds impostor-score quantiles of one encoder (id and
+version) measured on a named data set; `bench/calibrate_voice.py` makes it.
+Policies speak in false-accept rates, never in raw cosine numbers, so a new
+encoder or version only needs a new calibration file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from authsvc.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Calibration:
+    encoder_id: str
+    encoder_version: str
+    data: str
+    impostor_trials: int
+    # (far, threshold) pairs, far decreasing as threshold increases.
+    fars: tuple[float, ...]
+    thresholds: tuple[float, ...]
+
+    def threshold_for(self, target_far: float) -> float:
+        """Score at which the impostor accept rate equals `target_far` (log-FAR interpolation)."""
+        floor = 1.0 / self.impostor_trials
+        if target_far < floor:
+            raise ConfigError(
+                f"{self.encoder_id} calibration ({self.data}) rests on {self.impostor_trials} impostor "
+                f"trials and cannot resolve a false-accept rate below {floor:.2g} (asked {target_far:g})"
+            )
+        log_far = np.log(np.asarray(self.fars))
+        # np.interp needs increasing x: walk from the rarest false accept up.
+        return float(np.interp(np.log(target_far), log_far[::-1], np.asarray(self.thresholds)[::-1]))
+
+    def far_at(self, threshold: float) -> float:
+        return float(np.exp(np.interp(threshold, self.thresholds, np.log(self.fars))))
+
+    @staticmethod
+    def from_impostor_scores(
+        scores: np.ndarray, encoder_id: str, encoder_version: str, data: str
+    ) -> Calibration:
+        scores = np.sort(np.asarray(scores, dtype=np.float64))
+        n = scores.size
+        fars = np.geomspace(1.0 / n, 0.5, 60)[::-1]
+        thresholds = [float(np.quantile(scores, 1 - f)) for f in fars]
+        return Calibration(encoder_id, encoder_version, data, n, tuple(map(float, fars)), tuple(thresholds))
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1)
+
+
+def calibration_path(encoder_id: str) -> Path:
+    return Path(str(resources.files("authsvc.scoring") / "calibrations" / f"{encoder_id}.json"))
+
+
+def load_calibration(encoder_id: str, encoder_version: str, path: Path | None = None) -> Calibration:
+    path = path or calibration_path(encoder_id)
+    if not path.exists():
+        raise ConfigError(
+            f"no score calibration for encoder {encoder_id!r} ({path}); run bench/calibrate_voice.py "
+            "or give the policy an explicit voice.threshold"
+        )
+    raw = json.loads(path.read_text())
+    cal = Calibration(**{**raw, "fars": tuple(raw["fars"]), "thresholds": tuple(raw["thresholds"])})
+    if cal.encoder_version != encoder_version:
+        raise ConfigError(
+            f"{path} calibrates {encoder_id} version {cal.encoder_version}, but the loaded model is "
+            f"{encoder_version}; recalibrate with bench/calibrate_voice.py"
+        )
+    return cal

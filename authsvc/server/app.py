@@ -1,0 +1,77 @@
+"""The grpc.aio server: authsvc services plus standard health checking and reflection."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc, verification_pb2, verification_pb2_grpc
+from authsvc.context import ServiceContext
+from authsvc.server.enrollment import EnrollmentServicer
+from authsvc.server.verification import VerificationServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
+    verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name,
+)
+# Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # set to require client certificates (mTLS)
+
+
+class AuthServer:
+    def __init__(self, ctx: ServiceContext, address: str, tls: TlsFiles | None = None) -> None:
+        self.ctx = ctx
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+        )
+        enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(ctx), self.server)
+        verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+            VerificationServicer(ctx), self.server
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            creds = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+                require_client_auth=tls.client_ca is not None,
+            )
+            self.port = self.server.add_secure_port(address, creds)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """NOT_SERVING first so load balancers drain, then let live streams finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        self.ctx.close()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,88 @@
+"""Domain errors -> canonical gRPC status with google.rpc details (grpcio-status).
+
+INVALID_ARGUMENT carries a BadRequest naming the field; every error carries an
+ErrorInfo with a stable reason string a client program can switch on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from authsvc.errors import (
+    AuthsvcError,
+    ConfigError,
+    EncoderMismatch,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+)
+
+log = logging.getLogger(__name__)
+DOMAIN = "authsvc.v1"
+
+_CODES: list[tuple[type[AuthsvcError], int]] = [
+    (InvalidInput, code_pb2.INVALID_ARGUMENT),
+    (NotFound, code_pb2.NOT_FOUND),
+    (EncoderMismatch, code_pb2.FAILED_PRECONDITION),
+    (IntegrityError, code_pb2.DATA_LOSS),
+    (ConfigError, code_pb2.FAILED_PRECONDITION),
+]
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(exc: AuthsvcError) -> grpc.Status:
+    code = next((c for t, c in _CODES if isinstance(exc, t)), code_pb2.INTERNAL)
+    details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN))]
+    if isinstance(exc, InvalidInput):
+        violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    return rpc_status.to_status(status_pb2.Status(code=code, message=str(exc), details=details))
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def unary_errors(fn: F) -> F:
+    """Turns domain errors of a unary handler into statuses; anything else is INTERNAL, logged."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except AuthsvcError as exc:
+            await context.abort_with_status(to_status(exc))
+        except Exception:
+            log.exception("unhandled error in %s", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server log")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_errors(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Same as `unary_errors`, for handlers that yield responses."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except AuthsvcError as exc:
+            await context.abort_with_status(to_status(exc))
+        except Exception:
+            log.exception("unhandled error in %s", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server log")
+
+    return wrapper

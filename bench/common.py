@@ -1,0 +1,63 @@
+"""Shared by the benchmarks: data location, machine description, the wire simulation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from authsvc.audio.codecs import Encoding, decode, encode
+from authsvc.audio.resample import resample
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("AUTHSVC_DATA", ROOT.parent / "shared" / "data"))
+
+
+def machine() -> dict:
+    versions = {}
+    for pkg in ("authsvc", "torch", "numpy", "resemblyzer", "speechbrain", "webrtcvad", "scipy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[pkg] = metadata.version(pkg)
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
+
+
+def load_16k(path: Path) -> np.ndarray:
+    wav, rate = sf.read(path, dtype="float32", always_2d=True)
+    return resample(wav.mean(axis=1), rate, 16000)
+
+
+def telephone(wav16k: np.ndarray, encoding: Encoding = Encoding.MULAW) -> np.ndarray:
+    """Round trip through 8 kHz G.711: what a caller's voice looks like at the service. -> int16 at 8 kHz."""
+    return decode(encode(resample(wav16k, 16000, 8000), encoding), encoding)
+
+
+def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Equal error rate by sweeping every observed score as a threshold."""
+    scores = np.concatenate([genuine, impostor])
+    labels = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
+    order = np.argsort(-scores, kind="stable")
+    labels = labels[order]
+    tp = np.cumsum(labels)
+    fp = np.cumsum(1 - labels)
+    frr = 1 - tp / len(genuine)
+    far = fp / len(impostor)
+    i = int(np.argmin(np.abs(frr - far)))
+    return float((frr[i] + far[i]) / 2)

@@ -1,0 +1,94 @@
+"""Shared fixtures: real speech (or synthetic speech where ../shared/data is absent),
+an encoder loaded once, and an in-process gRPC server on a free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from authsvc.audio.resample import resample
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("AUTHSVC_DATA", ROOT.parent / "shared" / "data"))
+
+
+LIBRISPEECH = shared_data_dir() / "speech" / "librispeech-test-other-10"
+
+# Two clearly different synthetic voices for machines without the recorded data.
+ESPEAK_VOICES = {
+    "espeak-m": ["-v", "en-us+m3", "-p", "35", "-s", "150"],
+    "espeak-f": ["-v", "en-gb+f4", "-p", "75", "-s", "165"],
+}
+ESPEAK_TEXTS = [
+    "Hello, I am calling about the balance on my account and a payment I made last week.",
+    "Could you please tell me when the next statement will arrive at my home address?",
+    "I would like to change the phone number on file, because I have a new mobile.",
+    "My card was declined at the store this morning, and I do not understand why.",
+    "Thank you for your help today, I think that answers all of my questions for now.",
+]
+
+
+def _espeak(voice: list[str], text: str) -> np.ndarray:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("neither ../shared/data nor espeak-ng is available for speech")
+    out = subprocess.run([exe, *voice, "--stdout", text], check=True, capture_output=True).stdout
+    import io
+
+    wav, rate = sf.read(io.BytesIO(out), dtype="float32")
+    return resample(wav, rate, 16000)
+
+
+@pytest.fixture(scope="session")
+def speech() -> dict[str, list[np.ndarray]]:
+    """speaker -> utterances (float32, 16 kHz), at least 2 speakers x 5 utterances of > 3 s."""
+    if LIBRISPEECH.is_dir():
+        speakers = sorted(p for p in LIBRISPEECH.iterdir() if p.is_dir())[:3]
+        out = {}
+        for spk in speakers:
+            files = sorted(spk.glob("*.flac"))[:5]
+            out[spk.name] = [sf.read(f, dtype="float32")[0] for f in files]
+        return out
+    return {name: [_espeak(v, t) for t in ESPEAK_TEXTS] for name, v in ESPEAK_VOICES.items()}
+
+
+@pytest.fixture(scope="session")
+def ge2e():
+    from authsvc.voice.registry import load_encoder
+
+    return load_encoder("ge2e")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def service(data_dir: Path, ge2e) -> AsyncIterator:
+    """An in-process server on a free local port; yields (aio channel, context, data dir, address)."""
+    import grpc
+
+    from authsvc.context import ServiceConfig, build_context
+    from authsvc.server.app import AuthServer
+
+    ctx = build_context(ServiceConfig(data_dir=data_dir), encoder=ge2e)
+    server = AuthServer(ctx, "127.0.0.1:0")
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield channel, ctx, data_dir, address
+    finally:
+        await channel.close()
+        await server.stop(grace_s=0.5)

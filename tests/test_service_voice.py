@@ -1,0 +1,240 @@
+"""End to end through the in-process gRPC server: enroll, then stream a call."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+
+import grpc
+import numpy as np
+import pytest
+
+from authsvc.api.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, verification_pb2
+from authsvc.api.v1 import verification_pb2_grpc as vgrpc
+from authsvc.audio.codecs import Encoding, to_int16
+from authsvc.voice.pipeline import encoder_input, track
+from tests.wire import call_requests, enroll_request, start_request
+
+V = verification_pb2
+
+
+async def _enroll(channel, tenant, customer, utterances):
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    replies = [
+        await stub.EnrollVoice(enroll_request(tenant, customer, u, f"u{i}"), timeout=60)
+        for i, u in enumerate(utterances)
+    ]
+    return replies
+
+
+async def _call(address: str, requests) -> list:
+    """Streams the requests with the blocking client (as the CLI does) and collects decisions.
+
+    grpc.aio's client can replace the server's status with INTERNAL when the
+    server ends a stream while writes are in flight (grpc/grpc#36066); the
+    blocking client reports the server's status, which is what we assert on.
+    """
+
+    def run() -> list:
+        with grpc.insecure_channel(address) as ch:
+            return list(vgrpc.VerificationServiceStub(ch).Verify(iter(requests), timeout=120))
+
+    return await asyncio.to_thread(run)
+
+
+def _speakers(speech):
+    names = sorted(speech)
+    return speech[names[0]], speech[names[1]]
+
+
+async def test_enrolled_caller_is_authenticated_over_8khz_mulaw_after_pending(service, speech):
+    channel, ctx, _, address = service
+    target, _ = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:4])
+    decisions = await _call(address, call_requests("acme", "cust-1", target[4]))
+
+    outcomes = [d.outcome for d in decisions]
+    first_verdict = next(i for i, o in enumerate(outcomes) if o != V.OUTCOME_PENDING)
+    assert first_verdict > 0, "expected PENDING decisions before the first verdict"
+    pending = decisions[:first_verdict]
+    assert all(d.net_speech_seconds < 3.0 for d in pending)
+    assert [d.net_speech_seconds for d in pending] == sorted(d.net_speech_seconds for d in pending)
+    verdict = decisions[first_verdict]
+    assert verdict.outcome == V.OUTCOME_AUTHENTICATED, verdict.reason
+    assert verdict.net_speech_seconds >= 3.0
+    (ev,) = verdict.evidence
+    assert ev.encoder_id == "ge2e" and ev.encoder_version == ctx.encoder.version
+    assert ev.score >= ev.threshold and ev.target_far == pytest.approx(0.01)
+    assert ev.enrolled_samples == 4
+    assert decisions[-1].final and decisions[-1].outcome == V.OUTCOME_AUTHENTICATED
+    assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
+
+
+async def test_other_speaker_is_rejected_at_8khz_mulaw(service, speech):
+    channel, _, _, address = service
+    target, other = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:4])
+    decisions = await _call(address, call_requests("acme", "cust-1", other[0]))
+    verdicts = [d for d in decisions if d.outcome != V.OUTCOME_PENDING]
+    assert verdicts and all(d.outcome == V.OUTCOME_REJECTED for d in verdicts)
+    assert verdicts[-1].evidence[0].score < verdicts[-1].evidence[0].threshold
+
+
+async def test_unknown_customer_is_not_enrolled(service, speech):
+    channel, _, _, address = service  # noqa: RUF059
+    target, _ = _speakers(speech)
+    decisions = await _call(address, call_requests("acme", "nobody", target[0]))
+    assert decisions[0].outcome == V.OUTCOME_NOT_ENROLLED
+    assert decisions[-1].final and decisions[-1].outcome == V.OUTCOME_NOT_ENROLLED
+
+
+async def test_alaw_and_16khz_pcm_streams_authenticate_too(service, speech):
+    channel, _, _, address = service
+    target, _ = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:4])
+    for encoding, rate in ((Encoding.ALAW, 8000), (Encoding.PCM16_LE, 16000)):
+        decisions = await _call(address, call_requests("acme", "cust-1", target[4], encoding, rate))
+        assert decisions[-1].outcome == V.OUTCOME_AUTHENTICATED, (encoding, decisions[-1].reason)
+
+
+async def test_tenants_are_isolated(service, speech):
+    channel, _, _, address = service
+    target, _ = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:2])
+    decisions = await _call(address, call_requests("globex", "cust-1", target[4]))
+    assert decisions[-1].outcome == V.OUTCOME_NOT_ENROLLED
+
+
+async def test_reenrolling_the_same_audio_does_not_duplicate_samples(service, speech):
+    channel, _, _, address = service  # noqa: RUF059
+    target, _ = _speakers(speech)
+    first = await _enroll(channel, "acme", "cust-1", target[:2])
+    again = await _enroll(channel, "acme", "cust-1", target[:2])
+    assert [r.added for r in first] == [True, True]
+    assert [r.added for r in again] == [False, False]
+    assert again[-1].customer.templates[0].sample_count == 2
+
+
+async def test_customers_can_be_listed_shown_and_deleted(service, speech):
+    channel, _, _, address = service  # noqa: RUF059
+    target, _ = _speakers(speech)
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    for cid in ("c-1", "c-2", "c-3"):
+        await stub.EnrollVoice(enroll_request("acme", cid, target[0]), timeout=60)
+    page1 = await stub.ListCustomers(enrollment_pb2.ListCustomersRequest(tenant="acme", page_size=2))
+    page2 = await stub.ListCustomers(
+        enrollment_pb2.ListCustomersRequest(tenant="acme", page_size=2, page_token=page1.next_page_token)
+    )
+    assert [c.customer_id for c in page1.customers] + [c.customer_id for c in page2.customers] == [
+        "c-1",
+        "c-2",
+        "c-3",
+    ]
+    assert page2.next_page_token == ""
+    shown = await stub.GetCustomer(enrollment_pb2.GetCustomerRequest(tenant="acme", customer_id="c-2"))
+    assert shown.templates[0].modality == common_pb2.MODALITY_VOICE and shown.templates[0].sample_count == 1
+    deleted = await stub.DeleteCustomer(
+        enrollment_pb2.DeleteCustomerRequest(tenant="acme", customer_id="c-2")
+    )
+    assert deleted.templates_deleted == 1
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetCustomer(enrollment_pb2.GetCustomerRequest(tenant="acme", customer_id="c-2"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_database_holds_no_plaintext_embedding(service, speech, ge2e):
+    channel, ctx, data_dir, address = service  # noqa: RUF059
+    target, _ = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:1])
+
+    vec = ge2e.embed_batch([encoder_input(track(to_int16(target[0]), 16000), 16000)])[0]
+    raw = b"".join(p.read_bytes() for p in data_dir.glob("authsvc.sqlite3*"))
+    stored = ctx.vault.load("acme", "cust-1", "voice")[0].payload
+    assert np.allclose(np.frombuffer(stored, "<f4"), vec, atol=1e-5), "test must look for the real embedding"
+    nonzero = vec[vec != 0]  # GE2E ends in a ReLU: zeros say nothing about the template
+    assert nonzero.size > 64
+    for dtype in ("<f4", "<f8"):
+        for a, b in itertools.pairwise(nonzero):
+            assert np.asarray([a, b], dtype=dtype).tobytes() not in raw
+
+
+async def test_swapped_ciphertext_fails_to_decrypt(service, speech):
+    channel, _, data_dir, address = service
+    target, other = _speakers(speech)
+    await _enroll(channel, "acme", "alice", target[:1])
+    await _enroll(channel, "acme", "bob", other[:1])
+    db = sqlite3.connect(data_dir / "authsvc.sqlite3")
+    with db:
+        blobs = dict(db.execute("SELECT customer_id, blob FROM templates").fetchall())
+        db.execute("UPDATE templates SET blob=? WHERE customer_id='alice'", (blobs["bob"],))
+    db.close()
+    with pytest.raises(grpc.RpcError) as err:
+        await _call(address, call_requests("acme", "alice", other[1]))
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "failed authentication" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("requests_", "field"),
+    [
+        ([], "start"),
+        ([V.VerifyRequest(audio=V.AudioChunk(data=b"\x00" * 160))], "start"),
+        (
+            [
+                start_request("acme", "c", Encoding.PCM16_LE, 16000),
+                V.VerifyRequest(audio=V.AudioChunk(data=b"\x00" * 3)),
+            ],
+            "audio.data",
+        ),
+        ([start_request("acme", "c", Encoding.MULAW, 44100)], "start.audio_format.sample_rate_hz"),
+        ([start_request("acme", "c", Encoding.MULAW, 8000)], "audio"),
+        ([start_request("", "c")], "start.tenant"),
+        ([start_request("acme", "../etc/passwd")], "start.customer_id"),
+        ([start_request("acme", "c"), start_request("acme", "c")], "start"),
+    ],
+    ids=[
+        "empty-stream",
+        "audio-before-start",
+        "odd-pcm16",
+        "bad-rate",
+        "no-audio",
+        "no-tenant",
+        "bad-id",
+        "double-start",
+    ],
+)
+async def test_malformed_streams_get_invalid_argument_naming_the_field(service, requests_, field):
+    channel, _, _, address = service  # noqa: RUF059
+    with pytest.raises(grpc.RpcError) as err:
+        await _call(address, requests_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field + ":"), err.value.details()
+
+
+async def test_silent_enrollment_sample_is_refused(service):
+    channel, _, _, address = service  # noqa: RUF059
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.EnrollVoice(enroll_request("acme", "c", np.zeros(16000 * 3, np.float32)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no speech" in err.value.details()
+
+
+async def test_health_and_reflection_are_served(service):
+    channel, _, _, address = service  # noqa: RUF059
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service="authsvc.v1.VerificationService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    names = [s.name async for r in refl.ServerReflectionInfo(ask()) for s in r.list_services_response.service]
+    assert {"authsvc.v1.EnrollmentService", "authsvc.v1.VerificationService", "grpc.health.v1.Health"} <= set(
+        names
+    )

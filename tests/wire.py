@@ -1,0 +1,57 @@
+"""Helpers that speak the service's wire format, as a telephony client would."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from authsvc.api.v1 import common_pb2, enrollment_pb2, verification_pb2
+from authsvc.audio.codecs import Encoding, encode
+from authsvc.audio.resample import resample
+
+PB = {
+    Encoding.PCM16_LE: common_pb2.AUDIO_ENCODING_PCM16_LE,
+    Encoding.MULAW: common_pb2.AUDIO_ENCODING_MULAW,
+    Encoding.ALAW: common_pb2.AUDIO_ENCODING_ALAW,
+}
+
+
+def enroll_request(
+    tenant: str, customer: str, wav16k: np.ndarray, label: str = ""
+) -> enrollment_pb2.EnrollVoiceRequest:
+    return enrollment_pb2.EnrollVoiceRequest(
+        tenant=tenant,
+        customer_id=customer,
+        format=common_pb2.AudioFormat(encoding=common_pb2.AUDIO_ENCODING_PCM16_LE, sample_rate_hz=16000),
+        audio=encode(wav16k, Encoding.PCM16_LE),
+        label=label,
+    )
+
+
+def start_request(tenant: str, customer: str, encoding: Encoding = Encoding.MULAW, rate: int = 8000):
+    return verification_pb2.VerifyRequest(
+        start=verification_pb2.SessionStart(
+            tenant=tenant,
+            customer_id=customer,
+            channel=common_pb2.CHANNEL_VOICE,
+            audio_format=common_pb2.AudioFormat(encoding=PB[encoding], sample_rate_hz=rate),
+            session_id="call-1",
+        )
+    )
+
+
+def call_requests(
+    tenant: str,
+    customer: str,
+    wav16k: np.ndarray,
+    encoding: Encoding = Encoding.MULAW,
+    rate: int = 8000,
+    frame_ms: int = 20,
+) -> list:
+    """SessionStart then `frame_ms` chunks of the utterance in `encoding` at `rate`."""
+    data = encode(resample(wav16k, 16000, rate), encoding)
+    step = rate * frame_ms // 1000 * encoding.bytes_per_sample
+    chunks = [
+        verification_pb2.VerifyRequest(audio=verification_pb2.AudioChunk(data=data[i : i + step]))
+        for i in range(0, len(data), step)
+    ]
+    return [start_request(tenant, customer, encoding, rate), *chunks]
