@@ -183,6 +183,13 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self._conn.execute("COMMIT")
         finally:
-            self._lock.release()
+            # Undo on error, and also when COMMIT itself failed: SQLite then keeps the
+            # transaction open, and every later BEGIN on this connection would fail.
+            try:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            finally:
+                self._lock.release()

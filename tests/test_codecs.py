@@ -1,0 +1,191 @@
+"""G.711 tables against the standard library's reference codec, PCM16 framing, rates,
+resampling and audio-file reading."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from authsvc.audio.codecs import Encoding, check_rate, decode, encode
+from authsvc.audio.files import read_audio_file
+from authsvc.audio.resample import resample
+from authsvc.cli.audio_files import file_to_wire
+from authsvc.errors import InvalidInput
+
+with warnings.catch_warnings():
+    # audioop is deprecated (removed in 3.13) but is the reference G.711 codec on 3.11.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+ALL_CODES = bytes(range(256))
+ALL_PCM = np.arange(-32768, 32768, dtype=np.int16)
+G711 = [
+    pytest.param(Encoding.MULAW, audioop.ulaw2lin, audioop.lin2ulaw, id="mulaw"),
+    pytest.param(Encoding.ALAW, audioop.alaw2lin, audioop.lin2alaw, id="alaw"),
+]
+
+
+def _reference_decode(ref_decode, codes: bytes) -> np.ndarray:
+    return np.frombuffer(ref_decode(codes, 2), dtype="<i2")
+
+
+@pytest.mark.parametrize(("encoding", "ref_decode", "ref_encode"), G711)
+def test_g711_decode_matches_audioop_for_all_256_codes(encoding, ref_decode, ref_encode):
+    ours = decode(ALL_CODES, encoding)
+    ref = _reference_decode(ref_decode, ALL_CODES)
+    assert ours.dtype == np.int16
+    mismatched = np.nonzero(ours != ref)[0]
+    assert mismatched.size == 0, f"codes {mismatched[:8].tolist()} decode differently from audioop"
+
+
+def test_alaw_encode_matches_audioop_on_every_int16_value():
+    ours = np.frombuffer(encode(ALL_PCM, Encoding.ALAW), dtype=np.uint8)
+    ref = np.frombuffer(audioop.lin2alaw(ALL_PCM.astype("<i2").tobytes(), 2), dtype=np.uint8)
+    mismatched = ALL_PCM[ours != ref]
+    assert mismatched.size == 0, f"inputs {mismatched[:8].tolist()} encode differently from audioop"
+
+
+def test_mulaw_encode_differs_from_audioop_only_by_its_14_bit_truncation_of_negatives():
+    """audioop.lin2ulaw drops the two low bits in two's complement (`pcm >> 2`) before
+    taking the magnitude, so a negative input is rounded away from zero; G.711 (and
+    authsvc) quantise the magnitude itself. The two agree everywhere except on a few
+    hundred negative inputs lying just inside a quantisation step, where they pick
+    neighbouring codes, and authsvc's code is never further from the input."""
+    ours = np.frombuffer(encode(ALL_PCM, Encoding.MULAW), dtype=np.uint8)
+    ref = np.frombuffer(audioop.lin2ulaw(ALL_PCM.astype("<i2").tobytes(), 2), dtype=np.uint8)
+    differ = ours != ref
+    inputs = ALL_PCM[differ]
+
+    # The whole difference is audioop's truncation: it equals authsvc on x with bits 0-1 cleared.
+    truncated = (ALL_PCM.astype(np.int32) & ~3).astype(np.int16)
+    assert np.array_equal(ref, np.frombuffer(encode(truncated, Encoding.MULAW), dtype=np.uint8))
+
+    assert (inputs < 0).all(), f"non-negative inputs {inputs[inputs >= 0][:8].tolist()} differ"
+    assert differ.sum() <= 512, f"{differ.sum()} of 65536 inputs differ from audioop"
+    assert (np.abs(ours[differ].astype(int) - ref[differ].astype(int)) == 1).all(), "not neighbouring codes"
+    table = decode(ALL_CODES, Encoding.MULAW).astype(np.int32)
+    err_ours = np.abs(table[ours[differ]] - inputs)
+    err_ref = np.abs(table[ref[differ]] - inputs)
+    assert (err_ours <= err_ref).all()
+
+
+@pytest.mark.parametrize("encoding", [Encoding.MULAW, Encoding.ALAW], ids=["mulaw", "alaw"])
+def test_g711_round_trip_error_stays_within_one_quantisation_step(encoding):
+    back = decode(encode(ALL_PCM, encoding), encoding).astype(np.int32)
+    err = np.abs(back - ALL_PCM.astype(np.int32))
+    magnitude = np.abs(ALL_PCM.astype(np.int32))
+    # Logarithmic companding: the step grows with the magnitude, about 1/16 of it (plus clipping
+    # at the encoding's full scale, which is below 32767).
+    in_range = magnitude <= encoding.full_scale
+    assert (err[in_range] <= np.maximum(magnitude[in_range] // 16, 16)).all()
+
+
+def test_pcm16_round_trips_little_endian():
+    data = encode(ALL_PCM, Encoding.PCM16_LE)
+    assert data[:2] == (-32768).to_bytes(2, "little", signed=True)
+    assert np.array_equal(decode(data, Encoding.PCM16_LE), ALL_PCM)
+
+
+def test_pcm16_odd_byte_count_is_invalid_input_naming_audio_data():
+    with pytest.raises(InvalidInput) as err:
+        decode(b"\x00\x01\x02", Encoding.PCM16_LE)
+    assert err.value.field == "audio.data"
+    assert "even number of bytes" in err.value.description and "3" in err.value.description
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_check_rate_accepts_telephony_and_wideband(rate):
+    assert check_rate(rate) == rate
+
+
+def test_check_rate_rejects_44100_naming_the_field():
+    with pytest.raises(InvalidInput) as err:
+        check_rate(44100, "format.sample_rate_hz")
+    assert err.value.field == "format.sample_rate_hz"
+    assert "44100" in err.value.description
+
+
+def _peak_hz(wav: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wav * np.hanning(wav.size)))
+    return float(np.fft.rfftfreq(wav.size, 1 / rate)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (16000, 8000)])
+def test_resample_scales_length_and_keeps_a_sines_frequency(src, dst):
+    freq = 1234.0
+    t = np.arange(src) / src  # one second
+    sine = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    out = resample(sine, src, dst)
+    assert out.dtype == np.float32
+    assert out.size == dst
+    assert _peak_hz(out, dst) == pytest.approx(freq, abs=1.0)
+    # The level survives too (no gain error from the polyphase filter), away from the edges.
+    mid = out[dst // 10 : -dst // 10]
+    assert np.sqrt(np.mean(mid**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+
+
+def test_resample_same_rate_is_identity():
+    wav = np.linspace(-1, 1, 800, dtype=np.float32)
+    assert np.array_equal(resample(wav, 8000, 8000), wav)
+
+
+def test_read_audio_file_returns_mono_float_and_rate(tmp_path: Path):
+    stereo = np.stack([np.full(1600, 0.25), np.full(1600, -0.25)], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 8000, subtype="PCM_16")
+    wav, rate = read_audio_file(path)
+    assert rate == 8000 and wav.dtype == np.float32 and wav.shape == (1600,)
+    assert np.allclose(wav, 0.0, atol=1e-4)
+
+
+def test_file_to_wire_keeps_telephony_rates_and_brings_others_to_16khz(tmp_path: Path):
+    for rate, wire_rate in ((8000, 8000), (16000, 16000), (44100, 16000)):
+        path = tmp_path / f"{rate}.wav"
+        sf.write(path, np.zeros(rate, dtype=np.float32), rate, subtype="PCM_16")  # one second
+        data, got = file_to_wire(path)
+        assert got == wire_rate and len(data) == 2 * wire_rate
+    data, got = file_to_wire(tmp_path / "16000.wav", Encoding.MULAW, 8000)
+    assert got == 8000 and len(data) == 8000
+
+
+def _assert_invalid_file(path: Path, words: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        read_audio_file(path)
+    assert err.value.field == "file"
+    assert str(path) in err.value.description, "the message must name the file"
+    assert words in err.value.description
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_read_audio_file_rejects_non_finite_float_wav(tmp_path: Path, bad):
+    wav = np.full(1600, 0.1, dtype=np.float32)
+    wav[800] = bad
+    path = tmp_path / "nan.wav"
+    sf.write(path, wav, 16000, subtype="FLOAT")
+    _assert_invalid_file(path, "NaN or infinite")
+
+
+def test_read_audio_file_rejects_a_zero_byte_file(tmp_path: Path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    _assert_invalid_file(path, "cannot read audio")
+
+
+def test_read_audio_file_rejects_a_wav_without_samples(tmp_path: Path):
+    path = tmp_path / "no-frames.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), 16000)
+    _assert_invalid_file(path, "no audio samples")
+
+
+def test_read_audio_file_rejects_a_non_audio_file(tmp_path: Path):
+    path = tmp_path / "notes.wav"
+    path.write_text("this is a text file, not audio\n" * 20)
+    _assert_invalid_file(path, "cannot read audio")
+
+
+def test_read_audio_file_rejects_a_missing_file(tmp_path: Path):
+    _assert_invalid_file(tmp_path / "missing.wav", "cannot read audio")
