@@ -10,7 +10,7 @@ from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound
 from authsvc.identifiers import check_id
 from authsvc.scoring.cosine import embedding_to_bytes
-from authsvc.store.base import CustomerRecord
+from authsvc.store.base import CustomerRecord, Erasure
 from authsvc.voice.pipeline import encoder_input, track
 
 VOICE = "voice"
@@ -90,7 +90,7 @@ def describe_customer(
     return record, summaries
 
 
-def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str) -> int:
+def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str) -> Erasure:
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
     deleted = ctx.vault.store.delete_customer(tenant, customer_id)

@@ -12,7 +12,7 @@ import pytest
 
 from authsvc import crypto
 from authsvc.errors import ConfigError, IntegrityError
-from authsvc.store.base import TemplateRow
+from authsvc.store.base import Erasure, TemplateRow
 from authsvc.store.sqlite import SQLiteStore
 from authsvc.templates import TemplateVault
 
@@ -251,7 +251,7 @@ def test_delete_removes_templates_and_customer_and_returns_the_count(store):
     for d in ("d1", "d2", "d3"):
         store.add_template(_row("alice", d))
     store.add_template(_row("bob", "d1"))
-    assert store.delete_customer("acme", "alice") == 3
+    assert store.delete_customer("acme", "alice") == Erasure(templates=3, secrets=0)
     assert store.get_customer("acme", "alice") is None
     assert store.templates("acme", "alice") == []
     assert len(store.templates("acme", "bob")) == 1
@@ -289,7 +289,7 @@ def test_list_customers_pages_in_id_order_per_tenant(store):
 
 def test_failed_transaction_rolls_back_and_releases_the_lock(store):
     with pytest.raises(RuntimeError, match="boom"), store._tx() as cur:
-        cur.execute("INSERT INTO customers VALUES ('acme', 'ghost', 1)")
+        cur.execute("INSERT INTO customers (tenant, customer_id, created_ms) VALUES ('acme', 'ghost', 1)")
         cur.execute(
             "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, "
             "key_id, blob, created_ms) VALUES ('acme', 'ghost', 'voice', 'ge2e', 'v1', 'd', 'k', x'00', 1)"
@@ -304,8 +304,8 @@ def test_failed_transaction_rolls_back_and_releases_the_lock(store):
 def test_constraint_violation_inside_a_write_leaves_nothing_behind(store):
     # A database error part-way through a write (a duplicate key) undoes the rows before it.
     with pytest.raises(sqlite3.IntegrityError), store._tx() as cur:
-        cur.execute("INSERT INTO customers VALUES ('acme', 'ghost', 1)")
-        cur.execute("INSERT INTO customers VALUES ('acme', 'ghost', 2)")
+        cur.execute("INSERT INTO customers (tenant, customer_id, created_ms) VALUES ('acme', 'ghost', 1)")
+        cur.execute("INSERT INTO customers (tenant, customer_id, created_ms) VALUES ('acme', 'ghost', 2)")
     assert store.get_customer("acme", "ghost") is None
 
 

@@ -89,4 +89,6 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         deleted = await asyncio.to_thread(
             enrollment.delete_customer, self.ctx, request.tenant, request.customer_id
         )
-        return enrollment_pb2.DeleteCustomerResponse(templates_deleted=deleted)
+        return enrollment_pb2.DeleteCustomerResponse(
+            templates_deleted=deleted.templates, secrets_deleted=deleted.secrets
+        )

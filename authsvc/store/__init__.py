@@ -1,5 +1,5 @@
 """Persistence behind the `Store` protocol; SQLite is the embedded default."""
 
-from authsvc.store.base import CustomerRecord, Store, TemplateRow
+from authsvc.store.base import AuditEvent, CustomerRecord, Erasure, Store, TemplateRow
 
-__all__ = ["CustomerRecord", "Store", "TemplateRow"]
+__all__ = ["AuditEvent", "CustomerRecord", "Erasure", "Store", "TemplateRow"]

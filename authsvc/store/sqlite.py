@@ -6,11 +6,12 @@ are sub-millisecond, so a pool would add nothing but file-handle churn.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
-from authsvc.store.base import CustomerRecord, TemplateRow
+from authsvc.store.base import AuditEvent, CustomerRecord, Erasure, TemplateRow
 
 SCHEMA_VERSION = 1
 
@@ -28,8 +29,43 @@ CREATE TABLE IF NOT EXISTS customers (
     tenant TEXT NOT NULL,
     customer_id TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
+    methods TEXT NOT NULL DEFAULT '[]',
+    opted_out INTEGER NOT NULL DEFAULT 0,
+    consent_version TEXT NOT NULL DEFAULT '',
+    consent_ms INTEGER NOT NULL DEFAULT 0,
+    registered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, customer_id)
 );
+CREATE TABLE IF NOT EXISTS customer_state (
+    tenant TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, customer_id, name),
+    FOREIGN KEY (tenant, customer_id) REFERENCES customers (tenant, customer_id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS service_secrets (
+    name TEXT PRIMARY KEY,
+    blob BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assertion_uses (
+    jti TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    uses INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
 CREATE TABLE IF NOT EXISTS templates (
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -86,44 +122,62 @@ class SQLiteStore:
 
     def ensure_customer(self, tenant: str, customer_id: str, now_ms: int) -> CustomerRecord:
         with self._tx() as cur:
-            cur.execute("INSERT OR IGNORE INTO customers VALUES (?, ?, ?)", (tenant, customer_id, now_ms))
-            row = cur.execute(
-                "SELECT created_ms FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id)
-            ).fetchone()
-        return CustomerRecord(tenant, customer_id, row[0])
+            cur.execute(
+                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
+                (tenant, customer_id, now_ms),
+            )
+            return _customer(cur, tenant, customer_id)  # type: ignore[return-value]
 
     def get_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
         with self._tx() as cur:
-            row = cur.execute(
-                "SELECT created_ms FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id)
-            ).fetchone()
-        return CustomerRecord(tenant, customer_id, row[0]) if row else None
+            return _customer(cur, tenant, customer_id)
 
     def list_customers(self, tenant: str, limit: int, after: str = "") -> list[CustomerRecord]:
         with self._tx() as cur:
             rows = cur.execute(
-                "SELECT customer_id, created_ms FROM customers WHERE tenant=? AND customer_id>? "
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id>? "
                 "ORDER BY customer_id LIMIT ?",
                 (tenant, after, limit),
             ).fetchall()
-        return [CustomerRecord(tenant, c, t) for c, t in rows]
+        return [_customer_from_row(tenant, r) for r in rows]
 
-    def delete_customer(self, tenant: str, customer_id: str) -> int | None:
+    def set_choices(
+        self,
+        tenant: str,
+        customer_id: str,
+        methods: list[str],
+        opted_out: bool,
+        consent_version: str,
+        now_ms: int,
+    ) -> CustomerRecord:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
+                (tenant, customer_id, now_ms),
+            )
+            cur.execute(
+                "UPDATE customers SET methods=?, opted_out=?, consent_version=?, consent_ms=?, registered=1 "
+                "WHERE tenant=? AND customer_id=?",
+                (json.dumps(sorted(methods)), int(opted_out), consent_version, now_ms, tenant, customer_id),
+            )
+            return _customer(cur, tenant, customer_id)  # type: ignore[return-value]
+
+    def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
         with self._tx() as cur:
             if not cur.execute(
                 "SELECT 1 FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id)
             ).fetchone():
                 return None
-            n = cur.execute(
-                "DELETE FROM templates WHERE tenant=? AND customer_id=?", (tenant, customer_id)
-            ).rowcount
-            cur.execute("DELETE FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id))
-        return n
+            key = (tenant, customer_id)
+            n = cur.execute("DELETE FROM templates WHERE tenant=? AND customer_id=?", key).rowcount
+            m = cur.execute("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key).rowcount
+            cur.execute("DELETE FROM customers WHERE tenant=? AND customer_id=?", key)
+        return Erasure(templates=n, secrets=m)
 
     def add_template(self, row: TemplateRow) -> bool:
         with self._tx() as cur:
             cur.execute(
-                "INSERT OR IGNORE INTO customers VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
                 (row.tenant, row.customer_id, row.created_ms),
             )
             inserted = cur.execute(
@@ -160,9 +214,130 @@ class SQLiteStore:
             for m, e, v, d, k, b, t, label in rows
         ]
 
+    def replace_template(self, row: TemplateRow) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
+                (row.tenant, row.customer_id, row.created_ms),
+            )
+            cur.execute(
+                "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, "
+                "key_id, blob, label, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (tenant, customer_id, modality, encoder_id, digest) DO UPDATE SET "
+                "encoder_version=excluded.encoder_version, key_id=excluded.key_id, blob=excluded.blob, "
+                "label=excluded.label, created_ms=excluded.created_ms",
+                (
+                    row.tenant, row.customer_id, row.modality, row.encoder_id, row.encoder_version,
+                    row.digest, row.key_id, row.blob, row.label, row.created_ms,
+                ),
+            )
+
+    def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT blob FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
+                (tenant, customer_id, name),
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def state_names(self, tenant: str, customer_id: str) -> list[str]:
+        with self._tx() as cur:
+            rows = cur.execute(
+                "SELECT name FROM customer_state WHERE tenant=? AND customer_id=? ORDER BY name",
+                (tenant, customer_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
+                (tenant, customer_id, now_ms),
+            )
+            cur.execute(
+                "INSERT INTO customer_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, customer_id, name) "
+                "DO UPDATE SET blob=excluded.blob, updated_ms=excluded.updated_ms",
+                (tenant, customer_id, name, blob, now_ms),
+            )
+
+    def delete_state(self, tenant: str, customer_id: str, name: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "DELETE FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
+                (tenant, customer_id, name),
+            )
+
+    def get_secret(self, name: str) -> bytes | None:
+        with self._tx() as cur:
+            row = cur.execute("SELECT blob FROM service_secrets WHERE name=?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def put_secret(self, name: str, blob: bytes) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO service_secrets VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET blob=excluded.blob",
+                (name, blob),
+            )
+
+    def use_assertion(self, jti: str, tenant: str, expires_ms: int, now_ms: int) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM assertion_uses WHERE expires_ms < ?", (now_ms,))
+            cur.execute(
+                "INSERT INTO assertion_uses VALUES (?, ?, 1, ?) ON CONFLICT (jti) DO UPDATE SET uses=uses+1",
+                (jti, tenant, expires_ms),
+            )
+            return cur.execute("SELECT uses FROM assertion_uses WHERE jti=?", (jti,)).fetchone()[0]
+
+    def append_audit(self, event: AuditEvent) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO audit (tenant, time_ms, actor, action, customer_id, outcome, details) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.tenant, event.time_ms, event.actor, event.action, event.customer_id,
+                    event.outcome, json.dumps(event.details, sort_keys=True),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def list_audit(
+        self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
+    ) -> list[AuditEvent]:
+        sql = "SELECT id, time_ms, actor, action, customer_id, outcome, details FROM audit WHERE tenant=?"
+        args: tuple = (tenant,)
+        if before_id is not None:
+            sql += " AND id<?"
+            args += (before_id,)
+        if customer_id:
+            sql += " AND customer_id=?"
+            args += (customer_id,)
+        with self._tx() as cur:
+            rows = cur.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            AuditEvent(tenant, t, actor, action, cid, outcome, json.loads(details), id=i)
+            for i, t, actor, action, cid, outcome, details in rows
+        ]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+_CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered"
+
+
+def _customer_from_row(tenant: str, row: tuple) -> CustomerRecord:
+    cid, created, methods, opted_out, version, consent_ms, registered = row
+    return CustomerRecord(
+        tenant, cid, created, tuple(json.loads(methods)), bool(opted_out), version, consent_ms, bool(registered)
+    )
+
+
+def _customer(cur: sqlite3.Cursor, tenant: str, customer_id: str) -> CustomerRecord | None:
+    row = cur.execute(
+        f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id)
+    ).fetchone()
+    return _customer_from_row(tenant, row) if row else None
 
 
 class _Transaction:

@@ -24,21 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61uthsvc/v1/common.proto\x12\nauthsvc.v1\"R\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.authsvc.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05*\x7f\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_PCM16_LE\x10\x01\x12\x18\n\x14\x41UDIO_ENCODING_MULAW\x10\x02\x12\x17\n\x13\x41UDIO_ENCODING_ALAW\x10\x03*i\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_VOICE\x10\x01\x12\x10\n\x0c\x43HANNEL_CHAT\x10\x02\x12\x0f\n\x0b\x43HANNEL_WEB\x10\x03\x12\x0f\n\x0b\x43HANNEL_APP\x10\x04*s\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_VOICE\x10\x01\x12\x1c\n\x18MODALITY_KEYSTROKE_FIXED\x10\x02\x12\x1b\n\x17MODALITY_KEYSTROKE_FREE\x10\x03*\x7f\n\x0cQualityIssue\x12\x1d\n\x19QUALITY_ISSUE_UNSPECIFIED\x10\x00\x12\x1b\n\x17QUALITY_ISSUE_TOO_SHORT\x10\x01\x12\x19\n\x15QUALITY_ISSUE_CLIPPED\x10\x02\x12\x18\n\x14QUALITY_ISSUE_SILENT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61uthsvc/v1/common.proto\x12\nauthsvc.v1\"R\n\x0b\x41udioFormat\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.authsvc.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\"C\n\x08KeyEvent\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06\x64own_s\x18\x02 \x01(\x01\x12\x11\n\x04up_s\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x07\n\x05_up_s\"\x7f\n\x0fKeystrokeSample\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.authsvc.v1.KeystrokeKind\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12$\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x14.authsvc.v1.KeyEvent*\x7f\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_PCM16_LE\x10\x01\x12\x18\n\x14\x41UDIO_ENCODING_MULAW\x10\x02\x12\x17\n\x13\x41UDIO_ENCODING_ALAW\x10\x03*i\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_VOICE\x10\x01\x12\x10\n\x0c\x43HANNEL_CHAT\x10\x02\x12\x0f\n\x0b\x43HANNEL_WEB\x10\x03\x12\x0f\n\x0b\x43HANNEL_APP\x10\x04*s\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_VOICE\x10\x01\x12\x1c\n\x18MODALITY_KEYSTROKE_FIXED\x10\x02\x12\x1b\n\x17MODALITY_KEYSTROKE_FREE\x10\x03*\x7f\n\x0cQualityIssue\x12\x1d\n\x19QUALITY_ISSUE_UNSPECIFIED\x10\x00\x12\x1b\n\x17QUALITY_ISSUE_TOO_SHORT\x10\x01\x12\x19\n\x15QUALITY_ISSUE_CLIPPED\x10\x02\x12\x18\n\x14QUALITY_ISSUE_SILENT\x10\x03*\x85\x01\n\rKeystrokeKind\x12\x1e\n\x1aKEYSTROKE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19KEYSTROKE_KIND_FIXED_TEXT\x10\x01\x12\x1c\n\x18KEYSTROKE_KIND_FREE_TEXT\x10\x02\x12\x17\n\x13KEYSTROKE_KIND_DTMF\x10\x03*\x8d\x01\n\nAuthMethod\x12\x1b\n\x17\x41UTH_METHOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41UTH_METHOD_VOICE\x10\x01\x12\x16\n\x12\x41UTH_METHOD_TYPING\x10\x02\x12\x14\n\x10\x41UTH_METHOD_TOTP\x10\x03\x12\x1d\n\x19\x41UTH_METHOD_ONE_TIME_CODE\x10\x04*f\n\x0cSecondFactor\x12\x1d\n\x19SECOND_FACTOR_UNSPECIFIED\x10\x00\x12\x16\n\x12SECOND_FACTOR_TOTP\x10\x01\x12\x1f\n\x1bSECOND_FACTOR_ONE_TIME_CODE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=123
-  _globals['_AUDIOENCODING']._serialized_end=250
-  _globals['_CHANNEL']._serialized_start=252
-  _globals['_CHANNEL']._serialized_end=357
-  _globals['_MODALITY']._serialized_start=359
-  _globals['_MODALITY']._serialized_end=474
-  _globals['_QUALITYISSUE']._serialized_start=476
-  _globals['_QUALITYISSUE']._serialized_end=603
+  _globals['_AUDIOENCODING']._serialized_start=321
+  _globals['_AUDIOENCODING']._serialized_end=448
+  _globals['_CHANNEL']._serialized_start=450
+  _globals['_CHANNEL']._serialized_end=555
+  _globals['_MODALITY']._serialized_start=557
+  _globals['_MODALITY']._serialized_end=672
+  _globals['_QUALITYISSUE']._serialized_start=674
+  _globals['_QUALITYISSUE']._serialized_end=801
+  _globals['_KEYSTROKEKIND']._serialized_start=804
+  _globals['_KEYSTROKEKIND']._serialized_end=937
+  _globals['_AUTHMETHOD']._serialized_start=940
+  _globals['_AUTHMETHOD']._serialized_end=1081
+  _globals['_SECONDFACTOR']._serialized_start=1083
+  _globals['_SECONDFACTOR']._serialized_end=1185
   _globals['_AUDIOFORMAT']._serialized_start=39
   _globals['_AUDIOFORMAT']._serialized_end=121
+  _globals['_KEYEVENT']._serialized_start=123
+  _globals['_KEYEVENT']._serialized_end=190
+  _globals['_KEYSTROKESAMPLE']._serialized_start=192
+  _globals['_KEYSTROKESAMPLE']._serialized_end=319
 # @@protoc_insertion_point(module_scope)

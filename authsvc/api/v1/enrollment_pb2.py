@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from authsvc.api.v1 import common_pb2 as authsvc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61uthsvc/v1/enrollment.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"\x80\x01\n\x12\x45nrollVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\r\n\x05label\x18\x05 \x01(\t\"\x9a\x01\n\x13\x45nrollVoiceResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\x12\x30\n\x0equality_issues\x18\x04 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\"\x95\x01\n\x0fTemplateSummary\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\x12\n\nencoder_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x05\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"x\n\x08\x43ustomer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12.\n\ttemplates\x18\x04 \x03(\x0b\x32\x1b.authsvc.v1.TemplateSummary\"9\n\x12GetCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"M\n\x14ListCustomersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.authsvc.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x15\x44\x65leteCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"3\n\x16\x44\x65leteCustomerResponse\x12\x19\n\x11templates_deleted\x18\x01 \x01(\x05\x32\xd7\x02\n\x11\x45nrollmentService\x12N\n\x0b\x45nrollVoice\x12\x1e.authsvc.v1.EnrollVoiceRequest\x1a\x1f.authsvc.v1.EnrollVoiceResponse\x12\x43\n\x0bGetCustomer\x12\x1e.authsvc.v1.GetCustomerRequest\x1a\x14.authsvc.v1.Customer\x12T\n\rListCustomers\x12 .authsvc.v1.ListCustomersRequest\x1a!.authsvc.v1.ListCustomersResponse\x12W\n\x0e\x44\x65leteCustomer\x12!.authsvc.v1.DeleteCustomerRequest\x1a\".authsvc.v1.DeleteCustomerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61uthsvc/v1/enrollment.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"\x8f\x01\n\x12\x45nrollVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\r\n\x05label\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"\x9a\x01\n\x13\x45nrollVoiceResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\x12\x30\n\x0equality_issues\x18\x04 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\"\xb0\x01\n\x17RegisterCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x07methods\x18\x03 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x1a\n\x12opt_out_biometrics\x18\x04 \x01(\x08\x12\x1c\n\x14\x63onsent_text_version\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"l\n\x17\x45nrollKeystrokesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x07samples\x18\x03 \x03(\x0b\x32\x1b.authsvc.v1.KeystrokeSample\"{\n\x18\x45nrollKeystrokesResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x15\n\rsamples_added\x18\x02 \x01(\x05\x12 \n\x18samples_already_enrolled\x18\x03 \x01(\x05\"U\n\x07\x43onsent\x12\x14\n\x0ctext_version\x18\x01 \x01(\t\x12\x18\n\x10recorded_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12\x62iometrics_allowed\x18\x03 \x01(\x08\"\x95\x01\n\x0fTemplateSummary\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\x12\n\nencoder_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x05\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\x85\x02\n\x08\x43ustomer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12.\n\ttemplates\x18\x04 \x03(\x0b\x32\x1b.authsvc.v1.TemplateSummary\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x11\n\topted_out\x18\x06 \x01(\x08\x12$\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x13.authsvc.v1.Consent\x12)\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\"9\n\x12GetCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"M\n\x14ListCustomersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.authsvc.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x15\x44\x65leteCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"L\n\x16\x44\x65leteCustomerResponse\x12\x19\n\x11templates_deleted\x18\x01 \x01(\x05\x12\x17\n\x0fsecrets_deleted\x18\x02 \x01(\x05\x32\x85\x04\n\x11\x45nrollmentService\x12M\n\x10RegisterCustomer\x12#.authsvc.v1.RegisterCustomerRequest\x1a\x14.authsvc.v1.Customer\x12N\n\x0b\x45nrollVoice\x12\x1e.authsvc.v1.EnrollVoiceRequest\x1a\x1f.authsvc.v1.EnrollVoiceResponse\x12]\n\x10\x45nrollKeystrokes\x12#.authsvc.v1.EnrollKeystrokesRequest\x1a$.authsvc.v1.EnrollKeystrokesResponse\x12\x43\n\x0bGetCustomer\x12\x1e.authsvc.v1.GetCustomerRequest\x1a\x14.authsvc.v1.Customer\x12T\n\rListCustomers\x12 .authsvc.v1.ListCustomersRequest\x1a!.authsvc.v1.ListCustomersResponse\x12W\n\x0e\x44\x65leteCustomer\x12!.authsvc.v1.DeleteCustomerRequest\x1a\".authsvc.v1.DeleteCustomerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.enrollment_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENROLLVOICEREQUEST']._serialized_start=69
-  _globals['_ENROLLVOICEREQUEST']._serialized_end=197
-  _globals['_ENROLLVOICERESPONSE']._serialized_start=200
-  _globals['_ENROLLVOICERESPONSE']._serialized_end=354
-  _globals['_TEMPLATESUMMARY']._serialized_start=357
-  _globals['_TEMPLATESUMMARY']._serialized_end=506
-  _globals['_CUSTOMER']._serialized_start=508
-  _globals['_CUSTOMER']._serialized_end=628
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=630
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=687
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=689
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=766
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=768
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=857
-  _globals['_DELETECUSTOMERREQUEST']._serialized_start=859
-  _globals['_DELETECUSTOMERREQUEST']._serialized_end=919
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=921
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=972
-  _globals['_ENROLLMENTSERVICE']._serialized_start=975
-  _globals['_ENROLLMENTSERVICE']._serialized_end=1318
+  _globals['_ENROLLVOICEREQUEST']._serialized_end=212
+  _globals['_ENROLLVOICERESPONSE']._serialized_start=215
+  _globals['_ENROLLVOICERESPONSE']._serialized_end=369
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=372
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=548
+  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_start=550
+  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_end=658
+  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_start=660
+  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_end=783
+  _globals['_CONSENT']._serialized_start=785
+  _globals['_CONSENT']._serialized_end=870
+  _globals['_TEMPLATESUMMARY']._serialized_start=873
+  _globals['_TEMPLATESUMMARY']._serialized_end=1022
+  _globals['_CUSTOMER']._serialized_start=1025
+  _globals['_CUSTOMER']._serialized_end=1286
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1288
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1345
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1347
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1424
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1426
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1515
+  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1517
+  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1577
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1579
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=1655
+  _globals['_ENROLLMENTSERVICE']._serialized_start=1658
+  _globals['_ENROLLMENTSERVICE']._serialized_end=2175
 # @@protoc_insertion_point(module_scope)

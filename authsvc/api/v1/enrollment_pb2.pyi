@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnrollVoiceRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "format", "audio", "label")
+    __slots__ = ("tenant", "customer_id", "format", "audio", "label", "actor")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     format: _common_pb2.AudioFormat
     audio: bytes
     label: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[bytes] = ..., label: _Optional[str] = ...) -> None: ...
+    actor: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[bytes] = ..., label: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class EnrollVoiceResponse(_message.Message):
     __slots__ = ("customer", "added", "net_speech_seconds", "quality_issues")
@@ -32,6 +34,52 @@ class EnrollVoiceResponse(_message.Message):
     net_speech_seconds: float
     quality_issues: _containers.RepeatedScalarFieldContainer[_common_pb2.QualityIssue]
     def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., added: _Optional[bool] = ..., net_speech_seconds: _Optional[float] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ...) -> None: ...
+
+class RegisterCustomerRequest(_message.Message):
+    __slots__ = ("tenant", "customer_id", "methods", "opt_out_biometrics", "consent_text_version", "actor")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    OPT_OUT_BIOMETRICS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_TEXT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    methods: _containers.RepeatedScalarFieldContainer[_common_pb2.AuthMethod]
+    opt_out_biometrics: bool
+    consent_text_version: str
+    actor: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opt_out_biometrics: _Optional[bool] = ..., consent_text_version: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class EnrollKeystrokesRequest(_message.Message):
+    __slots__ = ("tenant", "customer_id", "samples")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeystrokeSample]
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.KeystrokeSample, _Mapping]]] = ...) -> None: ...
+
+class EnrollKeystrokesResponse(_message.Message):
+    __slots__ = ("customer", "samples_added", "samples_already_enrolled")
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_ADDED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_ALREADY_ENROLLED_FIELD_NUMBER: _ClassVar[int]
+    customer: Customer
+    samples_added: int
+    samples_already_enrolled: int
+    def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., samples_added: _Optional[int] = ..., samples_already_enrolled: _Optional[int] = ...) -> None: ...
+
+class Consent(_message.Message):
+    __slots__ = ("text_version", "recorded_unix_ms", "biometrics_allowed")
+    TEXT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    BIOMETRICS_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    text_version: str
+    recorded_unix_ms: int
+    biometrics_allowed: bool
+    def __init__(self, text_version: _Optional[str] = ..., recorded_unix_ms: _Optional[int] = ..., biometrics_allowed: _Optional[bool] = ...) -> None: ...
 
 class TemplateSummary(_message.Message):
     __slots__ = ("modality", "encoder_id", "encoder_version", "sample_count", "updated_unix_ms")
@@ -48,16 +96,24 @@ class TemplateSummary(_message.Message):
     def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., sample_count: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Customer(_message.Message):
-    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates")
+    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates", "methods", "opted_out", "consent", "factors")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    OPTED_OUT_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    FACTORS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     created_unix_ms: int
     templates: _containers.RepeatedCompositeFieldContainer[TemplateSummary]
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ...) -> None: ...
+    methods: _containers.RepeatedScalarFieldContainer[_common_pb2.AuthMethod]
+    opted_out: bool
+    consent: Consent
+    factors: _containers.RepeatedScalarFieldContainer[_common_pb2.SecondFactor]
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opted_out: _Optional[bool] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ...) -> None: ...
 
 class GetCustomerRequest(_message.Message):
     __slots__ = ("tenant", "customer_id")
@@ -94,7 +150,9 @@ class DeleteCustomerRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class DeleteCustomerResponse(_message.Message):
-    __slots__ = ("templates_deleted",)
+    __slots__ = ("templates_deleted", "secrets_deleted")
     TEMPLATES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_DELETED_FIELD_NUMBER: _ClassVar[int]
     templates_deleted: int
-    def __init__(self, templates_deleted: _Optional[int] = ...) -> None: ...
+    secrets_deleted: int
+    def __init__(self, templates_deleted: _Optional[int] = ..., secrets_deleted: _Optional[int] = ...) -> None: ...

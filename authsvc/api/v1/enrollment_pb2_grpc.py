@@ -36,10 +36,20 @@ class EnrollmentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.RegisterCustomer = channel.unary_unary(
+                '/authsvc.v1.EnrollmentService/RegisterCustomer',
+                request_serializer=authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.Customer.FromString,
+                _registered_method=True)
         self.EnrollVoice = channel.unary_unary(
                 '/authsvc.v1.EnrollmentService/EnrollVoice',
                 request_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollVoiceRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollVoiceResponse.FromString,
+                _registered_method=True)
+        self.EnrollKeystrokes = channel.unary_unary(
+                '/authsvc.v1.EnrollmentService/EnrollKeystrokes',
+                request_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollKeystrokesRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollKeystrokesResponse.FromString,
                 _registered_method=True)
         self.GetCustomer = channel.unary_unary(
                 '/authsvc.v1.EnrollmentService/GetCustomer',
@@ -63,8 +73,22 @@ class EnrollmentServiceServicer:
     Customers are addressed as tenant + customer_id (tenants/{tenant}/customers/{customer_id}).
     """
 
+    def RegisterCustomer(self, request, context):
+        """Records a customer's choice of methods (or opt-out) and their consent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EnrollVoice(self, request, context):
         """Adds one voice sample. Idempotent: the same audio sent twice is stored once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollKeystrokes(self, request, context):
+        """Adds typing samples to a keystroke profile (created on first use, grown after).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,7 +107,7 @@ class EnrollmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCustomer(self, request, context):
-        """Erases the customer and every template of theirs.
+        """Erases the customer, every template and every second-factor secret of theirs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,10 +116,20 @@ class EnrollmentServiceServicer:
 
 def add_EnrollmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'RegisterCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterCustomer,
+                    request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.Customer.SerializeToString,
+            ),
             'EnrollVoice': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrollVoice,
                     request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollVoiceRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollVoiceResponse.SerializeToString,
+            ),
+            'EnrollKeystrokes': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollKeystrokes,
+                    request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollKeystrokesRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollKeystrokesResponse.SerializeToString,
             ),
             'GetCustomer': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCustomer,
@@ -126,6 +160,33 @@ class EnrollmentService:
     """
 
     @staticmethod
+    def RegisterCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.EnrollmentService/RegisterCustomer',
+            authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerRequest.SerializeToString,
+            authsvc_dot_v1_dot_enrollment__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def EnrollVoice(request,
             target,
             options=(),
@@ -142,6 +203,33 @@ class EnrollmentService:
             '/authsvc.v1.EnrollmentService/EnrollVoice',
             authsvc_dot_v1_dot_enrollment__pb2.EnrollVoiceRequest.SerializeToString,
             authsvc_dot_v1_dot_enrollment__pb2.EnrollVoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollKeystrokes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.EnrollmentService/EnrollKeystrokes',
+            authsvc_dot_v1_dot_enrollment__pb2.EnrollKeystrokesRequest.SerializeToString,
+            authsvc_dot_v1_dot_enrollment__pb2.EnrollKeystrokesResponse.FromString,
             options,
             channel_credentials,
             insecure,

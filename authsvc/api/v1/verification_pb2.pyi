@@ -26,26 +26,46 @@ OUTCOME_STEP_UP_REQUIRED: Outcome
 OUTCOME_OPTED_OUT: Outcome
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("start", "audio")
+    __slots__ = ("start", "audio", "keystrokes", "step_up", "send_code")
     START_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
+    KEYSTROKES_FIELD_NUMBER: _ClassVar[int]
+    STEP_UP_FIELD_NUMBER: _ClassVar[int]
+    SEND_CODE_FIELD_NUMBER: _ClassVar[int]
     start: SessionStart
     audio: AudioChunk
-    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ...) -> None: ...
+    keystrokes: _common_pb2.KeystrokeSample
+    step_up: StepUpAnswer
+    send_code: OneTimeCodeRequest
+    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., keystrokes: _Optional[_Union[_common_pb2.KeystrokeSample, _Mapping]] = ..., step_up: _Optional[_Union[StepUpAnswer, _Mapping]] = ..., send_code: _Optional[_Union[OneTimeCodeRequest, _Mapping]] = ...) -> None: ...
+
+class StepUpAnswer(_message.Message):
+    __slots__ = ("factor", "code")
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    factor: _common_pb2.SecondFactor
+    code: str
+    def __init__(self, factor: _Optional[_Union[_common_pb2.SecondFactor, str]] = ..., code: _Optional[str] = ...) -> None: ...
+
+class OneTimeCodeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class SessionStart(_message.Message):
-    __slots__ = ("tenant", "customer_id", "channel", "audio_format", "session_id")
+    __slots__ = ("tenant", "customer_id", "channel", "audio_format", "session_id", "assertion")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSERTION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     channel: _common_pb2.Channel
     audio_format: _common_pb2.AudioFormat
     session_id: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    assertion: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., session_id: _Optional[str] = ..., assertion: _Optional[str] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("data",)
@@ -54,7 +74,7 @@ class AudioChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ModalityEvidence(_message.Message):
-    __slots__ = ("modality", "score", "threshold", "target_far", "encoder_id", "encoder_version", "enrolled_samples")
+    __slots__ = ("modality", "score", "threshold", "target_far", "encoder_id", "encoder_version", "enrolled_samples", "llr", "profile")
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +82,8 @@ class ModalityEvidence(_message.Message):
     ENCODER_ID_FIELD_NUMBER: _ClassVar[int]
     ENCODER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENROLLED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LLR_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     modality: _common_pb2.Modality
     score: float
     threshold: float
@@ -69,10 +91,36 @@ class ModalityEvidence(_message.Message):
     encoder_id: str
     encoder_version: str
     enrolled_samples: int
-    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., target_far: _Optional[float] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., enrolled_samples: _Optional[int] = ...) -> None: ...
+    llr: float
+    profile: str
+    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., target_far: _Optional[float] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., enrolled_samples: _Optional[int] = ..., llr: _Optional[float] = ..., profile: _Optional[str] = ...) -> None: ...
+
+class Assertion(_message.Message):
+    __slots__ = ("token", "id", "tenant", "customer_id", "methods", "assurance_level", "channel", "issued_unix_ms", "expires_unix_ms", "key_id")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    ASSURANCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    id: str
+    tenant: str
+    customer_id: str
+    methods: _containers.RepeatedScalarFieldContainer[_common_pb2.AuthMethod]
+    assurance_level: str
+    channel: _common_pb2.Channel
+    issued_unix_ms: int
+    expires_unix_ms: int
+    key_id: str
+    def __init__(self, token: _Optional[str] = ..., id: _Optional[str] = ..., tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., assurance_level: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("outcome", "session_id", "sequence", "net_speech_seconds", "required_net_speech_seconds", "evidence", "quality_issues", "policy_id", "final", "reason")
+    __slots__ = ("outcome", "session_id", "sequence", "net_speech_seconds", "required_net_speech_seconds", "evidence", "quality_issues", "policy_id", "final", "reason", "step_up_factors", "fused_llr", "fused_threshold_llr", "assertion", "attempts_remaining", "retry_after_seconds")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +131,12 @@ class Decision(_message.Message):
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STEP_UP_FACTORS_FIELD_NUMBER: _ClassVar[int]
+    FUSED_LLR_FIELD_NUMBER: _ClassVar[int]
+    FUSED_THRESHOLD_LLR_FIELD_NUMBER: _ClassVar[int]
+    ASSERTION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     session_id: str
     sequence: int
@@ -93,4 +147,10 @@ class Decision(_message.Message):
     policy_id: str
     final: bool
     reason: str
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., net_speech_seconds: _Optional[float] = ..., required_net_speech_seconds: _Optional[float] = ..., evidence: _Optional[_Iterable[_Union[ModalityEvidence, _Mapping]]] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ..., policy_id: _Optional[str] = ..., final: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    step_up_factors: _containers.RepeatedScalarFieldContainer[_common_pb2.SecondFactor]
+    fused_llr: float
+    fused_threshold_llr: float
+    assertion: Assertion
+    attempts_remaining: int
+    retry_after_seconds: float
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., net_speech_seconds: _Optional[float] = ..., required_net_speech_seconds: _Optional[float] = ..., evidence: _Optional[_Iterable[_Union[ModalityEvidence, _Mapping]]] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ..., policy_id: _Optional[str] = ..., final: _Optional[bool] = ..., reason: _Optional[str] = ..., step_up_factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ..., fused_llr: _Optional[float] = ..., fused_threshold_llr: _Optional[float] = ..., assertion: _Optional[_Union[Assertion, _Mapping]] = ..., attempts_remaining: _Optional[int] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...

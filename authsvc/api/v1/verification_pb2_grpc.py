@@ -47,7 +47,8 @@ class VerificationServiceServicer:
     """
 
     def Verify(self, request_iterator, context):
-        """The first request must carry `start`; then audio chunks of any size.
+        """The first request must carry `start`; then audio chunks of any size,
+        keystroke samples (typing, DTMF) and step-up answers, in any mix.
         The server answers PENDING until the policy's minimum net speech is
         reached, then a decision, and re-decides as more speech arrives. When the
         client half-closes, a last decision over all audio is sent with final=true.
