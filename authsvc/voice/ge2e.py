@@ -149,7 +149,8 @@ class GE2ENet(nn.Module):
         """(B, T, 40) mel power -> (B, 256) embeddings of unit norm (final hidden state)."""
         _, (hidden, _) = self.lstm(mels)
         raw = self.relu(self.linear(hidden[-1]))
-        return raw / torch.norm(raw, dim=1, keepdim=True)
+        # clamp: an all-zero ReLU output stays zero instead of becoming NaN
+        return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
 
 
 class GE2EEncoder:
@@ -162,7 +163,7 @@ class GE2EEncoder:
     #: Partial windows per LSTM call. A batch normally fits in one call; the cap
     #: bounds memory (about 0.7 MB of gate activations per window) for very long
     #: inputs and does not change any result beyond float rounding.
-    max_windows_per_forward = 256
+    max_windows_per_forward = 128
 
     def __init__(self, net: GE2ENet, version: str, device: str = "cpu") -> None:
         self.version = version
@@ -196,7 +197,7 @@ class GE2EEncoder:
             ]
         )
         embeds = torch.stack([chunk.mean(dim=0) for chunk in torch.split(partials, counts)])
-        embeds = embeds / torch.norm(embeds, dim=1, keepdim=True)
+        embeds = embeds / torch.norm(embeds, dim=1, keepdim=True).clamp_min(1e-12)
         return embeds.cpu().numpy().astype(np.float32, copy=False)
 
 
