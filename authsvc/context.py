@@ -6,15 +6,21 @@ Built once by `authsvc serve` (or a test) and handed to the servicers.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from authsvc.audit import Auditor
 from authsvc.crypto import load_master_key
 from authsvc.errors import ConfigError
+from authsvc.factors import Factors
+from authsvc.metrics import Metrics
 from authsvc.policy.schema import PolicyBook
 from authsvc.scoring.calibration import Calibration, load_calibration
+from authsvc.stepup.senders import load_sender
 from authsvc.store.sqlite import SQLiteStore
 from authsvc.templates import TemplateVault
+from authsvc.trust import AssertionAuthority
+from authsvc.voice.batcher import BatchConfig
 from authsvc.voice.encoder import SpeakerEncoder
 from authsvc.voice.registry import load_encoder
 from authsvc.voice.runner import EmbeddingRunner
@@ -27,10 +33,23 @@ class ServiceConfig:
     data_dir: Path
     encoder: str = "ge2e"
     model_dir: Path | None = None
-    device: str = "cpu"
+    # "auto": CUDA when torch sees a GPU, else the CPU.
+    device: str = "auto"
+    # CPU intra-op threads (torch's default: one per core).
     threads: int | None = None
+    # Batching knobs; defaults and their reasons in authsvc.voice.batcher.BatchConfig.
+    max_batch: int = BatchConfig.max_batch
+    max_wait_ms: float = BatchConfig.max_wait_ms
+    max_queue: int = BatchConfig.max_queue
+    # float16 on CUDA, accepted only within authsvc.voice.device.HALF_MIN_COSINE of float32.
+    half: bool = False
+    # Embed probe signals at start so the first caller does not pay one-time costs.
+    warm_up: bool = True
     # Policy files; defaults to <data_dir>/policies.
     policy_dir: Path | None = None
+    # Where one-time codes go: "file:PATH", "log" or "python:module:Class" (see docs/second-factors.md);
+    # defaults to a development outbox file in the data directory.
+    code_sender: str | None = None
 
 
 @dataclass
@@ -41,20 +60,36 @@ class ServiceContext:
     vault: TemplateVault
     policies: PolicyBook
     calibration: Calibration | None
+    keystroke_calibrations: dict[str, Calibration]
+    auditor: Auditor
+    factors: Factors
+    trust: AssertionAuthority
+    # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
+    metrics: Metrics = field(default_factory=Metrics)
 
     def close(self) -> None:
         self.runner.close()
+        self.metrics.close()
         self.vault.store.close()
 
 
 def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) -> ServiceContext:
+    batching = BatchConfig(config.max_batch, config.max_wait_ms, config.max_queue)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     master = load_master_key(config.data_dir)
     store = SQLiteStore(config.data_dir / "authsvc.sqlite3")
+    # Imported here: torch loads only when a service really starts, not for every CLI command.
+    from authsvc.voice.device import enable_half, resolve_device
+
     if encoder is None:
         encoder = load_encoder(
-            config.encoder, model_dir=config.model_dir, device=config.device, threads=config.threads
+            config.encoder,
+            model_dir=config.model_dir,
+            device=resolve_device(config.device),
+            threads=config.threads,
         )
+    if config.half:
+        enable_half(encoder)
     try:
         calibration = load_calibration(encoder.encoder_id, encoder.version)
     except ConfigError as exc:
@@ -62,11 +97,32 @@ def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) 
         log.warning("%s", exc)
         calibration = None
     policy_dir = config.policy_dir or config.data_dir / "policies"
+    auditor = Auditor(store)
+    vault = TemplateVault(store, master)
+    sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
+    metrics = Metrics()
     return ServiceContext(
         config=config,
         encoder=encoder,
-        runner=EmbeddingRunner(encoder),
-        vault=TemplateVault(store, master),
-        policies=PolicyBook(policy_dir),
+        runner=EmbeddingRunner(encoder, batching, metrics, warm_up=config.warm_up),
+        vault=vault,
+        policies=PolicyBook(
+            policy_dir,
+            on_change=lambda tenant, old, new: auditor.record(
+                tenant, "policy.change", "", "reloaded", "policy-file", old=old, new=new
+            ),
+        ),
         calibration=calibration,
+        keystroke_calibrations=load_keystroke_calibrations(),
+        auditor=auditor,
+        factors=Factors(vault, sender, auditor),
+        trust=AssertionAuthority(store, master, auditor),
+        metrics=metrics,
     )
+
+
+def load_keystroke_calibrations() -> dict[str, Calibration]:
+    """FAR -> threshold tables of the keystroke models, by model id (shipped with the package)."""
+    from authsvc.keystroke import fixed_text, free_text
+
+    return {m.MODEL_ID: load_calibration(m.MODEL_ID, m.MODEL_VERSION) for m in (fixed_text, free_text)}

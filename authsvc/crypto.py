@@ -100,5 +100,9 @@ def template_aad(
     return _aad("authsvc/template/v1", tenant, customer_id, modality, encoder_id, encoder_version)
 
 
+def state_aad(tenant: str, customer_id: str, name: str) -> bytes:
+    return _aad("authsvc/state/v1", tenant, customer_id, name)
+
+
 def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)

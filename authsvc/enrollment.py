@@ -1,20 +1,31 @@
-"""Voice enrollment: one audio sample -> quality checks -> embedding -> encrypted template."""
+"""Enrollment and customer management: registration choices and consent, voice samples,
+typing samples, listing and erasure."""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from authsvc import keystroke
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.quality import Quality, assess
 from authsvc.context import ServiceContext
-from authsvc.errors import InvalidInput, NotFound
+from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.scoring.cosine import embedding_to_bytes
 from authsvc.store.base import CustomerRecord, Erasure
 from authsvc.voice.pipeline import encoder_input, track
 
 VOICE = "voice"
+KEYSTROKE_FIXED = "keystroke_fixed"
+KEYSTROKE_FREE = "keystroke_free"
 MAX_ENROLL_SECONDS = 300
+METHODS = ("voice", "typing", "totp", "one_time_code")
+BIOMETRIC_METHODS = ("voice", "typing")
+_PROFILE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -33,9 +44,11 @@ async def enroll_voice(
     sample_rate: int,
     audio: bytes,
     label: str = "",
+    actor: str = "",
 ) -> EnrollResult:
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
+    _check_biometrics_allowed(ctx, tenant, customer_id, "voice")
     check_rate(sample_rate, "format.sample_rate_hz")
     if not audio:
         raise InvalidInput("audio", "is empty")
@@ -63,7 +76,165 @@ async def enroll_voice(
     )
     customer = ctx.vault.store.get_customer(tenant, customer_id)
     assert customer is not None  # put() created it in the same transaction
+    ctx.auditor.record(
+        tenant,
+        "enroll.voice",
+        customer_id,
+        "added" if added else "already_enrolled",
+        actor,
+        encoder=f"{enc.encoder_id}/{enc.version}",
+        label=label,
+    )
     return EnrollResult(customer, added, tracker.net_speech_s, quality)
+
+
+def _check_biometrics_allowed(ctx: ServiceContext, tenant: str, customer_id: str, method: str) -> None:
+    record = ctx.vault.store.get_customer(tenant, customer_id)
+    if record is None or not record.registered:
+        return
+    if record.opted_out:
+        raise PreconditionFailed(
+            f"customer {tenant}/{customer_id} opted out of biometrics; nothing is enrolled"
+        )
+    if method not in record.methods:
+        raise PreconditionFailed(
+            f"customer {tenant}/{customer_id} did not choose {method!r} at registration "
+            f"(chose: {', '.join(record.methods) or 'nothing'})"
+        )
+
+
+def keystroke_modality(kind: str, profile: str) -> str:
+    """Template modality of a typing sample: fixed-text profiles are named, free text is one profile."""
+    if kind == "free":
+        return KEYSTROKE_FREE
+    if not _PROFILE.match(profile):
+        raise InvalidInput(
+            "profile", "fixed-text and DTMF samples need a profile name like 'password' or 'pin'"
+        )
+    return f"{KEYSTROKE_FIXED}/{profile}"
+
+
+@dataclass(frozen=True)
+class KeystrokeEnrollResult:
+    customer: CustomerRecord
+    added: int
+    already: int
+
+
+def enroll_keystrokes(
+    ctx: ServiceContext,
+    tenant: str,
+    customer_id: str,
+    samples: Sequence[tuple[str, keystroke.Sample]],
+    actor: str = "",
+) -> KeystrokeEnrollResult:
+    """Adds (profile name, sample) pairs; each profile is created on first use and grown after.
+
+    The sealed template is {"profile": <profile bytes>, "samples": [digests]}, so
+    a sample enrolled twice is recognised and not counted again.
+    """
+    check_id(tenant, "tenant")
+    check_id(customer_id, "customer_id")
+    if not samples:
+        raise InvalidInput("samples", "at least one keystroke sample is required")
+    _check_biometrics_allowed(ctx, tenant, customer_id, "typing")
+    groups: dict[str, list[keystroke.Sample]] = {}
+    for name, sample in samples:
+        groups.setdefault(keystroke_modality(sample.kind, name), []).append(sample)
+    added = already = 0
+    for modality, group in groups.items():
+        existing = ctx.vault.load(tenant, customer_id, modality)
+        doc = json.loads(existing[0].payload) if existing else {"profile": None, "samples": []}
+        seen = set(doc["samples"])
+        fresh = []
+        for sample in group:
+            digest = ctx.vault.sample_digest(tenant, customer_id, modality, _sample_bytes(sample))
+            if digest in seen:
+                already += 1
+                continue
+            seen.add(digest)
+            fresh.append(sample)
+        if not fresh:
+            continue
+        old = doc["profile"].encode("latin-1") if doc["profile"] else None
+        profile = keystroke.enroll(fresh, old)
+        _, model_id, version = keystroke.template_identity(profile)
+        payload = json.dumps({"profile": profile.decode("latin-1"), "samples": sorted(seen)}).encode()
+        ctx.vault.replace(tenant, customer_id, modality, model_id, version, payload)
+        added += len(fresh)
+        ctx.auditor.record(
+            tenant, "enroll.keystrokes", customer_id, "added", actor, profile=modality, samples=len(fresh)
+        )
+    record = ctx.vault.store.ensure_customer(tenant, customer_id, 0)
+    return KeystrokeEnrollResult(record, added, already)
+
+
+def profile_bytes(payload: bytes) -> bytes:
+    """The keystroke profile inside a sealed keystroke template."""
+    return json.loads(payload)["profile"].encode("latin-1")
+
+
+def profile_samples(payload: bytes) -> int:
+    return len(json.loads(payload)["samples"])
+
+
+def _sample_bytes(sample: keystroke.Sample) -> bytes:
+    events = [
+        (e.key, round(e.press, 6), None if e.release is None else round(e.release, 6)) for e in sample.events
+    ]
+    return json.dumps([sample.kind, sample.text, events]).encode()
+
+
+def register_customer(
+    ctx: ServiceContext,
+    tenant: str,
+    customer_id: str,
+    methods: Sequence[str],
+    opt_out: bool,
+    consent_version: str,
+    actor: str = "",
+) -> CustomerRecord:
+    """Stores the customer's choice of methods (or opt-out) with the consent text version.
+
+    Opting out erases any biometric template the customer already had: an
+    opted-out customer is never scored, so keeping their voiceprint would only
+    be a liability.
+    """
+    check_id(tenant, "tenant")
+    check_id(customer_id, "customer_id")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InvalidInput("methods", f"unknown method {unknown[0]!r}")
+    if opt_out and any(m in BIOMETRIC_METHODS for m in methods):
+        raise InvalidInput("methods", "a customer who opts out of biometrics cannot choose voice or typing")
+    if not consent_version:
+        raise InvalidInput("consent_text_version", "is required: record which consent text the customer saw")
+    record = ctx.vault.store.set_choices(
+        tenant, customer_id, list(dict.fromkeys(methods)), opt_out, consent_version, int(time.time() * 1000)
+    )
+    unwanted = sorted(
+        {
+            r.modality
+            for r in ctx.vault.store.templates(tenant, customer_id)
+            if _method_of(r.modality) not in methods
+        }
+    )
+    removed = ctx.vault.store.delete_templates(tenant, customer_id, unwanted) if unwanted else 0
+    ctx.auditor.record(
+        tenant,
+        "register",
+        customer_id,
+        "opted_out" if opt_out else "registered",
+        actor,
+        methods=sorted(methods),
+        consent_text_version=consent_version,
+        templates_removed=removed,
+    )
+    return record
+
+
+def _method_of(modality: str) -> str:
+    return "voice" if modality == VOICE else "typing"
 
 
 @dataclass(frozen=True)
@@ -75,9 +246,15 @@ class TemplateSummary:
     updated_ms: int
 
 
-def describe_customer(
-    ctx: ServiceContext, tenant: str, customer_id: str
-) -> tuple[CustomerRecord, list[TemplateSummary]]:
+@dataclass(frozen=True)
+class CustomerSummary:
+    record: CustomerRecord
+    templates: list[TemplateSummary]
+    factors: tuple[str, ...]
+
+
+def describe_customer(ctx: ServiceContext, tenant: str, customer_id: str) -> CustomerSummary:
+    """The customer's choices, consent, templates (sample counts, never contents) and factors."""
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
     record = ctx.vault.store.get_customer(tenant, customer_id)
@@ -86,14 +263,32 @@ def describe_customer(
     groups: dict[tuple[str, str, str], list[int]] = {}
     for row in ctx.vault.store.templates(tenant, customer_id):
         groups.setdefault((row.modality, row.encoder_id, row.encoder_version), []).append(row.created_ms)
-    summaries = [TemplateSummary(m, e, v, len(ts), max(ts)) for (m, e, v), ts in sorted(groups.items())]
-    return record, summaries
+    summaries = []
+    for (m, e, v), stamps in sorted(groups.items()):
+        count = len(stamps)
+        if m != VOICE:  # a keystroke profile is one row holding many samples
+            count = profile_samples(ctx.vault.load(tenant, customer_id, m)[0].payload)
+        summaries.append(TemplateSummary(m, e, v, count, max(stamps)))
+    return CustomerSummary(record, summaries, ctx.factors.active(tenant, customer_id))
 
 
-def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str) -> Erasure:
+def list_customers(
+    ctx: ServiceContext, tenant: str, limit: int, after: str
+) -> tuple[list[CustomerSummary], bool]:
+    """One page of customers in id order; -> (page, whether more follow)."""
+    check_id(tenant, "tenant")
+    records = ctx.vault.store.list_customers(tenant, limit + 1, after)
+    page = [describe_customer(ctx, tenant, r.customer_id) for r in records[:limit]]
+    return page, len(records) > limit
+
+
+def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str, actor: str = "") -> Erasure:
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
     deleted = ctx.vault.store.delete_customer(tenant, customer_id)
     if deleted is None:
         raise NotFound(f"customer {tenant}/{customer_id} does not exist")
+    ctx.auditor.record(
+        tenant, "erase", customer_id, "erased", actor, templates=deleted.templates, secrets=deleted.secrets
+    )
     return deleted

@@ -33,6 +33,12 @@ class EncoderMismatch(AuthsvcError):
     reason = "ENCODER_MISMATCH"
 
 
+class PreconditionFailed(AuthsvcError):
+    """The request is well formed but the customer's state forbids it (opted out, no step-up pending)."""
+
+    reason = "FAILED_PRECONDITION"
+
+
 class IntegrityError(AuthsvcError):
     """Stored data failed authentication (tampered, moved or decrypted with the wrong key)."""
 
@@ -43,3 +49,17 @@ class ConfigError(AuthsvcError):
     """Configuration (policy file, key file, model folder) is unusable."""
 
     reason = "CONFIG"
+
+
+class Overloaded(AuthsvcError):
+    """The service refused new work rather than queue it without bound.
+
+    `retry_after_s` is the server's estimate of when capacity frees up; the
+    transport sends it as a google.rpc RetryInfo so clients back off by it.
+    """
+
+    reason = "OVERLOADED"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

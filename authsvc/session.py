@@ -1,28 +1,35 @@
-"""One verification session: gathers voice evidence over a stream and asks the policy.
+"""One verification session: gathers evidence over a stream and asks the policy.
 
-The transport feeds it chunks and forwards whatever decisions it returns. It
-decides PENDING until the policy's net speech is reached, then scores, and
-re-scores each time another `redecide_interval_s` of net speech has arrived.
+The transport feeds it audio chunks, typing samples and step-up answers, and
+forwards whatever decisions it returns. Voice decides PENDING until the
+policy's net speech is reached, then scores, and re-scores each time another
+`redecide_interval_s` of net speech has arrived. Typing is scored per sample
+(free text once enough keys have accumulated). Every new piece of evidence
+goes through the decision engine, which fuses the modalities present.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from authsvc import keystroke
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.quality import assess
 from authsvc.audio.vad import SpeechTracker
 from authsvc.context import ServiceContext
-from authsvc.enrollment import VOICE
-from authsvc.errors import InvalidInput
+from authsvc.enrollment import KEYSTROKE_FREE, VOICE, keystroke_modality, profile_bytes, profile_samples
+from authsvc.errors import InvalidInput, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
+    CustomerView,
     Decision,
-    VoiceEvidence,
-    decide_voice,
-    not_enrolled,
+    ModalityEvidence,
+    Outcome,
+    StepUpState,
+    decide,
     voice_threshold,
 )
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes
@@ -31,6 +38,8 @@ from authsvc.voice.pipeline import encoder_input
 # PENDING updates are sent each time net speech grows by this much: often
 # enough for an IVR progress cue, rare enough not to flood the stream.
 PENDING_STEP_S = 0.5
+# Free text keeps at most this many recent keys for scoring.
+MAX_FREE_TEXT_KEYS = 400
 
 
 @dataclass(frozen=True)
@@ -41,95 +50,271 @@ class SessionStart:
     encoding: Encoding | None
     sample_rate: int
     session_id: str = ""
+    assertion: str = ""
 
 
 class VerificationSession:
     def __init__(self, ctx: ServiceContext, start: SessionStart) -> None:
         check_id(start.tenant, "start.tenant")
         check_id(start.customer_id, "start.customer_id")
-        if start.encoding is None:
-            raise InvalidInput("start.audio_format.encoding", "must be PCM16_LE, MULAW or ALAW")
-        check_rate(start.sample_rate, "start.audio_format.sample_rate_hz")
+        self.has_audio = start.encoding is not None or start.sample_rate != 0
+        if self.has_audio:
+            if start.encoding is None:
+                raise InvalidInput("start.audio_format.encoding", "must be PCM16_LE, MULAW or ALAW")
+            check_rate(start.sample_rate, "start.audio_format.sample_rate_hz")
         self.ctx = ctx
         self.start = start
         self.policy = ctx.policies.get(start.tenant)
-        self.tracker = SpeechTracker(start.sample_rate, max_speech_s=self.policy.voice.max_window_s)
-        self._clip_level = int(start.encoding.full_scale * 0.98)
-        self._template: np.ndarray | None = None
+        self.tracker = SpeechTracker(start.sample_rate or 8000, max_speech_s=self.policy.voice.max_window_s)
+        self._clip_level = int(start.encoding.full_scale * 0.98) if start.encoding else 0
+        self._voice_template: np.ndarray | None = None
+        self._typing: dict[str, tuple[bytes, int]] = {}  # modality -> (profile bytes, samples)
+        self._free_events: list[keystroke.KeyEvent] = []
+        self._evidence: dict[str, ModalityEvidence] = {}
+        self._view = CustomerView(frozenset())
+        self._step = StepUpState()
+        self._closed_outcome: Decision | None = None  # opted out / assertion: nothing more to decide
         self._samples = 0
+        self._typed = 0
         self._sequence = 0
         self._last_pending_s = -PENDING_STEP_S
         self._scored_at_s: float | None = None
         self._last: Decision | None = None
+        self._assertion = None
+
+    # -- helpers ---------------------------------------------------------------------------
 
     def _emit(self, decision: Decision) -> Decision:
         self._sequence += 1
-        self._last = replace(decision, sequence=self._sequence)
-        return self._last
+        decision = replace(decision, sequence=self._sequence)
+        if decision.outcome is Outcome.AUTHENTICATED and decision.assertion is None:
+            a = self._assertion
+            # A new assertion only when what it states changes (more methods, higher assurance).
+            if a is None or (a.methods, a.assurance_level) != (decision.methods, decision.assurance_level):
+                self._assertion = self.ctx.trust.issue(
+                    self.policy,
+                    self.start.customer_id,
+                    decision.methods,
+                    decision.assurance_level,
+                    self.start.channel,
+                )
+            decision = replace(decision, assertion=self._assertion)
+        if decision.outcome is not Outcome.PENDING or decision.final:
+            self.ctx.auditor.record(
+                self.start.tenant,
+                "decision",
+                self.start.customer_id,
+                decision.outcome.value,
+                policy=decision.policy_id,
+                channel=self.start.channel,
+                session=self.start.session_id,
+                sequence=decision.sequence,
+                final=decision.final,
+            )
+        self._last = decision
+        return decision
+
+    def _decide(self) -> Decision:
+        if self._closed_outcome is not None:
+            return self._closed_outcome
+        quality = tuple(assess(self.tracker, self.policy.voice.min_net_speech_s)) if self._samples else ()
+        return decide(
+            self.policy,
+            self._view,
+            tuple(self._evidence.values()),
+            self._step,
+            self.tracker.net_speech_s,
+            quality,
+        )
+
+    # -- stream events ---------------------------------------------------------------------
 
     async def begin(self) -> list[Decision]:
-        """Loads the claimed customer's template; a customer without one is told at once."""
+        """Loads what the claimed customer has; some outcomes are known before any evidence."""
+        tenant, cid = self.start.tenant, self.start.customer_id
+        if self.start.assertion:
+            claims = self.ctx.trust.validate(self.policy, self.start.assertion, self.start.channel)
+            if claims.customer_id != cid:
+                raise InvalidInput("start.assertion", "the assertion names another customer")
+            self._assertion = claims
+            self._closed_outcome = Decision(
+                Outcome.AUTHENTICATED,
+                self.policy.policy_id,
+                methods=claims.methods,
+                assurance_level=claims.assurance_level,
+                assertion=claims,
+                reason=f"assertion {claims.id} from channel {claims.channel} accepted",
+            )
+            return [self._emit(self._closed_outcome)]
+        record = await asyncio.to_thread(self.ctx.vault.store.get_customer, tenant, cid)
+        registered = record is not None and record.registered
+        if registered and record.opted_out:
+            self._closed_outcome = Decision(
+                Outcome.OPTED_OUT, self.policy.policy_id, reason="the customer opted out of biometrics"
+            )
+            return [self._emit(self._closed_outcome)]
+        chosen = record.methods if registered else ("voice", "typing")
+        templates = await asyncio.to_thread(self.ctx.vault.load, tenant, cid, None)
+        enrolled = set()
+        if "voice" in chosen:
+            self._load_voice([t for t in templates if t.modality == VOICE])
+            if self._voice_template is not None:
+                enrolled.add(VOICE)
+        if "typing" in chosen:
+            for t in templates:
+                if t.modality.startswith("keystroke"):
+                    self._typing[t.modality] = (profile_bytes(t.payload), profile_samples(t.payload))
+                    enrolled.add(t.modality)
+        self._view = CustomerView(frozenset(enrolled), False, self.ctx.factors.active(tenant, cid))
+        self._refresh_lockout()
+        first = self._decide()
+        return [] if first.outcome is Outcome.PENDING else [self._emit(first)]
+
+    def _load_voice(self, templates: list) -> None:
+        if not templates or not self.has_audio:
+            return
         enc = self.ctx.encoder
-        templates = self.ctx.vault.load(self.start.tenant, self.start.customer_id, VOICE)
-        if not templates:
-            return [self._emit(not_enrolled(self.policy, self.start.customer_id))]
         usable = [t for t in templates if (t.encoder_id, t.encoder_version) == (enc.encoder_id, enc.version)]
         if not usable:
             # Never score across encoders: the operator has to re-enroll.
             check_same_encoder(
                 (enc.encoder_id, enc.version), (templates[0].encoder_id, templates[0].encoder_version)
             )
-        self._template = aggregate([embedding_from_bytes(t.payload) for t in usable])
-        self._enrolled_samples = len(usable)
-        self._threshold, self._target_far = voice_threshold(self.policy.voice, self.ctx.calibration)
-        return []
+        self._voice_template = aggregate([embedding_from_bytes(t.payload) for t in usable])
+        self._voice_samples = len(usable)
+        self._voice_threshold, self._voice_far = voice_threshold(self.policy.voice, self.ctx.calibration)
+
+    def _refresh_lockout(self) -> None:
+        retry = self.ctx.factors.locked_for(self.policy, self.start.tenant, self.start.customer_id)
+        self._step = replace(
+            self._step,
+            retry_after_s=retry,
+            attempts_remaining=self.ctx.factors.attempts_left(
+                self.policy, self.start.tenant, self.start.customer_id
+            ),
+        )
 
     async def feed_audio(self, data: bytes) -> list[Decision]:
+        if not self.has_audio:
+            raise InvalidInput(
+                "audio", "the session was opened without start.audio_format; audio cannot be sent"
+            )
         samples = decode(data, self.start.encoding)  # type: ignore[arg-type]
         self._samples += samples.size
         self.tracker.feed(samples, self._clip_level)
-        if self._template is None:
+        if self._voice_template is None or self._closed_outcome is not None:
             return []
         speech = self.tracker.net_speech_s
         rules = self.policy.voice
         if speech < rules.min_net_speech_s:
-            if speech - self._last_pending_s >= PENDING_STEP_S:
+            if not self._evidence and speech - self._last_pending_s >= PENDING_STEP_S:
                 self._last_pending_s = speech
-                return [self._emit(decide_voice(self.policy, speech, None))]
+                return [self._emit(self._decide())]
             return []
         if self._scored_at_s is None or speech - self._scored_at_s >= rules.redecide_interval_s:
-            return [self._emit(await self._score())]
+            await self._score_voice()
+            return [self._emit(self._decide())]
         return []
 
-    async def _score(self) -> Decision:
-        assert self._template is not None
-        speech = self.tracker.net_speech_s
-        self._scored_at_s = speech
+    async def _score_voice(self) -> None:
+        assert self._voice_template is not None
+        self._scored_at_s = self.tracker.net_speech_s
         enc = self.ctx.encoder
         probe = await self.ctx.runner.embed(encoder_input(self.tracker, enc.sample_rate))
-        evidence = VoiceEvidence(
-            score=cosine(probe, self._template),
-            threshold=self._threshold,
-            target_far=self._target_far,
-            encoder_id=enc.encoder_id,
-            encoder_version=enc.version,
-            enrolled_samples=self._enrolled_samples,
+        score = cosine(probe, self._voice_template)
+        cal = self.ctx.calibration
+        # Without a calibration (a fixed raw threshold), the LLR is only the margin over it.
+        llr, thr_llr = (
+            (cal.llr(score), cal.llr(self._voice_threshold)) if cal else (score - self._voice_threshold, 0.0)
         )
-        quality = tuple(assess(self.tracker, self.policy.voice.min_net_speech_s))
-        return decide_voice(self.policy, speech, evidence, quality)
+        self._evidence[VOICE] = ModalityEvidence(
+            VOICE,
+            score,
+            llr,
+            self._voice_threshold,
+            thr_llr,
+            self._voice_far,
+            enc.encoder_id,
+            enc.version,
+            self._voice_samples,
+        )
+
+    async def feed_keystrokes(self, profile: str, sample: keystroke.Sample) -> list[Decision]:
+        self._typed += 1
+        if self._closed_outcome is not None:
+            return []
+        modality = keystroke_modality(sample.kind, profile)
+        if modality == KEYSTROKE_FREE:
+            self._free_events = [*self._free_events, *sample.events][-MAX_FREE_TEXT_KEYS:]
+            if len(self._free_events) < self.policy.keystroke.min_free_text_keys:
+                return []
+            sample = keystroke.make_sample(self._free_events, "free")
+        stored = self._typing.get(modality)
+        if stored is not None:
+            result = keystroke.verify(stored[0], sample)
+            _, model_id, version = keystroke.template_identity(stored[0])
+            thr = self.ctx.keystroke_calibrations[model_id].threshold_for(self.policy.keystroke.target_far)
+            self._evidence[modality] = ModalityEvidence(
+                modality,
+                result.llr,
+                result.llr,
+                thr,
+                thr,
+                self.policy.keystroke.target_far,
+                model_id,
+                version,
+                stored[1],
+                profile if modality != KEYSTROKE_FREE else "free",
+            )
+        decision = self._decide()
+        if stored is None:
+            decision = replace(
+                decision, reason=f"{decision.reason}; no typing profile {modality!r} to compare"
+            )
+        return [self._emit(decision)]
+
+    async def step_up(self, factor: str, code: str) -> list[Decision]:
+        if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:
+            raise PreconditionFailed(
+                "no step-up is pending: a second factor is asked for after a biometric match"
+            )
+        attempt = await asyncio.to_thread(
+            self.ctx.factors.check_code, self.policy, self.start.tenant, self.start.customer_id, factor, code
+        )
+        self._step = StepUpState(
+            passed_factor=factor if attempt.ok else None,
+            attempts_remaining=attempt.attempts_remaining,
+            retry_after_s=attempt.retry_after_s,
+            note="" if attempt.ok else attempt.note,
+        )
+        return [self._emit(self._decide())]
+
+    async def send_code(self) -> list[Decision]:
+        if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:
+            raise PreconditionFailed("no step-up is pending: a code is sent after a biometric match")
+        await asyncio.to_thread(
+            self.ctx.factors.send_code, self.policy, self.start.tenant, self.start.customer_id
+        )
+        self._step = replace(self._step, note="a one-time code was sent to the registered destination")
+        return [self._emit(self._decide())]
 
     async def finish(self) -> Decision:
-        """The last decision after the client half-closed, over all the audio received."""
-        if self._samples == 0:
-            raise InvalidInput("audio", "the stream ended without any audio")
-        speech = self.tracker.net_speech_s
-        quality = tuple(assess(self.tracker, self.policy.voice.min_net_speech_s))
-        if self._template is None:
-            decision = not_enrolled(self.policy, self.start.customer_id)
-        elif speech < self.policy.voice.min_net_speech_s:
-            decision = decide_voice(self.policy, speech, None, quality)
-        elif self._scored_at_s == speech and self._last is not None:
-            decision = self._last
-        else:
-            decision = await self._score()
-        return self._emit(replace(decision, final=True, net_speech_s=speech, quality=quality))
+        """The last decision after the client half-closed, over all the evidence received."""
+        if self._closed_outcome is None and self._samples == 0 and self._typed == 0:
+            raise InvalidInput(
+                "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
+            )
+        voice_pending = self._voice_template is not None and self._scored_at_s != self.tracker.net_speech_s
+        if voice_pending and self.tracker.net_speech_s >= self.policy.voice.min_net_speech_s:
+            await self._score_voice()
+        decision = self._decide()
+        if decision.outcome is Outcome.REJECTED and decision.retry_after_s == 0 and self._evidence:
+            # A biometric mismatch counts toward lockout (NIST SP 800-63B 5.2.3), once per session.
+            await asyncio.to_thread(
+                self.ctx.factors.record_failure,
+                self.policy,
+                self.start.tenant,
+                self.start.customer_id,
+                "biometric mismatch",
+            )
+        return self._emit(replace(decision, final=True))

@@ -19,6 +19,9 @@ from authsvc import crypto
 from authsvc.errors import ConfigError
 from authsvc.store.base import Store, TemplateRow
 
+# A growing profile has one row; its digest column is this constant.
+PROFILE_DIGEST = "profile"
+
 
 @dataclass(frozen=True)
 class Template:
@@ -62,6 +65,12 @@ class TemplateVault:
             self._data_keys[tenant] = key
             return key
 
+    def subkey(self, tenant: str, purpose: str) -> bytes:
+        """A key for `purpose` derived from the tenant's data key (HKDF), so no key serves two uses."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc/" + purpose.encode()
+        ).derive(self._data_key(tenant))
+
     def sample_digest(self, tenant: str, customer_id: str, modality: str, sample: bytes) -> str:
         msg = "\x1f".join((tenant, customer_id, modality)).encode() + b"\x00" + sample
         return hmac.new(self._digest_key, msg, hashlib.sha256).hexdigest()
@@ -94,7 +103,45 @@ class TemplateVault:
         )
         return self.store.add_template(row)
 
-    def load(self, tenant: str, customer_id: str, modality: str) -> list[Template]:
+    def replace(
+        self,
+        tenant: str,
+        customer_id: str,
+        modality: str,
+        encoder_id: str,
+        encoder_version: str,
+        payload: bytes,
+    ) -> None:
+        """Seals and stores a template that grows in place (a keystroke profile): one row per identity."""
+        aad = crypto.template_aad(tenant, customer_id, modality, encoder_id, encoder_version)
+        blob = crypto.seal(self._data_key(tenant), payload, aad)
+        self.store.replace_template(
+            TemplateRow(
+                tenant,
+                customer_id,
+                modality,
+                encoder_id,
+                encoder_version,
+                PROFILE_DIGEST,
+                self._master.key_id,
+                blob,
+                int(time.time() * 1000),
+            )
+        )
+
+    def put_state(self, tenant: str, customer_id: str, name: str, payload: bytes) -> None:
+        """Seals per-customer state (factor secrets, counters) under the tenant's data key."""
+        blob = crypto.seal(self._data_key(tenant), payload, crypto.state_aad(tenant, customer_id, name))
+        self.store.put_state(tenant, customer_id, name, blob, int(time.time() * 1000))
+
+    def load_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
+        blob = self.store.get_state(tenant, customer_id, name)
+        if blob is None:
+            return None
+        aad = crypto.state_aad(tenant, customer_id, name)
+        return crypto.open_sealed(self._data_key(tenant), blob, aad, f"{name} of {tenant}/{customer_id}")
+
+    def load(self, tenant: str, customer_id: str, modality: str | None) -> list[Template]:
         """Decrypts the customer's templates; raises IntegrityError on any tampered row."""
         rows = self.store.templates(tenant, customer_id, modality)
         if not rows:

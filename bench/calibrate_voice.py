@@ -1,11 +1,14 @@
 """Makes the voice score calibration the service ships (authsvc/scoring/calibrations/<encoder>.json).
 
-Impostor trials only, on speakers that no test or benchmark uses as a target:
-each of the 251 LibriSpeech cohort utterances is enrolled from clean 16 kHz
-audio and probed, as a live call would be, with the first 3 s of net speech of
-every other cohort utterance after an 8 kHz G.711 mu-law round trip. Short
-telephone probes are the hardest case the service decides on (its first
-decision), so thresholds from them are the conservative ones.
+On speakers that no test or benchmark uses as a target: each of the 251
+LibriSpeech cohort utterances (~14 s) is cut in two halves; every first half is
+enrolled from clean 16 kHz audio and every second half is a probe streamed, as a
+live call would be, after an 8 kHz G.711 mu-law round trip, up to 3 s of net
+speech (the service's first decision). Same utterance = genuine trial (251),
+different speakers = impostor trials (62,750). Short telephone probes are the
+hardest case the service decides on, so thresholds from them are the
+conservative ones. Impostor quantiles give FAR -> threshold; both sets fit the
+score -> LLR map used for fusion.
 
     python bench/calibrate_voice.py [DATA_DIR] [--encoder ge2e] [--model-dir DIR]
 """
@@ -46,26 +49,31 @@ def main() -> None:
     enroll, probe = [], []
     for f in files:
         wav = load_16k(f)
-        enroll.append(encoder_input(track(to_int16(wav), 16000), encoder.sample_rate))
-        tracker, _ = track_until(telephone(wav), 8000, PROBE_NET_SPEECH_S)
+        half = wav.size // 2
+        enroll.append(encoder_input(track(to_int16(wav[:half]), 16000), encoder.sample_rate))
+        tracker, _ = track_until(telephone(wav[half:]), 8000, PROBE_NET_SPEECH_S)
         probe.append(encoder_input(tracker, encoder.sample_rate))
     e = np.concatenate([encoder.embed_batch(enroll[i : i + 16]) for i in range(0, len(enroll), 16)])
     p = np.concatenate([encoder.embed_batch(probe[i : i + 16]) for i in range(0, len(probe), 16)])
     scores = e @ p.T
     impostor = scores[~np.eye(len(files), dtype=bool)]
+    genuine = np.diag(scores)
     cal = Calibration.from_impostor_scores(
         impostor,
         encoder.encoder_id,
         encoder.version,
-        data=f"librispeech-cohort-251 ({len(files)} speakers): clean 16 kHz enrollment vs "
-        f"{PROBE_NET_SPEECH_S:g} s net-speech 8 kHz mu-law probes, {impostor.size} impostor trials",
-    )
+        data=f"librispeech-cohort-251 ({len(files)} speakers): clean 16 kHz first-half enrollment vs "
+        f"{PROBE_NET_SPEECH_S:g} s net-speech 8 kHz mu-law second-half probes, {impostor.size} impostor "
+        f"and {genuine.size} genuine trials",
+    ).with_llr_fit(genuine, impostor)
     out = args.out or calibration_path(encoder.encoder_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(cal.to_json() + "\n")
     for far in (0.1, 0.01, 0.001, 1e-4):
         try:
-            print(f"FAR {far:g}: threshold {cal.threshold_for(far):.4f}")
+            t = cal.threshold_for(far)
+            frr = float((genuine < t).mean())
+            print(f"FAR {far:g}: threshold {t:.4f} (LLR {cal.llr(t):+.2f}), FRR on genuine trials {frr:.3f}")
         except Exception as exc:
             print(f"FAR {far:g}: {exc}")
     print(f"wrote {out}")

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from authsvc.errors import ConfigError
-from authsvc.policy.engine import Outcome, VoiceEvidence, decide_voice, not_enrolled, voice_threshold
+from authsvc.policy.engine import (
+    CustomerView,
+    ModalityEvidence,
+    Outcome,
+    StepUpState,
+    decide,
+    voice_threshold,
+)
 from authsvc.policy.schema import PolicyBook, TenantPolicy, VoiceRules, parse_policy
 from authsvc.scoring.calibration import Calibration, calibration_path, load_calibration
 
@@ -63,12 +70,13 @@ def test_empty_policy_file_gives_default_rules():
         ("[voice]\ntarget_far = 0.9\n", "voice.target_far", "outside"),
         ("[voice]\ntarget_far = 0.0\n", "voice.target_far", "outside"),
         ("[voice]\nthreshold = 1.5\n", "voice.threshold", "outside"),
-        ("[voice]\nthreshold = nan\n", "voice.threshold", "outside"),
-        ("[voice]\ntarget_far = inf\n", "voice.target_far", "outside"),
+        ("[voice]\nthreshold = nan\n", "voice.threshold", "finite"),
+        ("[voice]\ntarget_far = inf\n", "voice.target_far", "finite"),
         ("[voice]\nmin_net_speech_s = 0.1\n", "voice.min_net_speech_s", "outside"),
         ("[voice]\nmin_net_speech_s = 10\nmax_window_s = 5\n", "voice.max_window_s", "min_net_speech_s"),
         ('tenant = "globex"\n', "tenant", "globex"),
-        ("[keystroke]\nx = 1\n", "keystroke", "unknown section"),
+        ("[keystroke]\nx = 1\n", "keystroke.x", "unknown field"),
+        ("[biometrics]\nx = 1\n", "biometrics", "unknown section"),
         ("voice = 3\n", "[voice]", "must be a table"),
     ],
     ids=[
@@ -83,6 +91,7 @@ def test_empty_policy_file_gives_default_rules():
         "net-speech-too-small",
         "window-below-net-speech",
         "tenant-mismatch",
+        "unknown-field-in-section",
         "unknown-section",
         "voice-not-table",
     ],
@@ -196,35 +205,75 @@ def test_missing_calibration_points_to_explicit_threshold(tmp_path: Path):
 # --- decisions --------------------------------------------------------------------------------
 
 POLICY = TenantPolicy(tenant="acme", policy_id="acme@test")
+FINANCE = parse_policy('sector = "finance"\n', "bank", "bank.toml")
+VOICE_ONLY = CustomerView(frozenset({"voice"}), factors=("totp",))
 
 
-def _evidence(score: float, threshold: float) -> VoiceEvidence:
-    return VoiceEvidence(score, threshold, 0.01, "ge2e", "v1", 4)
+def _evidence(llr: float, threshold_llr: float, modality: str = "voice") -> ModalityEvidence:
+    return ModalityEvidence(modality, llr, llr, threshold_llr, threshold_llr, 0.01, "ge2e", "v1", 4)
 
 
 def test_score_at_the_threshold_authenticates():
-    d = decide_voice(POLICY, 3.2, _evidence(0.7, 0.7))
-    assert d.outcome is Outcome.AUTHENTICATED
+    d = decide(POLICY, VOICE_ONLY, (_evidence(0.7, 0.7),), StepUpState(), 3.2)
+    assert d.outcome is Outcome.AUTHENTICATED and d.assurance_level == "AAL1" and d.methods == ("voice",)
     assert d.evidence == (_evidence(0.7, 0.7),)
     assert d.policy_id == "acme@test" and d.net_speech_s == 3.2
     assert d.required_net_speech_s == POLICY.voice.min_net_speech_s
 
 
 def test_score_just_below_the_threshold_is_rejected():
-    d = decide_voice(POLICY, 3.2, _evidence(float(np.nextafter(0.7, 0.0)), 0.7))
+    d = decide(POLICY, VOICE_ONLY, (_evidence(float(np.nextafter(0.7, 0.0)), 0.7),), StepUpState(), 3.2)
     assert d.outcome is Outcome.REJECTED
     assert "below" in d.reason
 
 
 def test_no_evidence_yet_is_pending_and_says_how_much_speech_is_needed():
-    d = decide_voice(POLICY, 1.25, None)
+    d = decide(POLICY, VOICE_ONLY, (), StepUpState(), 1.25)
     assert d.outcome is Outcome.PENDING and d.evidence == ()
     assert "1.25" in d.reason and f"{POLICY.voice.min_net_speech_s:.2f}" in d.reason
 
 
-def test_not_enrolled_names_the_customer():
-    d = not_enrolled(POLICY, "cust-9")
-    assert d.outcome is Outcome.NOT_ENROLLED and "cust-9" in d.reason
+def test_customer_without_templates_is_not_enrolled():
+    d = decide(POLICY, CustomerView(frozenset()), (), StepUpState())
+    assert d.outcome is Outcome.NOT_ENROLLED
+
+
+def test_opted_out_wins_over_any_evidence():
+    d = decide(POLICY, CustomerView(frozenset({"voice"}), opted_out=True), (_evidence(9, 1),), StepUpState())
+    assert d.outcome is Outcome.OPTED_OUT
+
+
+def test_modalities_fuse_by_adding_llrs_against_the_strictest_threshold():
+    weak_voice, strong_typing = _evidence(1.0, 2.0), _evidence(3.0, 2.5, "keystroke_fixed/pin")
+    d = decide(
+        POLICY,
+        CustomerView(frozenset({"voice", "keystroke_fixed/pin"})),
+        (weak_voice, strong_typing),
+        StepUpState(),
+        3.2,
+    )
+    assert d.fused_llr == 4.0 and d.fused_threshold_llr == 2.5
+    assert d.outcome is Outcome.AUTHENTICATED and d.methods == ("voice", "typing")
+    against = decide(
+        POLICY, VOICE_ONLY, (_evidence(3.0, 2.0), _evidence(-2.0, 1.0, "keystroke_free")), StepUpState(), 3.2
+    )
+    assert against.outcome is Outcome.REJECTED, "typing that points to someone else must count against"
+
+
+def test_finance_match_needs_a_second_factor_then_authenticates_at_aal2():
+    step = decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), StepUpState(attempts_remaining=5), 4.0)
+    assert step.outcome is Outcome.STEP_UP_REQUIRED and step.step_up_factors == ("totp",)
+    assert step.attempts_remaining == 5
+    done = decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), StepUpState(passed_factor="totp"), 4.0)
+    assert done.outcome is Outcome.AUTHENTICATED and done.assurance_level == "AAL2"
+    assert done.methods == ("voice", "totp")
+    no_match = decide(FINANCE, VOICE_ONLY, (_evidence(1, 2),), StepUpState(passed_factor="totp"), 4.0)
+    assert no_match.outcome is Outcome.REJECTED, "a second factor never replaces the biometric match"
+
+
+def test_locked_out_customer_is_rejected_with_a_retry_time():
+    d = decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), StepUpState(retry_after_s=120), 4.0)
+    assert d.outcome is Outcome.REJECTED and d.retry_after_s == 120 and "locked out" in d.reason
 
 
 def test_threshold_comes_from_calibration_unless_the_policy_fixes_it(synthetic):
@@ -235,3 +284,56 @@ def test_threshold_comes_from_calibration_unless_the_policy_fixes_it(synthetic):
     assert voice_threshold(VoiceRules(threshold=0.42), None) == (0.42, 0.0)
     with pytest.raises(ConfigError, match=r"voice\.target_far"):
         voice_threshold(rules, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ('sector = "bank"\n', "sector", "not one of"),
+        ('sector = "finance"\n[voice]\ntarget_far = 0.001\n', "voice.target_far", "NIST SP 800-63B"),
+        ('sector = "health"\n[keystroke]\ntarget_far = 0.01\n', "keystroke.target_far", "false-match rate"),
+        ('sector = "finance"\n[step_up]\nrequired = false\n', "step_up.required", "possession factor"),
+        ('sector = "finance"\n[voice]\nthreshold = 0.9\n', "voice.threshold", "not allowed"),
+        ('[step_up]\nfactors = ["sms"]\n', "step_up.factors", "unknown factor"),
+        ("[step_up]\nrequired = true\nfactors = []\n", "step_up.factors", "at least one"),
+        ("[lockout]\nmax_failures = 500\n", "lockout.max_failures", "outside"),
+        ("[lockout]\nmax_failures = 2.5\n", "lockout.max_failures", "whole number"),
+        ('[step_up]\nrequired = "yes"\n', "step_up.required", "true or false"),
+    ],
+    ids=[
+        "bad-sector",
+        "finance-far",
+        "health-keystroke-far",
+        "finance-no-step-up",
+        "finance-raw-threshold",
+        "unknown-factor",
+        "no-factors",
+        "nist-failure-cap",
+        "fractional-count",
+        "string-bool",
+    ],
+)
+def test_sector_rules_are_enforced_with_messages_naming_the_field(text, field, words):
+    with pytest.raises(ConfigError) as err:
+        parse_policy(text, "acme", "acme.toml")
+    assert field in str(err.value) and words in str(err.value), str(err.value)
+
+
+def test_finance_preset_requires_step_up_and_nist_false_match_rate():
+    policy = parse_policy('sector = "finance"\n[assertion]\nlifetime_s = 120\n', "bank", "bank.toml")
+    assert policy.step_up.required and set(policy.step_up.factors) == {"totp", "one_time_code"}
+    assert policy.voice.target_far <= 1e-4 and policy.keystroke.target_far <= 1e-4
+    assert policy.lockout.max_failures <= 10
+    assert policy.assertion.lifetime_s == 120  # a file overrides single preset fields
+    general = parse_policy("", "shop", "shop.toml")
+    assert not general.step_up.required and general.voice.target_far == 0.01
+
+
+def test_policy_book_reports_a_changed_policy(tmp_path):
+    changes = []
+    book = PolicyBook(tmp_path, on_change=lambda t, old, new: changes.append((t, old, new)))
+    first = book.get("acme")
+    (tmp_path / "acme.toml").write_text('sector = "health"\n')
+    second = book.get("acme")
+    assert second.sector == "health"
+    assert changes == [("acme", first.policy_id, second.policy_id)]

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from authsvc.api.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, verification_pb2
-from authsvc.api.v1 import verification_pb2_grpc as vgrpc
 from authsvc.audio.codecs import Encoding, to_int16
 from authsvc.voice.pipeline import encoder_input, track
-from tests.wire import call_requests, enroll_request, start_request
+from tests.wire import call_requests, enroll_request, start_request, stream
 
 V = verification_pb2
 
@@ -29,18 +28,7 @@ async def _enroll(channel, tenant, customer, utterances):
 
 
 async def _call(address: str, requests) -> list:
-    """Streams the requests with the blocking client (as the CLI does) and collects decisions.
-
-    grpc.aio's client can replace the server's status with INTERNAL when the
-    server ends a stream while writes are in flight (grpc/grpc#36066); the
-    blocking client reports the server's status, which is what we assert on.
-    """
-
-    def run() -> list:
-        with grpc.insecure_channel(address) as ch:
-            return list(vgrpc.VerificationServiceStub(ch).Verify(iter(requests), timeout=120))
-
-    return await asyncio.to_thread(run)
+    return await asyncio.to_thread(stream, address, requests)
 
 
 def _speakers(speech):

@@ -55,3 +55,33 @@ def call_requests(
         for i in range(0, len(data), step)
     ]
     return [start_request(tenant, customer, encoding, rate), *chunks]
+
+
+def keystroke_pb(sample, profile: str = "") -> common_pb2.KeystrokeSample:
+    """A domain keystroke Sample as the wire message a web or telephony client sends."""
+    kinds = {
+        "fixed": common_pb2.KEYSTROKE_KIND_FIXED_TEXT,
+        "free": common_pb2.KEYSTROKE_KIND_FREE_TEXT,
+        "dtmf": common_pb2.KEYSTROKE_KIND_DTMF,
+    }
+    return common_pb2.KeystrokeSample(
+        kind=kinds[sample.kind],
+        profile=profile,
+        text=sample.text or "",
+        events=[common_pb2.KeyEvent(key=e.key, down_s=e.press, up_s=e.release) for e in sample.events],
+    )
+
+
+def stream(address: str, requests) -> list:
+    """Runs one Verify stream with the blocking client (as the CLI does); -> decisions.
+
+    grpc.aio's client can replace the server's status with INTERNAL when the
+    server ends a stream while writes are in flight (grpc/grpc#36066); the
+    blocking client reports the server's status, which is what tests assert on.
+    """
+    import grpc
+
+    from authsvc.api.v1 import verification_pb2_grpc
+
+    with grpc.insecure_channel(address) as ch:
+        return list(verification_pb2_grpc.VerificationServiceStub(ch).Verify(iter(requests), timeout=120))

@@ -1,7 +1,9 @@
 """Decoding (and, for tests and benchmarks, encoding) of the telephony encodings.
 
-G.711 mu-law and A-law follow ITU-T G.711 and give the same 16-bit values as the
-reference tables (checked against the standard library's audioop in the tests).
+G.711 mu-law and A-law follow ITU-T G.711: decoding gives the same 16-bit values
+as the standard library's audioop for every code, and so does A-law encoding.
+mu-law encoding differs from audioop by one code on 381 negative inputs, where
+audioop rounds away from zero first; G.711 truncates (tests pin both facts).
 Everything is table lookups on whole chunks, so a 20 ms frame costs microseconds.
 """
 

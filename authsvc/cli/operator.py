@@ -18,7 +18,6 @@ from authsvc.api.v1 import (
     verification_pb2_grpc,
 )
 from authsvc.audio.codecs import Encoding
-from authsvc.cli.audio_files import file_to_wire
 from authsvc.cli.client import (
     EXIT_INVALID,
     EXIT_NEGATIVE,
@@ -53,6 +52,8 @@ def _customer_lines(c: enrollment_pb2.Customer) -> list[str]:
 
 
 def enroll_voice(args: argparse.Namespace) -> int:
+    from authsvc.cli.audio_files import file_to_wire  # scipy: only for commands that read audio
+
     failures = 0
     added = 0
     with channel(args) as ch:
@@ -111,6 +112,8 @@ def _verify_requests(args: argparse.Namespace, audio: bytes, encoding: Encoding,
 
 
 def verify_voice(args: argparse.Namespace) -> int:
+    from authsvc.cli.audio_files import file_to_wire
+
     encoding = WIRE[args.encoding]
     rate = args.rate or (8000 if encoding is not Encoding.PCM16_LE else None)
     try:

@@ -9,10 +9,14 @@ import os
 import signal
 from pathlib import Path
 
-from authsvc.context import ServiceConfig, build_context
+from authsvc.context import ServiceConfig, ServiceContext, build_context
 from authsvc.server.app import AuthServer, TlsFiles
+from authsvc.voice.batcher import BatchConfig
 
 log = logging.getLogger("authsvc")
+
+#: The OpenTelemetry Prometheus exporter's customary port.
+DEFAULT_METRICS_PORT = 9464
 
 
 def default_data_dir() -> Path:
@@ -36,8 +40,43 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--encoder", choices=["ge2e", "ecapa"], default="ge2e", help="speaker encoder (default ge2e)"
     )
     p.add_argument("--model-dir", type=Path, help="model folder (ECAPA in the spkrec-ecapa-voxceleb layout)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1 ..."
+    )
     p.add_argument("--threads", type=int, help="CPU threads for the encoder")
+    p.add_argument(
+        "--half", action="store_true", help="float16 on CUDA (refused if embeddings drift from float32)"
+    )
+    batching = BatchConfig()
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=batching.max_batch,
+        help=f"most requests per encoder call (default {batching.max_batch})",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=batching.max_wait_ms,
+        help=f"longest the oldest request waits for a batch to fill (default {batching.max_wait_ms:g})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=batching.max_queue,
+        help=f"queued requests before new ones get RESOURCE_EXHAUSTED (default {batching.max_queue})",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help=f"Prometheus endpoint port (default {DEFAULT_METRICS_PORT}, skipped with a warning if taken; "
+        "0 picks a free port)",
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default 127.0.0.1)"
+    )
+    p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     p.add_argument("--policy-dir", type=Path, help="tenant policy files (default <data-dir>/policies)")
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS with --tls-key")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
@@ -52,8 +91,13 @@ async def _serve(args: argparse.Namespace) -> None:
         device=args.device,
         threads=args.threads,
         policy_dir=args.policy_dir,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        half=args.half,
     )
     ctx = await asyncio.to_thread(build_context, config)
+    _serve_metrics(ctx, args)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     server = AuthServer(ctx, args.listen, tls)
     await server.start()
@@ -72,6 +116,27 @@ async def _serve(args: argparse.Namespace) -> None:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+
+
+def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:
+    """Starts the Prometheus endpoint and says where it is.
+
+    An explicitly chosen port that cannot be bound is fatal; the default port
+    being taken (another authsvc on this host) only costs the endpoint.
+    """
+    if args.no_metrics:
+        return
+    port = DEFAULT_METRICS_PORT if args.metrics_port is None else args.metrics_port
+    try:
+        url = ctx.metrics.serve(args.metrics_host, port)
+    except OSError as exc:
+        if args.metrics_port is not None:
+            ctx.close()
+            where = f"{args.metrics_host}:{port}"
+            raise SystemExit(f"authsvc: error: cannot serve metrics on {where}: {exc}") from exc
+        log.warning("no Prometheus endpoint: %s:%d is unavailable (%s)", args.metrics_host, port, exc)
+        return
+    log.info("Prometheus metrics at %s", url)
 
 
 def serve(args: argparse.Namespace) -> int:

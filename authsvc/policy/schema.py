@@ -1,68 +1,203 @@
-"""Tenant policy: what evidence a tenant needs before a decision, as a validated dataclass.
+"""Tenant policy: what evidence a tenant needs before each decision, validated on load.
 
-Policies are TOML files, one per tenant (`<data dir>/policies/<tenant>.toml`);
-a tenant without a file gets the embedded default. Every field error names the
-field and the problem.
+Policies are TOML files, one per tenant (`<policy dir>/<tenant>.toml`); a
+tenant without a file gets the `general` preset. A file picks a sector preset
+(`general`, `finance`, `health`) and overrides single fields. Every error names
+the field and the problem.
+
+Finance and health follow NIST SP 800-63B: a biometric only ever counts
+together with a possession factor (step-up is mandatory), its false-match rate
+must be at most 1 in 10,000 (5.2.3), and repeated failures lock out (5.2.2,
+at most 100 consecutive failures; our presets are much stricter).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from authsvc.errors import ConfigError
 
+SECTORS = ("general", "finance", "health")
+FACTORS = ("totp", "one_time_code")
+NIST_MAX_FMR = 1e-4
+NIST_MAX_FAILURES = 100
+
+
+def _limits(lo: float, hi: float) -> dict[str, Any]:
+    return {"limits": (lo, hi)}
+
 
 @dataclass(frozen=True)
 class VoiceRules:
-    # Target false-accept rate; the threshold comes from the encoder's calibration.
-    target_far: float = 0.01
-    # Optional raw score threshold that overrides target_far (for uncalibrated encoders).
-    threshold: float | None = None
-    min_net_speech_s: float = 3.0
+    # Target false-accept rate; the score threshold comes from the encoder's calibration.
+    target_far: float = field(default=0.01, metadata=_limits(1e-6, 0.5))
+    # A raw score threshold overriding target_far (uncalibrated encoders; general sector only).
+    threshold: float | None = field(default=None, metadata=_limits(-1.0, 1.0))
+    min_net_speech_s: float = field(default=3.0, metadata=_limits(0.5, 60.0))
     # Re-decide at most once per this many seconds of new net speech.
-    redecide_interval_s: float = 2.0
+    redecide_interval_s: float = field(default=2.0, metadata=_limits(0.5, 600.0))
     # Net speech an enrollment sample needs to be accepted.
-    min_enroll_speech_s: float = 1.5
+    min_enroll_speech_s: float = field(default=1.5, metadata=_limits(0.5, 60.0))
     # Most recent speech kept per session for embedding (bounds memory and compute).
-    max_window_s: float = 30.0
+    max_window_s: float = field(default=30.0, metadata=_limits(3.0, 300.0))
+
+
+@dataclass(frozen=True)
+class KeystrokeRules:
+    target_far: float = field(default=0.01, metadata=_limits(1e-6, 0.5))
+    # Free-text samples shorter than this are not scored (too little rhythm to judge).
+    min_free_text_keys: int = field(default=50, metadata=_limits(10, 10_000))
+
+
+@dataclass(frozen=True)
+class StepUpRules:
+    # Whether a biometric match alone may authenticate (False) or needs a second factor (True).
+    required: bool = False
+    factors: tuple[str, ...] = FACTORS
+    code_ttl_s: float = field(default=300.0, metadata=_limits(30.0, 3600.0))
+    max_codes_per_hour: int = field(default=5, metadata=_limits(1, 100))
+
+
+@dataclass(frozen=True)
+class LockoutRules:
+    max_failures: int = field(default=10, metadata=_limits(1, NIST_MAX_FAILURES))
+    lockout_s: float = field(default=300.0, metadata=_limits(1.0, 86400.0 * 7))
+
+
+@dataclass(frozen=True)
+class AssertionRules:
+    lifetime_s: float = field(default=900.0, metadata=_limits(10.0, 86400.0))
+    # How many times another channel may accept one assertion.
+    max_uses: int = field(default=3, metadata=_limits(1, 1000))
+
+
+@dataclass(frozen=True)
+class EnrollmentRules:
+    # Whether a call that authenticated through a second factor may enroll the caller's voice.
+    passive: bool = False
 
 
 @dataclass(frozen=True)
 class TenantPolicy:
     tenant: str
     policy_id: str
+    sector: str = "general"
     voice: VoiceRules = field(default_factory=VoiceRules)
+    keystroke: KeystrokeRules = field(default_factory=KeystrokeRules)
+    step_up: StepUpRules = field(default_factory=StepUpRules)
+    lockout: LockoutRules = field(default_factory=LockoutRules)
+    assertion: AssertionRules = field(default_factory=AssertionRules)
+    enrollment: EnrollmentRules = field(default_factory=EnrollmentRules)
 
 
-_LIMITS: dict[str, tuple[float, float]] = {
-    "target_far": (1e-6, 0.5),
-    "threshold": (-1.0, 1.0),
-    "min_net_speech_s": (0.5, 60.0),
-    "redecide_interval_s": (0.5, 600.0),
-    "min_enroll_speech_s": (0.5, 60.0),
-    "max_window_s": (3.0, 300.0),
+SECTIONS: dict[str, type] = {
+    "voice": VoiceRules,
+    "keystroke": KeystrokeRules,
+    "step_up": StepUpRules,
+    "lockout": LockoutRules,
+    "assertion": AssertionRules,
+    "enrollment": EnrollmentRules,
 }
 
+_REGULATED: dict[str, dict[str, Any]] = {
+    "voice": {"target_far": NIST_MAX_FMR},
+    "keystroke": {"target_far": NIST_MAX_FMR},
+    "step_up": {"required": True},
+    "lockout": {"max_failures": 5, "lockout_s": 900.0},
+    "assertion": {"lifetime_s": 300.0, "max_uses": 1},
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"general": {}, "finance": _REGULATED, "health": _REGULATED}
 
-def _voice_rules(raw: dict[str, Any], origin: str) -> VoiceRules:
-    known = {f.name for f in fields(VoiceRules)}
+
+def _check_value(name: str, f: Any, value: Any, origin: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else str(f.type)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{origin}: {name} must be true or false, got {value!r}")
+        return value
+    if kind.startswith("tuple"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: {name} must be a list of strings")
+        unknown = [v for v in value if v not in FACTORS]
+        if unknown:
+            raise ConfigError(
+                f"{origin}: {name} has unknown factor {unknown[0]!r} (known: {', '.join(FACTORS)})"
+            )
+        return tuple(dict.fromkeys(value))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{origin}: {name} must be a number, got {type(value).__name__}")
+    if kind == "int" and not float(value).is_integer():
+        raise ConfigError(f"{origin}: {name} must be a whole number, got {value}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{origin}: {name} must be finite, got {value}")
+    lo, hi = f.metadata["limits"]
+    if not lo <= value <= hi:
+        raise ConfigError(f"{origin}: {name} = {value} is outside [{lo:g}, {hi:g}]")
+    return int(value) if kind == "int" else float(value)
+
+
+def _section(cls: type, base: Any, raw: Any, section: str, origin: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: [{section}] must be a table")
+    by_name = {f.name: f for f in fields(cls)}
+    values = {}
     for key, value in raw.items():
-        name = f"voice.{key}"
-        if key not in known:
-            raise ConfigError(f"{origin}: unknown field {name!r} (known: {', '.join(sorted(known))})")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{origin}: {name} must be a number, got {type(value).__name__}")
-        lo, hi = _LIMITS[key]
-        if not lo <= value <= hi:
-            raise ConfigError(f"{origin}: {name} = {value} is outside [{lo:g}, {hi:g}]")
-    rules = VoiceRules(**{k: float(v) for k, v in raw.items()})
-    if rules.max_window_s < rules.min_net_speech_s:
+        if key not in by_name:
+            raise ConfigError(
+                f"{origin}: unknown field '{section}.{key}' (known: {', '.join(sorted(by_name))})"
+            )
+        values[key] = _check_value(f"{section}.{key}", by_name[key], value, origin)
+    return replace(base, **values)
+
+
+def _check_sector_rules(p: TenantPolicy, origin: str) -> None:
+    if p.voice.max_window_s < p.voice.min_net_speech_s:
         raise ConfigError(f"{origin}: voice.max_window_s must be >= voice.min_net_speech_s")
-    return rules
+    if p.step_up.required and not p.step_up.factors:
+        raise ConfigError(f"{origin}: step_up.factors must name at least one factor when step-up is required")
+    if p.sector == "general":
+        return
+    why = f"sector {p.sector!r} (NIST SP 800-63B)"
+    for modality in ("voice", "keystroke"):
+        far = getattr(p, modality).target_far
+        if far > NIST_MAX_FMR:
+            raise ConfigError(
+                f"{origin}: {modality}.target_far = {far:g} exceeds the false-match rate of at most "
+                f"{NIST_MAX_FMR:g} that {why} allows"
+            )
+    if p.voice.threshold is not None:
+        raise ConfigError(f"{origin}: voice.threshold is not allowed for {why}; give voice.target_far")
+    if not p.step_up.required:
+        raise ConfigError(
+            f"{origin}: step_up.required = false is not allowed for {why}: a biometric counts only "
+            "together with a possession factor"
+        )
+
+
+def build_policy(tenant: str, raw: dict[str, Any], origin: str, policy_id: str) -> TenantPolicy:
+    unknown = set(raw) - {"tenant", "sector", *SECTIONS}
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section or field {sorted(unknown)[0]!r}")
+    if "tenant" in raw and raw["tenant"] != tenant:
+        raise ConfigError(f"{origin}: tenant = {raw['tenant']!r} but the file is for tenant {tenant!r}")
+    sector = raw.get("sector", "general")
+    if sector not in SECTORS:
+        raise ConfigError(f"{origin}: sector = {sector!r} is not one of {', '.join(SECTORS)}")
+    policy = TenantPolicy(tenant=tenant, policy_id=policy_id, sector=sector)
+    preset = PRESETS[sector]
+    for name, cls in SECTIONS.items():
+        section = replace(getattr(policy, name), **preset.get(name, {}))
+        if name in raw:
+            section = _section(cls, section, raw[name], name, origin)
+        policy = replace(policy, **{name: section})
+    _check_sector_rules(policy, origin)
+    return policy
 
 
 def parse_policy(text: str, tenant: str, origin: str) -> TenantPolicy:
@@ -70,33 +205,56 @@ def parse_policy(text: str, tenant: str, origin: str) -> TenantPolicy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML: {exc}") from exc
-    unknown = set(raw) - {"tenant", "voice"}
-    if unknown:
-        raise ConfigError(f"{origin}: unknown section or field {sorted(unknown)[0]!r}")
-    if "tenant" in raw and raw["tenant"] != tenant:
-        raise ConfigError(f"{origin}: tenant = {raw['tenant']!r} but the file is for tenant {tenant!r}")
-    voice = raw.get("voice", {})
-    if not isinstance(voice, dict):
-        raise ConfigError(f"{origin}: [voice] must be a table")
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return TenantPolicy(tenant=tenant, policy_id=f"{tenant}@{digest}", voice=_voice_rules(voice, origin))
+    return build_policy(tenant, raw, origin, f"{tenant}@{digest}")
+
+
+def default_policy(tenant: str) -> TenantPolicy:
+    return build_policy(tenant, {}, "default policy", "default")
+
+
+def check_policy_file(path: Path) -> TenantPolicy:
+    """Validates a policy file on its own; its tenant is the `tenant` field or the file name."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        tenant = tomllib.loads(text).get("tenant", path.stem)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_policy(text, str(tenant), str(path))
 
 
 class PolicyBook:
-    """Looks up a tenant's policy; re-reads a file when it changes on disk."""
+    """Looks up a tenant's policy; re-reads a file when it changes on disk (no restart).
 
-    def __init__(self, directory: Path | None) -> None:
+    `on_change(tenant, old_id, new_id)` is called when a tenant's effective
+    policy changes, so the change can be audited.
+    """
+
+    def __init__(
+        self, directory: Path | None, on_change: Callable[[str, str, str], None] | None = None
+    ) -> None:
         self.directory = directory
-        self._cache: dict[str, tuple[float, TenantPolicy]] = {}
+        self.on_change = on_change
+        self._cache: dict[str, tuple[tuple[int, int, int] | None, TenantPolicy]] = {}
 
     def get(self, tenant: str) -> TenantPolicy:
         path = self.directory / f"{tenant}.toml" if self.directory else None
-        if path is None or not path.exists():
-            return TenantPolicy(tenant=tenant, policy_id="default")
-        mtime = path.stat().st_mtime
+        stamp = None
+        if path is not None and path.exists():
+            st = path.stat()
+            # Size and inode too: an edit within the clock's resolution, or a deploy
+            # that replaces the file keeping its timestamp, must still be seen.
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = self._cache.get(tenant)
-        if cached and cached[0] == mtime:
+        if cached and cached[0] == stamp:
             return cached[1]
-        policy = parse_policy(path.read_text(), tenant, str(path))
-        self._cache[tenant] = (mtime, policy)
+        policy = (
+            default_policy(tenant) if stamp is None else parse_policy(path.read_text(), tenant, str(path))
+        )
+        self._cache[tenant] = (stamp, policy)
+        if cached and cached[1].policy_id != policy.policy_id and self.on_change:
+            self.on_change(tenant, cached[1].policy_id, policy.policy_id)
         return policy

@@ -1,15 +1,19 @@
 """Score calibration: turns a target false-accept rate into a score threshold.
 
 A calibration file holds impostor-score quantiles of one encoder (id and
-version) measured on a named data set; `bench/calibrate_voice.py` makes it.
-Policies speak in false-accept rates, never in raw cosine numbers, so a new
-encoder or version only needs a new calibration file.
+version) measured on a named data set (`bench/calibrate_voice.py`,
+`bench/calibrate_keystroke.py` make them), and an affine map from raw score to
+a natural-log likelihood ratio (logistic regression with equal priors on
+genuine and impostor trials), the scale on which modalities are fused.
+Keystroke scores are LLRs already (slope 1, offset 0). Policies speak in
+false-accept rates, never in raw numbers, so a new encoder or version only
+needs a new calibration file.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +31,13 @@ class Calibration:
     # (far, threshold) pairs, far decreasing as threshold increases.
     fars: tuple[float, ...]
     thresholds: tuple[float, ...]
+    # llr = llr_slope * score + llr_offset
+    llr_slope: float = 1.0
+    llr_offset: float = 0.0
+    genuine_trials: int = 0
+
+    def llr(self, score: float) -> float:
+        return self.llr_slope * score + self.llr_offset
 
     def threshold_for(self, target_far: float) -> float:
         """Score at which the impostor accept rate equals `target_far` (log-FAR interpolation)."""
@@ -52,6 +63,19 @@ class Calibration:
         fars = np.geomspace(1.0 / n, 0.5, 60)[::-1]
         thresholds = [float(np.quantile(scores, 1 - f)) for f in fars]
         return Calibration(encoder_id, encoder_version, data, n, tuple(map(float, fars)), tuple(thresholds))
+
+    def with_llr_fit(self, genuine: np.ndarray, impostor: np.ndarray) -> Calibration:
+        """Fits llr = a * score + b by logistic regression, genuine and impostor weighted equally."""
+        from scipy.optimize import minimize
+
+        g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+
+        def loss(ab: np.ndarray) -> float:
+            a, b = ab
+            return float(np.logaddexp(0, -(a * g + b)).mean() + np.logaddexp(0, a * i + b).mean())
+
+        a, b = minimize(loss, x0=np.array([10.0, -5.0]), method="Nelder-Mead").x
+        return replace(self, llr_slope=float(a), llr_offset=float(b), genuine_trials=int(g.size))
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=1)

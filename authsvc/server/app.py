@@ -10,8 +10,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc, verification_pb2, verification_pb2_grpc
+from authsvc.api.v1 import (
+    assurance_pb2,
+    assurance_pb2_grpc,
+    enrollment_pb2,
+    enrollment_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
 from authsvc.context import ServiceContext
+from authsvc.server.assurance import AssertionServicer, AuditServicer, StepUpServicer
 from authsvc.server.enrollment import EnrollmentServicer
 from authsvc.server.verification import VerificationServicer
 
@@ -20,6 +28,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
     verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name,
+    *(
+        assurance_pb2.DESCRIPTOR.services_by_name[n].full_name
+        for n in ("StepUpService", "AssertionService", "AuditService")
+    ),
 )
 # Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -45,6 +57,9 @@ class AuthServer:
         verification_pb2_grpc.add_VerificationServiceServicer_to_server(
             VerificationServicer(ctx), self.server
         )
+        assurance_pb2_grpc.add_StepUpServiceServicer_to_server(StepUpServicer(ctx), self.server)
+        assurance_pb2_grpc.add_AssertionServiceServicer_to_server(AssertionServicer(ctx), self.server)
+        assurance_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ctx), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from authsvc.api.v1 import common_pb2, enrollment_pb2, verification_pb2
+import json
+
+from authsvc import keystroke
+from authsvc.api.v1 import assurance_pb2, common_pb2, enrollment_pb2, verification_pb2
 from authsvc.audio.codecs import Encoding
 from authsvc.audio.quality import Quality
-from authsvc.enrollment import TemplateSummary
-from authsvc.policy.engine import Decision, Outcome
-from authsvc.store.base import CustomerRecord
+from authsvc.enrollment import CustomerSummary
+from authsvc.errors import InvalidInput
+from authsvc.policy.engine import Decision, IssuedAssertion, Outcome
+from authsvc.store.base import AuditEvent
 
 ENCODINGS = {
     common_pb2.AUDIO_ENCODING_PCM16_LE: Encoding.PCM16_LE,
@@ -20,11 +24,61 @@ CHANNELS = {
     common_pb2.CHANNEL_WEB: "web",
     common_pb2.CHANNEL_APP: "app",
 }
+CHANNEL_PB = {name: value for value, name in CHANNELS.items()}
 MODALITIES = {
     "voice": common_pb2.MODALITY_VOICE,
     "keystroke_fixed": common_pb2.MODALITY_KEYSTROKE_FIXED,
     "keystroke_free": common_pb2.MODALITY_KEYSTROKE_FREE,
 }
+METHODS = {
+    common_pb2.AUTH_METHOD_VOICE: "voice",
+    common_pb2.AUTH_METHOD_TYPING: "typing",
+    common_pb2.AUTH_METHOD_TOTP: "totp",
+    common_pb2.AUTH_METHOD_ONE_TIME_CODE: "one_time_code",
+}
+METHOD_PB = {name: value for value, name in METHODS.items()}
+FACTORS = {common_pb2.SECOND_FACTOR_TOTP: "totp", common_pb2.SECOND_FACTOR_ONE_TIME_CODE: "one_time_code"}
+FACTOR_PB = {name: value for value, name in FACTORS.items()}
+KINDS = {
+    common_pb2.KEYSTROKE_KIND_FIXED_TEXT: "fixed",
+    common_pb2.KEYSTROKE_KIND_FREE_TEXT: "free",
+    common_pb2.KEYSTROKE_KIND_DTMF: "dtmf",
+}
+
+
+def modality_pb(modality: str) -> int:
+    """Fixed-text modalities carry a profile name ("keystroke_fixed/pin")."""
+    return MODALITIES.get(modality.split("/", 1)[0], common_pb2.MODALITY_UNSPECIFIED)
+
+
+def methods(values, field: str) -> list[str]:
+    out = []
+    for v in values:
+        if v not in METHODS:
+            raise InvalidInput(field, f"unknown method {v}")
+        out.append(METHODS[v])
+    return out
+
+
+def factor(value: int, field: str) -> str:
+    if value not in FACTORS:
+        raise InvalidInput(field, "must be TOTP or ONE_TIME_CODE")
+    return FACTORS[value]
+
+
+def keystroke_sample(pb: common_pb2.KeystrokeSample, field: str) -> tuple[str, keystroke.Sample]:
+    """-> (profile name, validated sample); bad events raise InvalidInput naming the event."""
+    kind = KINDS.get(pb.kind)
+    if kind is None:
+        raise InvalidInput(f"{field}.kind", "must be FIXED_TEXT, FREE_TEXT or DTMF")
+    events = [keystroke.KeyEvent(e.key, e.down_s, e.up_s if e.HasField("up_s") else None) for e in pb.events]
+    try:
+        sample = keystroke.make_sample(events, kind, pb.text or None)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}.{exc.field}", exc.description) from None
+    return pb.profile, sample
+
+
 QUALITY = {
     Quality.TOO_SHORT: common_pb2.QUALITY_ISSUE_TOO_SHORT,
     Quality.CLIPPED: common_pb2.QUALITY_ISSUE_CLIPPED,
@@ -40,14 +94,25 @@ OUTCOMES = {
 }
 
 
-def customer_pb(record: CustomerRecord, templates: list[TemplateSummary]) -> enrollment_pb2.Customer:
+def customer_pb(summary: CustomerSummary) -> enrollment_pb2.Customer:
+    record, templates = summary.record, summary.templates
     return enrollment_pb2.Customer(
         tenant=record.tenant,
         customer_id=record.customer_id,
         created_unix_ms=record.created_ms,
+        methods=[METHOD_PB[m] for m in record.methods if m in METHOD_PB],
+        opted_out=record.opted_out,
+        consent=enrollment_pb2.Consent(
+            text_version=record.consent_version,
+            recorded_unix_ms=record.consent_ms,
+            biometrics_allowed=record.registered and not record.opted_out,
+        )
+        if record.registered
+        else None,
+        factors=[FACTOR_PB[f] for f in summary.factors],
         templates=[
             enrollment_pb2.TemplateSummary(
-                modality=MODALITIES.get(t.modality, common_pb2.MODALITY_UNSPECIFIED),
+                modality=modality_pb(t.modality),
                 encoder_id=t.encoder_id,
                 encoder_version=t.encoder_version,
                 sample_count=t.sample_count,
@@ -67,18 +132,54 @@ def decision_pb(decision: Decision, session_id: str) -> verification_pb2.Decisio
         required_net_speech_seconds=decision.required_net_speech_s,
         evidence=[
             verification_pb2.ModalityEvidence(
-                modality=common_pb2.MODALITY_VOICE,
+                modality=modality_pb(e.modality),
                 score=e.score,
                 threshold=e.threshold,
                 target_far=e.target_far,
                 encoder_id=e.encoder_id,
                 encoder_version=e.encoder_version,
                 enrolled_samples=e.enrolled_samples,
+                llr=e.llr,
+                profile=e.profile,
             )
             for e in decision.evidence
         ],
+        step_up_factors=[FACTOR_PB[f] for f in decision.step_up_factors],
+        fused_llr=decision.fused_llr,
+        fused_threshold_llr=decision.fused_threshold_llr,
+        assertion=assertion_pb(decision.assertion) if decision.assertion else None,
+        attempts_remaining=decision.attempts_remaining,
+        retry_after_seconds=min(decision.retry_after_s, 1e9),
         quality_issues=[QUALITY[q] for q in decision.quality],
         policy_id=decision.policy_id,
         final=decision.final,
         reason=decision.reason,
+    )
+
+
+def assertion_pb(a: IssuedAssertion) -> verification_pb2.Assertion:
+    return verification_pb2.Assertion(
+        token=a.token,
+        id=a.id,
+        tenant=a.tenant,
+        customer_id=a.customer_id,
+        methods=[METHOD_PB[m] for m in a.methods if m in METHOD_PB],
+        assurance_level=a.assurance_level,
+        channel=CHANNEL_PB.get(a.channel, common_pb2.CHANNEL_UNSPECIFIED),
+        issued_unix_ms=int(a.issued_at * 1000),
+        expires_unix_ms=int(a.expires_at * 1000),
+        key_id=a.key_id,
+    )
+
+
+def audit_pb(e: AuditEvent) -> assurance_pb2.AuditEvent:
+    return assurance_pb2.AuditEvent(
+        id=e.id,
+        time_unix_ms=e.time_ms,
+        tenant=e.tenant,
+        actor=e.actor,
+        action=e.action,
+        customer_id=e.customer_id,
+        outcome=e.outcome,
+        details=json.dumps(e.details, sort_keys=True),
     )

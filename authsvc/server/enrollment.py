@@ -11,8 +11,7 @@ from authsvc import enrollment
 from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
-from authsvc.identifiers import check_id
-from authsvc.server.convert import ENCODINGS, QUALITY, customer_pb
+from authsvc.server.convert import ENCODINGS, QUALITY, customer_pb, keystroke_sample, methods
 from authsvc.server.errors import unary_errors
 
 MAX_PAGE = 1000
@@ -34,6 +33,23 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self.ctx = ctx
 
     @unary_errors
+    async def RegisterCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        await asyncio.to_thread(
+            enrollment.register_customer,
+            self.ctx,
+            request.tenant,
+            request.customer_id,
+            methods(request.methods, "methods"),
+            request.opt_out_biometrics,
+            request.consent_text_version,
+            request.actor,
+        )
+        summary = await asyncio.to_thread(
+            enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
+        )
+        return customer_pb(summary)
+
+    @unary_errors
     async def EnrollVoice(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         encoding = ENCODINGS.get(request.format.encoding)
         if encoding is None:
@@ -46,42 +62,52 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             request.format.sample_rate_hz,
             request.audio,
             request.label,
+            request.actor,
         )
-        record, templates = await asyncio.to_thread(
+        summary = await asyncio.to_thread(
             enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
         )
         return enrollment_pb2.EnrollVoiceResponse(
-            customer=customer_pb(record, templates),
+            customer=customer_pb(summary),
             added=result.added,
             net_speech_seconds=result.net_speech_s,
             quality_issues=[QUALITY[q] for q in result.quality],
         )
 
     @unary_errors
-    async def GetCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        record, templates = await asyncio.to_thread(
+    async def EnrollKeystrokes(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        samples = [keystroke_sample(s, f"samples[{i}]") for i, s in enumerate(request.samples)]
+        result = await asyncio.to_thread(
+            enrollment.enroll_keystrokes, self.ctx, request.tenant, request.customer_id, samples
+        )
+        summary = await asyncio.to_thread(
             enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
         )
-        return customer_pb(record, templates)
+        return enrollment_pb2.EnrollKeystrokesResponse(
+            customer=customer_pb(summary), samples_added=result.added, samples_already_enrolled=result.already
+        )
+
+    @unary_errors
+    async def GetCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        summary = await asyncio.to_thread(
+            enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
+        )
+        return customer_pb(summary)
 
     @unary_errors
     async def ListCustomers(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        check_id(request.tenant, "tenant")
         if not 0 <= request.page_size <= MAX_PAGE:
             raise InvalidInput("page_size", f"must be between 0 and {MAX_PAGE}")
-        size = request.page_size or 100
-        records = await asyncio.to_thread(
-            self.ctx.vault.store.list_customers, request.tenant, size + 1, _after(request.page_token)
+        page, more = await asyncio.to_thread(
+            enrollment.list_customers,
+            self.ctx,
+            request.tenant,
+            request.page_size or 100,
+            _after(request.page_token),
         )
-        page, more = records[:size], len(records) > size
-        customers = []
-        for record in page:
-            _, templates = await asyncio.to_thread(
-                enrollment.describe_customer, self.ctx, record.tenant, record.customer_id
-            )
-            customers.append(customer_pb(record, templates))
         return enrollment_pb2.ListCustomersResponse(
-            customers=customers, next_page_token=_page_token(page[-1].customer_id) if more else ""
+            customers=[customer_pb(s) for s in page],
+            next_page_token=_page_token(page[-1].record.customer_id) if more else "",
         )
 
     @unary_errors

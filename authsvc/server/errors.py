@@ -1,7 +1,8 @@
 """Domain errors -> canonical gRPC status with google.rpc details (grpcio-status).
 
-INVALID_ARGUMENT carries a BadRequest naming the field; every error carries an
-ErrorInfo with a stable reason string a client program can switch on.
+INVALID_ARGUMENT carries a BadRequest naming the field; RESOURCE_EXHAUSTED (the
+embedding queue is full) carries a RetryInfo saying when to try again; every error
+carries an ErrorInfo with a stable reason string a client program can switch on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -23,7 +24,11 @@ from authsvc.errors import (
     IntegrityError,
     InvalidInput,
     NotFound,
+    Overloaded,
+    PreconditionFailed,
 )
+from authsvc.stepup.assertions import AssertionRejected
+from authsvc.stepup.lockout import LockedOut, RateLimited
 
 log = logging.getLogger(__name__)
 DOMAIN = "authsvc.v1"
@@ -34,6 +39,11 @@ _CODES: list[tuple[type[AuthsvcError], int]] = [
     (EncoderMismatch, code_pb2.FAILED_PRECONDITION),
     (IntegrityError, code_pb2.DATA_LOSS),
     (ConfigError, code_pb2.FAILED_PRECONDITION),
+    (Overloaded, code_pb2.RESOURCE_EXHAUSTED),
+    (RateLimited, code_pb2.RESOURCE_EXHAUSTED),
+    (LockedOut, code_pb2.PERMISSION_DENIED),
+    (PreconditionFailed, code_pb2.FAILED_PRECONDITION),
+    (AssertionRejected, code_pb2.UNAUTHENTICATED),
 ]
 
 
@@ -49,6 +59,11 @@ def to_status(exc: AuthsvcError) -> grpc.Status:
     if isinstance(exc, InvalidInput):
         violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(retry_after * 1e9)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return rpc_status.to_status(status_pb2.Status(code=code, message=str(exc), details=details))
 
 

@@ -237,6 +237,10 @@ class SigningKeyRing:
     def active_kid(self) -> str:
         return self._active
 
+    @property
+    def active_created_at(self) -> float:
+        return self._keys[self._active].created_at
+
     def kids(self) -> list[str]:
         return list(self._keys)
 

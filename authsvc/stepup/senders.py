@@ -53,6 +53,7 @@ class FileSender:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.path.exists():
             mode = stat.S_IMODE(self.path.stat().st_mode)
             if mode & 0o077:

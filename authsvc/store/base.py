@@ -70,7 +70,13 @@ class Store(Protocol):
         """Customers with id > `after`, in id order (keyset pagination)."""
 
     def set_choices(
-        self, tenant: str, customer_id: str, methods: list[str], opted_out: bool, consent_version: str, now_ms: int
+        self,
+        tenant: str,
+        customer_id: str,
+        methods: list[str],
+        opted_out: bool,
+        consent_version: str,
+        now_ms: int,
     ) -> CustomerRecord:
         """Records the registration choice and consent (creating the customer if needed)."""
 
@@ -84,6 +90,9 @@ class Store(Protocol):
 
     def replace_template(self, row: TemplateRow) -> None:
         """Inserts or overwrites the template with the same identity (profiles that grow)."""
+
+    def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
+        """Deletes the customer's templates of these modalities; -> rows deleted."""
 
     def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
         """Per-customer state (factor secrets, counters), sealed by the caller where secret."""

@@ -227,9 +227,27 @@ class SQLiteStore:
                 "encoder_version=excluded.encoder_version, key_id=excluded.key_id, blob=excluded.blob, "
                 "label=excluded.label, created_ms=excluded.created_ms",
                 (
-                    row.tenant, row.customer_id, row.modality, row.encoder_id, row.encoder_version,
-                    row.digest, row.key_id, row.blob, row.label, row.created_ms,
+                    row.tenant,
+                    row.customer_id,
+                    row.modality,
+                    row.encoder_id,
+                    row.encoder_version,
+                    row.digest,
+                    row.key_id,
+                    row.blob,
+                    row.label,
+                    row.created_ms,
                 ),
+            )
+
+    def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
+        with self._tx() as cur:
+            return sum(
+                cur.execute(
+                    "DELETE FROM templates WHERE tenant=? AND customer_id=? AND modality=?",
+                    (tenant, customer_id, m),
+                ).rowcount
+                for m in modalities
             )
 
     def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
@@ -275,7 +293,8 @@ class SQLiteStore:
     def put_secret(self, name: str, blob: bytes) -> None:
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO service_secrets VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET blob=excluded.blob",
+                "INSERT INTO service_secrets VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET blob=excluded.blob",
                 (name, blob),
             )
 
@@ -294,8 +313,13 @@ class SQLiteStore:
                 "INSERT INTO audit (tenant, time_ms, actor, action, customer_id, outcome, details) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    event.tenant, event.time_ms, event.actor, event.action, event.customer_id,
-                    event.outcome, json.dumps(event.details, sort_keys=True),
+                    event.tenant,
+                    event.time_ms,
+                    event.actor,
+                    event.action,
+                    event.customer_id,
+                    event.outcome,
+                    json.dumps(event.details, sort_keys=True),
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -329,7 +353,14 @@ _CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_versio
 def _customer_from_row(tenant: str, row: tuple) -> CustomerRecord:
     cid, created, methods, opted_out, version, consent_ms, registered = row
     return CustomerRecord(
-        tenant, cid, created, tuple(json.loads(methods)), bool(opted_out), version, consent_ms, bool(registered)
+        tenant,
+        cid,
+        created,
+        tuple(json.loads(methods)),
+        bool(opted_out),
+        version,
+        consent_ms,
+        bool(registered),
     )
 
 

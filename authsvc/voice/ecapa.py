@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from authsvc.errors import ConfigError
+from authsvc.voice.device import to_device
 from authsvc.voice.encoder import MIN_AUDIO_SECONDS, check_wavs
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ class EcapaEncoder:
         self.version = version
         self.embedding_dim = embedding_dim
         self.device = torch.device(getattr(classifier, "device", "cpu"))
-        #: dtype of the TDNN; features and pooling statistics inputs stay
-        #: float32 until they enter it (see `authsvc.voice.device.enable_half`).
+        #: Autocast dtype of the TDNN (float16 on CUDA, see
+        #: `authsvc.voice.device.enable_half`). Autocast rather than converting
+        #: the weights: features, length masks and pooling statistics stay
+        #: float32, and a relative length like 0.9994 keeps its precision.
         self.compute_dtype = torch.float32
         self._state = _TailState()
         self._pad_widths: set[int] = set()
@@ -111,8 +114,7 @@ class EcapaEncoder:
         self._max_pad = max(self._pad_widths, default=0)
 
     def set_compute_dtype(self, dtype: torch.dtype) -> None:
-        """Run the TDNN in `dtype` (float16 on CUDA); feature extraction stays float32."""
-        self.classifier.mods.embedding_model.to(dtype)
+        """Run the TDNN's convolutions and matmuls in `dtype` (float16 on CUDA)."""
         self.compute_dtype = dtype
 
     def _make_tail_hook(self, width: int) -> Any:
@@ -146,7 +148,7 @@ class EcapaEncoder:
 
     def _features(self, wav: np.ndarray) -> torch.Tensor:
         """(n_samples,) -> (frames, n_mels), computed alone exactly as `encode_batch` does."""
-        x = torch.from_numpy(wav)[None].to(self.device)
+        x = to_device(wav, self.device)[None]
         mods = self.classifier.mods
         feats = mods.compute_features(x)
         return mods.mean_var_norm(feats, torch.ones(1, device=self.device))[0]
@@ -156,9 +158,12 @@ class EcapaEncoder:
         frames = [f.shape[0] for f in feats]
         longest = max(frames)
         model = self.classifier.mods.embedding_model
+        autocast = torch.autocast(
+            self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32
+        )
         if min(frames) == longest:
-            stacked = torch.stack(feats).to(self.compute_dtype)
-            emb = model(stacked, torch.ones(len(feats), device=self.device))
+            with autocast:
+                emb = model(torch.stack(feats), torch.ones(len(feats), device=self.device))
         else:
             # Room for every item's reflected tail, the longest one's included.
             total = longest + self._max_pad
@@ -170,7 +175,8 @@ class EcapaEncoder:
             lengths = (torch.tensor(frames, dtype=torch.float32, device=self.device) - 0.5) / total
             self._state.tails = self._tail_indices(frames, total)
             try:
-                emb = model(stacked.to(self.compute_dtype), lengths)
+                with autocast:
+                    emb = model(stacked, lengths)
             finally:
                 self._state.tails = None
         emb = emb.reshape(len(feats), -1).float()

@@ -29,6 +29,7 @@ import torchaudio
 from torch import nn
 
 from authsvc.errors import ConfigError
+from authsvc.voice.device import to_device
 from authsvc.voice.encoder import MIN_AUDIO_SECONDS, check_wavs
 
 SAMPLE_RATE = 16000
@@ -170,6 +171,13 @@ class GE2EEncoder:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.mel = MelFrontEnd().to(self.device)
+        #: dtype of the LSTM (float16 on CUDA, see `authsvc.voice.device.enable_half`).
+        #: The mel front end stays float32: its linear power spans ~1e-11..1e2.
+        self.compute_dtype = torch.float32
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        self.net.to(dtype)
+        self.compute_dtype = dtype
 
     @torch.inference_mode()
     def embed_batch(self, wavs: Sequence[np.ndarray]) -> np.ndarray:
@@ -178,21 +186,29 @@ class GE2EEncoder:
         if not arrays:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
 
-        windows: list[torch.Tensor] = []
-        counts: list[int] = []
+        # One host-to-device copy for the whole batch (pinned on CUDA).
+        padded: list[np.ndarray] = []
+        slices: list[list[slice]] = []
         for wav in arrays:
             wav = normalize_volume(wav)
             wav_slices, mel_slices = compute_partial_slices(len(wav))
-            padded_len = max(wav_slices[-1].stop, len(wav))
-            wav = np.pad(wav, (0, padded_len - len(wav)))
-            mel = self.mel(torch.from_numpy(wav).to(self.device))
-            windows.extend(mel[s] for s in mel_slices)
-            counts.append(len(mel_slices))
+            padded.append(np.pad(wav, (0, max(wav_slices[-1].stop, len(wav)) - len(wav))))
+            slices.append(mel_slices)
+        flat = to_device(np.concatenate(padded), self.device)
 
-        stacked = torch.stack(windows)  # (N, 160, 40): equal lengths, no padding needed
+        windows: list[torch.Tensor] = []
+        start = 0
+        for wav, mel_slices in zip(padded, slices, strict=True):
+            mel = self.mel(flat[start : start + len(wav)])
+            start += len(wav)
+            windows.extend(mel[s] for s in mel_slices)
+        counts = [len(s) for s in slices]
+
+        # (N, 160, 40): equal lengths, no padding needed
+        stacked = torch.stack(windows).to(self.compute_dtype)
         partials = torch.cat(
             [
-                self.net(stacked[i : i + self.max_windows_per_forward])
+                self.net(stacked[i : i + self.max_windows_per_forward]).float()
                 for i in range(0, stacked.shape[0], self.max_windows_per_forward)
             ]
         )

@@ -1,28 +1,38 @@
-"""Runs an encoder off the asyncio event loop.
+"""What sessions and enrollment call to embed audio: `await runner.embed(wav)`.
 
-One worker thread per encoder: torch already spreads one forward pass over the
-configured intra-op threads, so more workers would only fight for the cores.
+Since the batching core (issue 5) the runner is a thin front over a
+`MicroBatcher`: every live session's request joins a shared batch, computed
+in the batcher's worker thread, off the event loop. Callers are unaware of it:
+one waveform in, its (D,) embedding out, the same as the encoder gives alone.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
+from authsvc.metrics import Metrics
+from authsvc.voice.batcher import BatchConfig, MicroBatcher
 from authsvc.voice.encoder import SpeakerEncoder
 
 
 class EmbeddingRunner:
-    def __init__(self, encoder: SpeakerEncoder) -> None:
+    def __init__(
+        self,
+        encoder: SpeakerEncoder,
+        config: BatchConfig | None = None,
+        metrics: Metrics | None = None,
+        *,
+        warm_up: bool = True,
+    ) -> None:
         self.encoder = encoder
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{encoder.encoder_id}")
+        self.batcher = MicroBatcher(encoder, config, metrics, warm_up=warm_up)
 
-    async def embed(self, wav: np.ndarray) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self._pool, self.encoder.embed_batch, [wav])
-        return out[0]
+    async def embed(self, wav: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """`wav`'s embedding; `deadline` (time.monotonic()) drops it unqueued once passed.
+
+        Raises `Overloaded` when the queue is full, `TimeoutError` past the deadline.
+        """
+        return await self.batcher.embed(wav, deadline=deadline)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.batcher.close()

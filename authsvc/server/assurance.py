@@ -1,0 +1,83 @@
+"""StepUpService, AssertionService and AuditService: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc
+from authsvc.context import ServiceContext
+from authsvc.errors import InvalidInput
+from authsvc.identifiers import check_id
+from authsvc.server.convert import CHANNELS, assertion_pb, audit_pb
+from authsvc.server.errors import unary_errors
+
+MAX_PAGE = 1000
+
+
+class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    @unary_errors
+    async def EnrollTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        uri = await asyncio.to_thread(
+            self.ctx.factors.enroll_totp,
+            request.tenant,
+            request.customer_id,
+            request.account_name,
+            request.issuer,
+        )
+        return assurance_pb2.EnrollTotpResponse(provisioning_uri=uri)
+
+    @unary_errors
+    async def ConfirmTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        ok = await asyncio.to_thread(
+            self.ctx.factors.confirm_totp, request.tenant, request.customer_id, request.code
+        )
+        return assurance_pb2.ConfirmTotpResponse(confirmed=ok)
+
+    @unary_errors
+    async def SetCodeDestination(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        await asyncio.to_thread(
+            self.ctx.factors.set_destination, request.tenant, request.customer_id, request.destination
+        )
+        return assurance_pb2.SetCodeDestinationResponse()
+
+
+class AssertionServicer(assurance_pb2_grpc.AssertionServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    @unary_errors
+    async def ValidateAssertion(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        check_id(request.tenant, "tenant")
+        policy = self.ctx.policies.get(request.tenant)
+        claims = await asyncio.to_thread(
+            self.ctx.trust.validate, policy, request.token, CHANNELS.get(request.channel, "unspecified")
+        )
+        return assurance_pb2.ValidateAssertionResponse(assertion=assertion_pb(claims))
+
+
+class AuditServicer(assurance_pb2_grpc.AuditServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    @unary_errors
+    async def ListAuditEvents(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        check_id(request.tenant, "tenant")
+        if not 0 <= request.page_size <= MAX_PAGE:
+            raise InvalidInput("page_size", f"must be between 0 and {MAX_PAGE}")
+        if request.page_token and not request.page_token.isdigit():
+            raise InvalidInput("page_token", "is not a token this service issued")
+        size = request.page_size or 100
+        before = int(request.page_token) if request.page_token else None
+        events = await asyncio.to_thread(
+            self.ctx.vault.store.list_audit, request.tenant, size + 1, before, request.customer_id
+        )
+        page = events[:size]
+        return assurance_pb2.ListAuditEventsResponse(
+            events=[audit_pb(e) for e in page],
+            next_page_token=str(page[-1].id) if len(events) > size else "",
+        )
