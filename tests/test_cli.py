@@ -293,3 +293,76 @@ def test_unreachable_server_exits_3_and_says_so():
     assert result.returncode == EXIT_UNAVAILABLE, _shown(result)
     assert "cannot reach the service" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_policy_check_names_the_field_and_exits_5_for_a_bad_file(tmp_path):
+    bad = tmp_path / "bank.toml"
+    bad.write_text('sector = "finance"\n[voice]\ntarget_far = 0.01\n')
+    result = authsvc("policy", "check", bad)
+    assert result.returncode == 5, _shown(result)
+    assert "voice.target_far" in result.stderr and "NIST" in result.stderr
+    good = tmp_path / "shop.toml"
+    good.write_text('sector = "general"\n[voice]\ntarget_far = 0.001\n')
+    result = authsvc("policy", "check", good)
+    assert result.returncode == 0 and "OK" in result.stdout, _shown(result)
+
+
+def test_policy_explain_resolves_the_preset_and_the_thresholds(tmp_path):
+    (tmp_path / "clinic.toml").write_text('sector = "health"\n[assertion]\nlifetime_s = 120\n')
+    result = authsvc("policy", "explain", "--tenant", "clinic", "--policy-dir", tmp_path)
+    assert result.returncode == 0, _shown(result)
+    out = result.stdout
+    assert "sector health" in out and "lifetime_s = 120.0" in out and "target_far = 0.0001" in out
+    assert "STEP_UP_REQUIRED" in out and "cosine threshold" in out
+
+
+def test_register_enroll_keystrokes_and_audit(server: Server, tmp_path):
+    import json
+
+    import numpy as np
+
+    from tests.typists import Typist
+
+    typist = Typist(np.random.default_rng(3))
+    lines = []
+    for _ in range(5):
+        sample = typist.password()
+        events = [{"key": e.key, "down": e.press, "up": e.release} for e in sample.events]
+        lines.append(json.dumps({"kind": "fixed", "text": sample.text, "events": events}))
+    path = tmp_path / "typing.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = client(
+        server,
+        "register",
+        "--tenant",
+        TENANT,
+        "--customer",
+        "kim",
+        "--methods",
+        "typing,totp",
+        "--consent-version",
+        "v3",
+    )
+    assert result.returncode == 0 and "consent text v3" in result.stdout, _shown(result)
+    result = client(server, "enroll", "keystrokes", "--tenant", TENANT, "--customer", "kim", path)
+    assert result.returncode == 0 and "5 sample(s) added" in result.stdout, _shown(result)
+    again = client(server, "enroll", "keystrokes", "--tenant", TENANT, "--customer", "kim", path)
+    assert "0 sample(s) added, 5 already enrolled" in again.stdout, _shown(again)
+    result = client(server, "audit", "--tenant", TENANT, "--customer", "kim")
+    assert result.returncode == 0, _shown(result)
+    actions = [line.split("\t")[1] for line in result.stdout.splitlines()]
+    assert actions[-1] == "register" and "enroll.keystrokes" in actions
+    refused = client(
+        server,
+        "register",
+        "--tenant",
+        TENANT,
+        "--customer",
+        "kim",
+        "--methods",
+        "voice",
+        "--opt-out",
+        "--consent-version",
+        "v3",
+    )
+    assert refused.returncode == 5 and "opts out" in refused.stderr, _shown(refused)

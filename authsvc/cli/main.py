@@ -11,6 +11,7 @@ import grpc
 
 from authsvc.cli import operator
 from authsvc.cli.client import EXIT_ERROR, CliError, add_client_args, describe_rpc_error, fail
+from authsvc.cli.policy import add_policy_commands
 from authsvc.cli.serve import add_serve_args, serve
 from authsvc.errors import AuthsvcError
 
@@ -51,6 +52,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=operator.existing_file, metavar="FILE")
     add_client_args(p)
     p.set_defaults(func=operator.verify_voice)
+
+    p = enroll.add_parser("keystrokes", help="add typing samples from a file (JSON Lines or P/R CSV)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--customer", required=True)
+    p.add_argument(
+        "--profile",
+        default="password",
+        help="name of the fixed-text profile the samples train (ignored for free text)",
+    )
+    p.add_argument("file", type=operator.existing_file, metavar="FILE")
+    add_client_args(p)
+    p.set_defaults(func=operator.enroll_keystrokes)
+
+    add_policy_commands(sub)
+
+    p = sub.add_parser("register", help="record a customer's chosen methods (or opt-out) and consent")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--customer", required=True)
+    p.add_argument("--methods", default="", help="comma-separated: voice,typing,totp,one_time_code")
+    p.add_argument("--opt-out", action="store_true", help="the customer declines biometrics")
+    p.add_argument("--consent-version", required=True, help="version of the consent text the customer saw")
+    p.add_argument("--actor", default="cli", help="who records this (kept in the audit log)")
+    add_client_args(p)
+    p.set_defaults(func=operator.register)
+
+    p = sub.add_parser("audit", help="list a tenant's audit events, newest first")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--customer", default="", help="only this customer's events")
+    p.add_argument("--limit", type=int, default=50)
+    add_client_args(p)
+    p.set_defaults(func=operator.audit)
 
     customers = sub.add_parser("customers", help="list, show or delete customers")
     actions = customers.add_subparsers(dest="action", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def _outcome_name(value: int) -> str:
 
 def _customer_lines(c: enrollment_pb2.Customer) -> list[str]:
     lines = [f"{c.tenant}/{c.customer_id}"]
+    if c.HasField("consent"):
+        chosen = ", ".join(
+            common_pb2.AuthMethod.Name(m).removeprefix("AUTH_METHOD_").lower() for m in c.methods
+        )
+        state = "opted out of biometrics" if c.opted_out else f"methods: {chosen or 'none'}"
+        lines.append(f"  {state}; consent text {c.consent.text_version}")
+    if c.factors:
+        names = ", ".join(
+            common_pb2.SecondFactor.Name(f).removeprefix("SECOND_FACTOR_").lower() for f in c.factors
+        )
+        lines.append(f"  second factors: {names}")
     for t in c.templates:
         modality = common_pb2.Modality.Name(t.modality).removeprefix("MODALITY_").lower()
         lines.append(
@@ -174,6 +186,80 @@ def customers(args: argparse.Namespace) -> int:
         )
         print(f"deleted {args.tenant}/{args.customer} ({reply.templates_deleted} template(s))")
         return EXIT_OK
+
+
+def enroll_keystrokes(args: argparse.Namespace) -> int:
+    from authsvc import keystroke
+
+    try:
+        samples = keystroke.load_keystroke_file(args.file)
+    except InvalidInput as exc:
+        raise CliError(f"{args.file}: {exc}", EXIT_INVALID) from None
+    kinds = {
+        "fixed": common_pb2.KEYSTROKE_KIND_FIXED_TEXT,
+        "free": common_pb2.KEYSTROKE_KIND_FREE_TEXT,
+        "dtmf": common_pb2.KEYSTROKE_KIND_DTMF,
+    }
+    request = enrollment_pb2.EnrollKeystrokesRequest(
+        tenant=args.tenant,
+        customer_id=args.customer,
+        samples=[
+            common_pb2.KeystrokeSample(
+                kind=kinds[s.kind],
+                profile=args.profile,
+                text=s.text or "",
+                events=[common_pb2.KeyEvent(key=e.key, down_s=e.press, up_s=e.release) for e in s.events],
+            )
+            for s in samples
+        ],
+    )
+    with channel(args) as ch:
+        reply = enrollment_pb2_grpc.EnrollmentServiceStub(ch).EnrollKeystrokes(request, timeout=args.timeout)
+    print(f"{reply.samples_added} sample(s) added, {reply.samples_already_enrolled} already enrolled")
+    print("\n".join(_customer_lines(reply.customer)))
+    return EXIT_OK
+
+
+def register(args: argparse.Namespace) -> int:
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    by_name = {
+        common_pb2.AuthMethod.Name(v).removeprefix("AUTH_METHOD_").lower(): v
+        for v in common_pb2.AuthMethod.values()
+        if v
+    }
+    unknown = [m for m in names if m not in by_name]
+    if unknown:
+        raise CliError(f"unknown method {unknown[0]!r}; use {', '.join(by_name)}", EXIT_INVALID)
+    with channel(args) as ch:
+        c = enrollment_pb2_grpc.EnrollmentServiceStub(ch).RegisterCustomer(
+            enrollment_pb2.RegisterCustomerRequest(
+                tenant=args.tenant,
+                customer_id=args.customer,
+                methods=[by_name[m] for m in names],
+                opt_out_biometrics=args.opt_out,
+                consent_text_version=args.consent_version,
+                actor=args.actor,
+            ),
+            timeout=args.timeout,
+        )
+    print("\n".join(_customer_lines(c)))
+    return EXIT_OK
+
+
+def audit(args: argparse.Namespace) -> int:
+    from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc
+
+    with channel(args) as ch:
+        page = assurance_pb2_grpc.AuditServiceStub(ch).ListAuditEvents(
+            assurance_pb2.ListAuditEventsRequest(
+                tenant=args.tenant, customer_id=args.customer, page_size=args.limit
+            ),
+            timeout=args.timeout,
+        )
+    for e in page.events:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.time_unix_ms / 1000))
+        print(f"{when}\t{e.action}\t{e.customer_id or '-'}\t{e.outcome}\t{e.actor}\t{e.details}")
+    return EXIT_OK
 
 
 def existing_file(value: str) -> Path:

@@ -1,0 +1,117 @@
+"""`authsvc policy check FILE` and `authsvc policy explain --tenant T`: local, no server needed."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from authsvc.cli.client import EXIT_INVALID, EXIT_OK, CliError
+from authsvc.cli.serve import default_data_dir
+from authsvc.errors import ConfigError
+from authsvc.policy.schema import SECTIONS, PolicyBook, TenantPolicy, check_policy_file
+from authsvc.scoring.calibration import Calibration, load_calibration
+
+
+def check(args: argparse.Namespace) -> int:
+    try:
+        policy = check_policy_file(args.file)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_INVALID) from None
+    print(f"{args.file}: OK (tenant {policy.tenant}, sector {policy.sector}, policy id {policy.policy_id})")
+    return EXIT_OK
+
+
+def _voice_calibration(encoder: str) -> Calibration | None:
+    from authsvc.voice.ge2e import load_ge2e
+
+    if encoder != "ge2e":
+        return None
+    try:
+        return load_calibration("ge2e", load_ge2e(None).version)
+    except ConfigError:
+        return None
+
+
+def explain(args: argparse.Namespace) -> int:
+    directory = args.policy_dir or (args.data_dir or default_data_dir()) / "policies"
+    try:
+        policy = PolicyBook(directory).get(args.tenant)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_INVALID) from None
+    source = directory / f"{args.tenant}.toml"
+    print(f"tenant {policy.tenant}: sector {policy.sector} ({policy.policy_id})")
+    print(f"source: {source if source.exists() else 'no policy file: the general preset applies'}")
+    for line in describe(policy, _voice_calibration(args.encoder)):
+        print(line)
+    return EXIT_OK
+
+
+def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:
+    lines = []
+    for name in SECTIONS:
+        section = getattr(policy, name)
+        lines.append(f"[{name}]")
+        for f in fields(section):
+            value = getattr(section, f.name)
+            shown = ", ".join(value) if isinstance(value, tuple) else "unset" if value is None else value
+            lines.append(f"  {f.name} = {shown}")
+    lines.append("effective rules:")
+    v = policy.voice
+    if v.threshold is not None:
+        lines.append(f"  voice: raw cosine threshold {v.threshold:.4f} (fixed by the policy)")
+    elif voice_cal is not None:
+        t = voice_cal.threshold_for(v.target_far)
+        lines.append(
+            f"  voice: target FAR {v.target_far:g} -> cosine threshold {t:.4f} "
+            f"(LLR {voice_cal.llr(t):+.2f}), calibrated on {voice_cal.data}"
+        )
+    else:
+        lines.append(
+            f"  voice: target FAR {v.target_far:g} (threshold from the running encoder's calibration)"
+        )
+    from authsvc.keystroke import fixed_text, free_text
+
+    for model in (fixed_text, free_text):
+        cal = load_calibration(model.MODEL_ID, model.MODEL_VERSION)
+        t = cal.threshold_for(policy.keystroke.target_far)
+        lines.append(
+            f"  typing ({model.MODALITY}): target FAR {policy.keystroke.target_far:g} "
+            f"-> LLR threshold {t:+.2f}"
+        )
+    lines.append(
+        f"  first voice decision after {v.min_net_speech_s:g} s of net speech, then every "
+        f"{v.redecide_interval_s:g} s of new speech"
+    )
+    if policy.step_up.required:
+        lines.append(
+            "  a biometric match alone is not enough: STEP_UP_REQUIRED with "
+            + ", ".join(policy.step_up.factors)
+        )
+    else:
+        lines.append("  a biometric match alone authenticates (AAL1)")
+    lines.append(
+        f"  lockout after {policy.lockout.max_failures} failures for {policy.lockout.lockout_s:g} s; "
+        f"assertions live {policy.assertion.lifetime_s:g} s, accepted {policy.assertion.max_uses} time(s)"
+    )
+    lines.append(f"  passive enrollment: {'allowed' if policy.enrollment.passive else 'not allowed'}")
+    return lines
+
+
+def add_policy_commands(sub: argparse._SubParsersAction) -> None:
+    policy = sub.add_parser("policy", help="check and explain tenant policy files").add_subparsers(
+        dest="action", required=True
+    )
+    p = policy.add_parser("check", help="validate a policy file")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.set_defaults(func=check)
+    p = policy.add_parser("explain", help="print a tenant's effective rules, presets resolved")
+    p.add_argument("--tenant", required=True)
+    p.add_argument(
+        "--data-dir", type=Path, help="the service's data directory (policies in <data-dir>/policies)"
+    )
+    p.add_argument("--policy-dir", type=Path, help="policy folder, if not <data-dir>/policies")
+    p.add_argument(
+        "--encoder", default="ge2e", help="voice encoder whose calibration turns FAR into thresholds"
+    )
+    p.set_defaults(func=explain)
