@@ -78,6 +78,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     p.add_argument("--policy-dir", type=Path, help="tenant policy files (default <data-dir>/policies)")
+    p.add_argument(
+        "--code-sender",
+        help="where one-time codes go: file:PATH, log, or python:module:Class "
+        "(default: the development outbox <data-dir>/outbox/codes.jsonl)",
+    )
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS with --tls-key")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA for client certificates; enables mutual TLS")
@@ -91,6 +96,7 @@ async def _serve(args: argparse.Namespace) -> None:
         device=args.device,
         threads=args.threads,
         policy_dir=args.policy_dir,
+        code_sender=args.code_sender,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
