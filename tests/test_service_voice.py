@@ -226,3 +226,26 @@ async def test_health_and_reflection_are_served(service):
     assert {"authsvc.v1.EnrollmentService", "authsvc.v1.VerificationService", "grpc.health.v1.Health"} <= set(
         names
     )
+
+
+async def test_rolling_decisions_embed_each_second_of_speech_about_once(service, speech):
+    """Re-decisions embed only new speech, so a long call costs in proportion to its length."""
+    channel, ctx, _, address = service
+    target, _ = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:4])
+    embedded = []
+    real_embed = ctx.runner.embed
+
+    async def counting_embed(wav, *args, **kwargs):
+        embedded.append(wav.size / ctx.encoder.sample_rate)
+        return await real_embed(wav, *args, **kwargs)
+
+    ctx.runner.embed = counting_embed
+    long_call = np.concatenate(target)  # several utterances: a call of half a minute or more
+    decisions = await _call(address, call_requests("acme", "cust-1", long_call))
+    verdicts = [d for d in decisions if d.outcome != V.OUTCOME_PENDING]
+    assert len(verdicts) >= 5, "a long call is re-decided as speech arrives"
+    assert all(d.outcome == V.OUTCOME_AUTHENTICATED for d in verdicts), [d.reason for d in verdicts]
+    assert len(embedded) == len(verdicts) - 1 or len(embedded) == len(verdicts)
+    voiced_s = decisions[-1].net_speech_seconds
+    assert sum(embedded) < 1.6 * voiced_s, (sum(embedded), voiced_s)

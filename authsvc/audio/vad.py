@@ -53,6 +53,7 @@ class SpeechTracker:
         self._pending = np.zeros(0, dtype=np.int16)
         self._voiced: deque[np.ndarray] = deque(maxlen=int(max_speech_s * 1000 / FRAME_MS))
         self.speech_frames = 0
+        self.voiced_frames = 0  # frames ever kept, so callers can ask for what is new
         self.total_frames = 0
         self.total_samples = 0
         self.peak_hits = 0
@@ -86,6 +87,17 @@ class SpeechTracker:
             self._since_speech += 1
         if self._since_speech <= self._hangover:
             self._voiced.append(frame)
+            self.voiced_frames += 1
+
+    def voiced_since(self, mark: int) -> tuple[np.ndarray, int]:
+        """Voiced audio kept after `mark` (a previous `voiced_frames`) -> (int16 samples, new mark).
+
+        Frames that already fell out of the bounded buffer are gone; what is left is returned.
+        """
+        new = min(self.voiced_frames - mark, len(self._voiced))
+        if new <= 0:
+            return np.zeros(0, dtype=np.int16), self.voiced_frames
+        return np.concatenate(list(self._voiced)[-new:]), self.voiced_frames
 
     def voiced_audio(self) -> np.ndarray:
         """The kept speech frames, concatenated, as int16 at the input rate."""

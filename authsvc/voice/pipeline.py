@@ -17,7 +17,11 @@ from authsvc.audio.vad import SpeechTracker
 
 def encoder_input(tracker: SpeechTracker, encoder_rate: int) -> np.ndarray:
     """The tracker's voiced audio as float32 at the encoder's sample rate."""
-    return resample(to_float(tracker.voiced_audio()), tracker.sample_rate, encoder_rate)
+    return to_encoder_rate(tracker.voiced_audio(), tracker.sample_rate, encoder_rate)
+
+
+def to_encoder_rate(samples: np.ndarray, rate: int, encoder_rate: int) -> np.ndarray:
+    return resample(to_float(samples), rate, encoder_rate)
 
 
 def track(
