@@ -364,3 +364,28 @@ async def test_audit_lists_decisions_step_ups_enrollments_erasures_and_policy_ch
     assert secret.hex() not in text and "score" not in text, "no secrets or biometric data in the audit log"
     other = await audit.ListAuditEvents(assurance_pb2.ListAuditEventsRequest(tenant="shop"))
     assert not other.events, "audit is per tenant"
+
+
+async def test_dtmf_pin_timings_are_scored_in_a_call(service, speech):
+    """A PIN keyed on the phone: tone start/end times from the telephony platform."""
+    channel, _, _, address = service
+    typist = Typist(np.random.default_rng(5))
+
+    def pin():
+        from authsvc.keystroke import make_sample
+
+        return make_sample(typist.events("4711"), "dtmf", "4711")
+
+    await enrollment_pb2_grpc.EnrollmentServiceStub(channel).EnrollKeystrokes(
+        enrollment_pb2.EnrollKeystrokesRequest(
+            tenant="shop", customer_id="ivan", samples=[keystroke_pb(pin(), "pin") for _ in range(6)]
+        )
+    )
+    target, _ = _speakers(speech)
+    call = call_requests("shop", "ivan", target[0])
+    decisions = await asyncio.to_thread(
+        stream, address, [call[0], *call[1:50], V.VerifyRequest(keystrokes=keystroke_pb(pin(), "pin"))]
+    )
+    typed = next(d for d in decisions if d.evidence)
+    assert typed.evidence[0].modality == common_pb2.MODALITY_KEYSTROKE_FIXED
+    assert typed.evidence[0].profile == "pin" and typed.evidence[0].enrolled_samples == 6

@@ -249,3 +249,66 @@ async def test_rolling_decisions_embed_each_second_of_speech_about_once(service,
     assert len(embedded) == len(verdicts) - 1 or len(embedded) == len(verdicts)
     voiced_s = decisions[-1].net_speech_seconds
     assert sum(embedded) < 1.6 * voiced_s, (sum(embedded), voiced_s)
+
+
+async def test_templates_of_another_encoder_are_never_scored(service, speech):
+    _, ctx, _, address = service
+    target, _ = _speakers(speech)
+    enc = ctx.encoder
+    vec = enc.embed_batch([target[0]])[0]
+    # A template made by another version of the encoder (e.g. before a model upgrade).
+    ctx.vault.put("acme", "old", "voice", enc.encoder_id, "older-weights", "d1", vec.astype("<f4").tobytes())
+    with pytest.raises(grpc.RpcError) as err:
+        await _call(address, call_requests("acme", "old", target[1]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "older-weights" in err.value.details() and "meaningless" in err.value.details()
+
+
+async def test_tls_is_served_when_configured(tmp_path, ge2e, speech):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from authsvc.context import ServiceConfig, build_context
+    from authsvc.server.app import AuthServer, TlsFiles
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    ctx = build_context(ServiceConfig(data_dir=tmp_path / "data"), encoder=ge2e)
+    server = AuthServer(ctx, "127.0.0.1:0", TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem"))
+    await server.start()
+    try:
+        creds = grpc.ssl_channel_credentials(root_certificates=cert_pem)
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds, options=options) as secure:
+            target, _ = _speakers(speech)
+            replies = await _enroll(secure, "acme", "tls-1", target[:1])
+            assert replies[0].added
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as plain:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _enroll(plain, "acme", "tls-2", target[:1])
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(grace_s=0.5)
