@@ -75,6 +75,32 @@ class TemplateVault:
         msg = "\x1f".join((tenant, customer_id, modality)).encode() + b"\x00" + sample
         return hmac.new(self._digest_key, msg, hashlib.sha256).hexdigest()
 
+    def _sealed_row(
+        self,
+        tenant: str,
+        customer_id: str,
+        modality: str,
+        encoder_id: str,
+        encoder_version: str,
+        digest: str,
+        payload: bytes,
+        label: str,
+    ) -> TemplateRow:
+        aad = crypto.template_aad(tenant, customer_id, modality, encoder_id, encoder_version)
+        blob = crypto.seal(self._data_key(tenant), payload, aad)
+        return TemplateRow(
+            tenant,
+            customer_id,
+            modality,
+            encoder_id,
+            encoder_version,
+            digest,
+            self._master.key_id,
+            blob,
+            int(time.time() * 1000),
+            label,
+        )
+
     def put(
         self,
         tenant: str,
@@ -87,21 +113,11 @@ class TemplateVault:
         label: str = "",
     ) -> bool:
         """Seals and stores one template; False if this sample digest is already enrolled."""
-        aad = crypto.template_aad(tenant, customer_id, modality, encoder_id, encoder_version)
-        blob = crypto.seal(self._data_key(tenant), payload, aad)
-        row = TemplateRow(
-            tenant,
-            customer_id,
-            modality,
-            encoder_id,
-            encoder_version,
-            digest,
-            self._master.key_id,
-            blob,
-            int(time.time() * 1000),
-            label,
+        return self.store.add_template(
+            self._sealed_row(
+                tenant, customer_id, modality, encoder_id, encoder_version, digest, payload, label
+            )
         )
-        return self.store.add_template(row)
 
     def replace(
         self,
@@ -113,19 +129,9 @@ class TemplateVault:
         payload: bytes,
     ) -> None:
         """Seals and stores a template that grows in place (a keystroke profile): one row per identity."""
-        aad = crypto.template_aad(tenant, customer_id, modality, encoder_id, encoder_version)
-        blob = crypto.seal(self._data_key(tenant), payload, aad)
         self.store.replace_template(
-            TemplateRow(
-                tenant,
-                customer_id,
-                modality,
-                encoder_id,
-                encoder_version,
-                PROFILE_DIGEST,
-                self._master.key_id,
-                blob,
-                int(time.time() * 1000),
+            self._sealed_row(
+                tenant, customer_id, modality, encoder_id, encoder_version, PROFILE_DIGEST, payload, ""
             )
         )
 

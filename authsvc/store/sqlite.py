@@ -122,10 +122,7 @@ class SQLiteStore:
 
     def ensure_customer(self, tenant: str, customer_id: str, now_ms: int) -> CustomerRecord:
         with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
-                (tenant, customer_id, now_ms),
-            )
+            _ensure_customer(cur, tenant, customer_id, now_ms)
             return _customer(cur, tenant, customer_id)  # type: ignore[return-value]
 
     def get_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
@@ -151,10 +148,7 @@ class SQLiteStore:
         now_ms: int,
     ) -> CustomerRecord:
         with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
-                (tenant, customer_id, now_ms),
-            )
+            _ensure_customer(cur, tenant, customer_id, now_ms)
             cur.execute(
                 "UPDATE customers SET methods=?, opted_out=?, consent_version=?, consent_ms=?, registered=1 "
                 "WHERE tenant=? AND customer_id=?",
@@ -176,25 +170,9 @@ class SQLiteStore:
 
     def add_template(self, row: TemplateRow) -> bool:
         with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
-                (row.tenant, row.customer_id, row.created_ms),
-            )
+            _ensure_customer(cur, row.tenant, row.customer_id, row.created_ms)
             inserted = cur.execute(
-                "INSERT OR IGNORE INTO templates (tenant, customer_id, modality, encoder_id, "
-                "encoder_version, digest, key_id, blob, label, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.tenant,
-                    row.customer_id,
-                    row.modality,
-                    row.encoder_id,
-                    row.encoder_version,
-                    row.digest,
-                    row.key_id,
-                    row.blob,
-                    row.label,
-                    row.created_ms,
-                ),
+                _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO NOTHING", _values(row)
             ).rowcount
         return inserted == 1
 
@@ -216,28 +194,12 @@ class SQLiteStore:
 
     def replace_template(self, row: TemplateRow) -> None:
         with self._tx() as cur:
+            _ensure_customer(cur, row.tenant, row.customer_id, row.created_ms)
             cur.execute(
-                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
-                (row.tenant, row.customer_id, row.created_ms),
-            )
-            cur.execute(
-                "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, "
-                "key_id, blob, label, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (tenant, customer_id, modality, encoder_id, digest) DO UPDATE SET "
+                _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO UPDATE SET "
                 "encoder_version=excluded.encoder_version, key_id=excluded.key_id, blob=excluded.blob, "
                 "label=excluded.label, created_ms=excluded.created_ms",
-                (
-                    row.tenant,
-                    row.customer_id,
-                    row.modality,
-                    row.encoder_id,
-                    row.encoder_version,
-                    row.digest,
-                    row.key_id,
-                    row.blob,
-                    row.label,
-                    row.created_ms,
-                ),
+                _values(row),
             )
 
     def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
@@ -268,10 +230,7 @@ class SQLiteStore:
 
     def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None:
         with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
-                (tenant, customer_id, now_ms),
-            )
+            _ensure_customer(cur, tenant, customer_id, now_ms)
             cur.execute(
                 "INSERT INTO customer_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, customer_id, name) "
                 "DO UPDATE SET blob=excluded.blob, updated_ms=excluded.updated_ms",
@@ -345,6 +304,35 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+_TEMPLATE_KEY = "(tenant, customer_id, modality, encoder_id, digest)"
+_INSERT_TEMPLATE = (
+    "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, key_id, "
+    "blob, label, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _values(row: TemplateRow) -> tuple:
+    return (
+        row.tenant,
+        row.customer_id,
+        row.modality,
+        row.encoder_id,
+        row.encoder_version,
+        row.digest,
+        row.key_id,
+        row.blob,
+        row.label,
+        row.created_ms,
+    )
+
+
+def _ensure_customer(cur: sqlite3.Cursor, tenant: str, customer_id: str, now_ms: int) -> None:
+    cur.execute(
+        "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
+        (tenant, customer_id, now_ms),
+    )
 
 
 _CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered"
