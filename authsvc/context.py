@@ -20,7 +20,7 @@ from authsvc.stepup.senders import load_sender
 from authsvc.store.sqlite import SQLiteStore
 from authsvc.templates import TemplateVault
 from authsvc.trust import AssertionAuthority
-from authsvc.voice.batcher import BatchConfig
+from authsvc.voice.batcher import BatchConfig, default_config
 from authsvc.voice.encoder import SpeakerEncoder
 from authsvc.voice.registry import load_encoder
 from authsvc.voice.runner import EmbeddingRunner
@@ -37,9 +37,10 @@ class ServiceConfig:
     device: str = "auto"
     # CPU intra-op threads (torch's default: one per core).
     threads: int | None = None
-    # Batching knobs; defaults and their reasons in authsvc.voice.batcher.BatchConfig.
-    max_batch: int = BatchConfig.max_batch
-    max_wait_ms: float = BatchConfig.max_wait_ms
+    # Batching knobs; None: the measured default for the encoder and device
+    # (authsvc.voice.batcher.default_config, reasons in BatchConfig).
+    max_batch: int | None = None
+    max_wait_ms: float | None = None
     max_queue: int = BatchConfig.max_queue
     # float16 on CUDA, accepted only within authsvc.voice.device.HALF_MIN_COSINE of float32.
     half: bool = False
@@ -74,7 +75,6 @@ class ServiceContext:
 
 
 def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) -> ServiceContext:
-    batching = BatchConfig(config.max_batch, config.max_wait_ms, config.max_queue)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     master = load_master_key(config.data_dir)
     store = SQLiteStore(config.data_dir / "authsvc.sqlite3")
@@ -90,6 +90,12 @@ def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) 
         )
     if config.half:
         enable_half(encoder)
+    measured = default_config(encoder)
+    batching = BatchConfig(
+        max_batch=measured.max_batch if config.max_batch is None else config.max_batch,
+        max_wait_ms=measured.max_wait_ms if config.max_wait_ms is None else config.max_wait_ms,
+        max_queue=config.max_queue,
+    )
     try:
         calibration = load_calibration(encoder.encoder_id, encoder.version)
     except ConfigError as exc:

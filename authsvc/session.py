@@ -11,6 +11,8 @@ goes through the decision engine, which fuses the modalities present.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,7 +23,7 @@ from authsvc.audio.quality import assess
 from authsvc.audio.vad import SpeechTracker
 from authsvc.context import ServiceContext
 from authsvc.enrollment import KEYSTROKE_FREE, VOICE, keystroke_modality, profile_bytes, profile_samples
-from authsvc.errors import InvalidInput, PreconditionFailed
+from authsvc.errors import InvalidInput, Overloaded, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
     CustomerView,
@@ -34,6 +36,8 @@ from authsvc.policy.engine import (
 )
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes
 from authsvc.voice.pipeline import to_encoder_rate
+
+log = logging.getLogger(__name__)
 
 # PENDING updates are sent each time net speech grows by this much: often
 # enough for an IVR progress cue, rare enough not to flood the stream.
@@ -216,30 +220,40 @@ class VerificationSession:
                 return [self._emit(self._decide())]
             return []
         if self._scored_at_s is None or speech - self._scored_at_s >= rules.redecide_interval_s:
-            await self._score_voice()
+            try:
+                await self._score_voice(deadline=time.monotonic() + rules.redecide_interval_s)
+            except (Overloaded, TimeoutError) as exc:
+                # The embedding core is saturated: keep the decision already made and try
+                # again after a little more speech, rather than ending the call's stream.
+                log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
+                self._scored_at_s = speech - rules.redecide_interval_s + PENDING_STEP_S
+                return []
             return [self._emit(self._decide())]
         return []
 
-    async def _score_voice(self) -> None:
+    async def _score_voice(self, deadline: float | None = None) -> None:
         """Embeds only the speech that arrived since the last decision and pools it with the rest.
 
         GE2E's utterance embedding is itself a mean over 1.6 s windows, so a
         duration-weighted mean of segment embeddings stays close to embedding the
         whole call (mean cosine 0.98 / 0.99 to it for 2 s / 3 s segments on
-        LibriSpeech over 8 kHz mu-law), while each second of speech is embedded once instead of at
-        every re-decision: the cost of a call grows with its length, not with
-        its length squared. Segments older than `max_window_s` of speech drop
+        LibriSpeech over 8 kHz mu-law), while each second of speech is embedded
+        once instead of at every re-decision: the cost of a call grows with its
+        length, not with its length squared. Segments older than `max_window_s` of speech drop
         out, so a handset passed to someone else is noticed.
         """
         assert self._voice_template is not None
-        self._scored_at_s = self.tracker.net_speech_s
+        speech = self.tracker.net_speech_s
         enc = self.ctx.encoder
-        samples, self._voiced_mark = self.tracker.voiced_since(self._voiced_mark)
+        samples, mark = self.tracker.voiced_since(self._voiced_mark)
         if samples.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments:
             wav = to_encoder_rate(samples, self.tracker.sample_rate, enc.sample_rate)
-            self._segments.append((await self.ctx.runner.embed(wav), samples.size / self.tracker.sample_rate))
+            embedding = await self.ctx.runner.embed(wav, deadline=deadline)
+            self._segments.append((embedding, samples.size / self.tracker.sample_rate))
+            self._voiced_mark = mark  # only once embedded: a refused segment is retried, not lost
             while sum(d for _, d in self._segments) - self._segments[0][1] >= self.policy.voice.max_window_s:
                 self._segments.pop(0)
+        self._scored_at_s = speech
         pooled = sum(e / np.linalg.norm(e) * d for e, d in self._segments)
         score = cosine(pooled, self._voice_template)
         cal = self.ctx.calibration

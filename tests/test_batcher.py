@@ -20,7 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from authsvc.errors import ConfigError, InvalidInput, Overloaded
 from authsvc.metrics import Metrics
 from authsvc.server.errors import to_status
-from authsvc.voice.batcher import BatchConfig, MicroBatcher
+from authsvc.voice.batcher import BatchConfig, MicroBatcher, default_config
 from authsvc.voice.runner import EmbeddingRunner
 
 SR = 16000
@@ -342,3 +342,106 @@ def test_separate_metrics_do_not_collide():
 def test_invalid_knobs_are_config_errors(knobs):
     with pytest.raises(ConfigError):
         BatchConfig(**knobs)
+
+
+def test_measured_defaults_take_ecapa_one_at_a_time_on_the_cpu_only(encoder):
+    assert default_config(encoder) == BatchConfig()  # any other encoder: the general defaults
+    ecapa_cpu = GatedEncoder("ecapa")
+    assert default_config(ecapa_cpu).max_batch == 1
+    ecapa_cpu.device = "cuda:0"  # type: ignore[attr-defined]
+    assert default_config(ecapa_cpu) == BatchConfig()
+
+
+async def test_service_context_builds_its_batcher_from_the_config(tmp_path, ge2e, speech):
+    from authsvc.context import ServiceConfig, build_context
+
+    config = ServiceConfig(data_dir=tmp_path, max_batch=3, max_wait_ms=1.5, max_queue=7, warm_up=False)
+    ctx = build_context(config, encoder=ge2e)
+    try:
+        assert ctx.runner.batcher.config == BatchConfig(max_batch=3, max_wait_ms=1.5, max_queue=7)
+        utterance = next(iter(speech.values()))[0]
+        emb = await asyncio.wait_for(ctx.runner.embed(utterance), HANG_GUARD_S)
+        np.testing.assert_allclose(emb, ge2e.embed_batch([utterance])[0], atol=1e-5)
+        assert sample(ctx.metrics, "authsvc_embed_batch_size_count", encoder="ge2e") == 1
+    finally:
+        ctx.close()
+    defaults = build_context(ServiceConfig(data_dir=tmp_path / "d", warm_up=False), encoder=ge2e)
+    try:
+        assert defaults.runner.batcher.config == default_config(ge2e)
+    finally:
+        defaults.close()
+
+
+class _MetricsOnly:
+    """The part of a ServiceContext that `authsvc serve` needs for the endpoint."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.metrics.close()
+
+
+def _serve_args(**overrides):
+    import argparse
+
+    from authsvc.cli.serve import add_serve_args
+
+    parser = argparse.ArgumentParser()
+    add_serve_args(parser)
+    args = parser.parse_args([])
+    vars(args).update(overrides)
+    return args
+
+
+def test_serve_flags_default_to_the_measured_batching_knobs():
+    args = _serve_args()
+    assert args.max_batch is None and args.max_wait_ms is None  # None: default_config(encoder)
+    assert args.max_queue == BatchConfig().max_queue and args.device == "auto"
+    assert not args.no_metrics and args.metrics_port is None
+
+
+def test_serve_prints_where_the_metrics_endpoint_is(caplog):
+    from authsvc.cli.serve import _serve_metrics
+
+    ctx = _MetricsOnly()
+    with caplog.at_level("INFO", logger="authsvc"):
+        _serve_metrics(ctx, _serve_args(metrics_port=0))
+    try:
+        (url,) = [r.args[0] for r in caplog.records if r.msg.startswith("Prometheus metrics at")]
+        with urllib.request.urlopen(url, timeout=HANG_GUARD_S) as reply:
+            assert "authsvc_embed_queue_depth" in reply.read().decode()
+    finally:
+        ctx.close()
+
+
+def test_a_taken_default_metrics_port_only_warns_but_a_chosen_one_is_fatal(monkeypatch, caplog):
+    import socket
+
+    from authsvc.cli import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(serve, "DEFAULT_METRICS_PORT", port)
+        ctx = _MetricsOnly()
+        with caplog.at_level("WARNING", logger="authsvc"):
+            serve._serve_metrics(ctx, _serve_args())
+        assert any("no Prometheus endpoint" in r.getMessage() for r in caplog.records)
+        assert not ctx.closed
+        with pytest.raises(SystemExit, match="cannot serve metrics"):
+            serve._serve_metrics(ctx, _serve_args(metrics_port=port))
+        assert ctx.closed
+
+
+def test_no_metrics_serves_nothing(caplog):
+    from authsvc.cli.serve import _serve_metrics
+
+    ctx = _MetricsOnly()
+    with caplog.at_level("INFO", logger="authsvc"):
+        _serve_metrics(ctx, _serve_args(no_metrics=True))
+    assert ctx.metrics._server is None
+    assert not any("Prometheus" in r.getMessage() for r in caplog.records)

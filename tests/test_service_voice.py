@@ -312,3 +312,26 @@ async def test_tls_is_served_when_configured(tmp_path, ge2e, speech):
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(grace_s=0.5)
+
+
+async def test_an_overloaded_embedding_core_defers_a_re_decision_without_ending_the_call(service, speech):
+    channel, ctx, _, address = service
+    target, _ = _speakers(speech)
+    await _enroll(channel, "acme", "cust-1", target[:4])
+    from authsvc.errors import Overloaded
+
+    calls = []
+    real_embed = ctx.runner.embed
+
+    async def flaky_embed(wav, *args, **kwargs):
+        calls.append(wav.size)
+        if len(calls) == 2:  # the first re-decision finds the queue full
+            raise Overloaded("embedding queue full", retry_after_s=0.1)
+        return await real_embed(wav, *args, **kwargs)
+
+    ctx.runner.embed = flaky_embed
+    decisions = await _call(address, call_requests("acme", "cust-1", np.concatenate(target[3:])))
+    verdicts = [d for d in decisions if d.outcome != V.OUTCOME_PENDING]
+    assert len(calls) >= 4 and len(verdicts) >= 3, "decisions keep flowing after the refusal"
+    assert decisions[-1].final and decisions[-1].outcome == V.OUTCOME_AUTHENTICATED
+    assert calls[2] > calls[1], "the refused segment is retried with the speech that followed, not lost"

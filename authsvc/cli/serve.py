@@ -51,13 +51,12 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-batch",
         type=int,
-        default=batching.max_batch,
-        help=f"most requests per encoder call (default {batching.max_batch})",
+        help=f"most requests per encoder call (default {batching.max_batch}; 1 for ECAPA on the CPU, "
+        "where batching was measured to buy nothing)",
     )
     p.add_argument(
         "--max-wait-ms",
         type=float,
-        default=batching.max_wait_ms,
         help=f"longest the oldest request waits for a batch to fill (default {batching.max_wait_ms:g})",
     )
     p.add_argument(
@@ -148,5 +147,11 @@ def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:
 def serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("authsvc: error: --tls-cert and --tls-key go together")
+    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning.
+    # Spinning threads stall whenever the event loop (or anything else) holds
+    # a core: on 2 cores a GE2E batch ran 3x slower beside one busy process,
+    # and over 10x under a loaded machine (bench/batching.py's docstring).
+    # An operator's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     asyncio.run(_serve(args))
     return 0

@@ -90,7 +90,10 @@ class EcapaEncoder:
     max_batch = 32
     #: Largest share of padded frames a sub-batch may carry (relative to its
     #: real frames). Padding costs compute but, thanks to the tail hooks, never
-    #: changes a result.
+    #: changes a result. Set per device in __init__: on the CPU, batching buys
+    #: ECAPA no throughput (its layers are already large matrix products) so
+    #: any padding is a loss, measured in bench/results/batching.json; on CUDA,
+    #: where a batch runs in about the time of one item, 25 % is cheap.
     max_padding = 0.25
 
     def __init__(self, classifier: Any, version: str, embedding_dim: int) -> None:
@@ -98,6 +101,8 @@ class EcapaEncoder:
         self.version = version
         self.embedding_dim = embedding_dim
         self.device = torch.device(getattr(classifier, "device", "cpu"))
+        if self.device.type == "cpu":
+            self.max_padding = 0.0
         #: Autocast dtype of the TDNN (float16 on CUDA, see
         #: `authsvc.voice.device.enable_half`). Autocast rather than converting
         #: the weights: features, length masks and pooling statistics stay
@@ -195,8 +200,10 @@ class EcapaEncoder:
         real = 0
         for i in order:
             n = frames[i]
-            # n is the largest so far (sorted), so it sets the padded length.
-            padded = (len(current) + 1) * (n + self._max_pad)
+            # n is the largest so far (sorted), so it sets the padded length;
+            # equal lengths need no tail room.
+            tail = self._max_pad if current and frames[current[0]] != n else 0
+            padded = (len(current) + 1) * (n + tail)
             if current and (
                 len(current) >= self.max_batch or padded > (1 + self.max_padding) * (real + n)
             ):
