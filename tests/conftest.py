@@ -25,9 +25,12 @@ def shared_data_dir() -> Path:
 LIBRISPEECH = shared_data_dir() / "speech" / "librispeech-test-other-10"
 
 # Two clearly different synthetic voices for machines without the recorded data.
+# Chosen by measurement with GE2E: the same voice scores 0.93 / 0.82 across sentences
+# (3 s of 8 kHz mu-law against 4 enrollments), the two voices 0.57 against each other.
+# Sorted names: tests that take the first speaker as the target get the steadier voice.
 ESPEAK_VOICES = {
-    "espeak-m": ["-v", "en-us+m3", "-p", "35", "-s", "150"],
-    "espeak-f": ["-v", "en-gb+f4", "-p", "75", "-s", "165"],
+    "espeak-a-low-rp": ["-v", "en-gb-x-rp+m7", "-p", "10", "-s", "130"],
+    "espeak-b-high": ["-v", "en+f2", "-p", "90", "-s", "175"],
 }
 ESPEAK_TEXTS = [
     "Hello, I am calling about the balance on my account and a payment I made last week.",
