@@ -224,9 +224,10 @@ class VerificationSession:
                 await self._score_voice(deadline=time.monotonic() + rules.redecide_interval_s)
             except (Overloaded, TimeoutError) as exc:
                 # The embedding core is saturated: keep the decision already made and try
-                # again after a little more speech, rather than ending the call's stream.
+                # again a full interval later (retrying sooner would add load exactly when
+                # there is too much), rather than ending the call's stream.
                 log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
-                self._scored_at_s = speech - rules.redecide_interval_s + PENDING_STEP_S
+                self._scored_at_s = speech
                 return []
             return [self._emit(self._decide())]
         return []
@@ -341,7 +342,10 @@ class VerificationSession:
             )
         voice_pending = self._voice_template is not None and self._scored_at_s != self.tracker.net_speech_s
         if voice_pending and self.tracker.net_speech_s >= self.policy.voice.min_net_speech_s:
-            await self._score_voice()
+            try:
+                await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
+            except (Overloaded, TimeoutError) as exc:
+                log.warning("session %s: final voice scoring skipped (%s)", self.start.session_id, exc)
         decision = self._decide()
         if decision.outcome is Outcome.REJECTED and decision.retry_after_s == 0 and self._evidence:
             # A biometric mismatch counts toward lockout (NIST SP 800-63B 5.2.3), once per session.

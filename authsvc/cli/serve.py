@@ -43,7 +43,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1 ..."
     )
-    p.add_argument("--threads", type=int, help="CPU threads for the encoder")
+    p.add_argument("--threads", type=int, help="CPU threads for the encoder (default 1 on the CPU)")
     p.add_argument(
         "--half", action="store_true", help="float16 on CUDA (refused if embeddings drift from float32)"
     )
