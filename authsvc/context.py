@@ -82,7 +82,8 @@ class ServiceContext:
 
 
 def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) -> ServiceContext:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Only the service account needs the store, key file and outbox.
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     master = load_master_key(config.data_dir)
     store = SQLiteStore(config.data_dir / "authsvc.sqlite3")
     # Imported here: torch loads only when a service really starts, not for every CLI command.
