@@ -52,7 +52,7 @@ from authsvc.keystroke.datasets import (
     windows,
 )
 from authsvc.scoring.calibration import Calibration, calibration_path, load_calibration
-from bench.keystroke_fixed import default_data_dir
+from bench.common import default_data_dir
 
 TARGET_FARS = (0.1, 0.01, 0.001, 1e-4)
 N_ENROLL_FIXED = 5

@@ -26,7 +26,8 @@ def default_data_dir() -> Path:
 
 def machine() -> dict:
     versions = {}
-    for pkg in ("authsvc", "torch", "numpy", "resemblyzer", "speechbrain", "webrtcvad", "scipy"):
+    packages = ("authsvc", "torch", "numpy", "scipy", "resemblyzer", "speechbrain", "webrtcvad", "matplotlib")
+    for pkg in packages:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
     return {

@@ -26,25 +26,23 @@ best shot).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict, replace
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+# Runnable as `python bench/X.py` as well as `python -m bench.X`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authsvc.keystroke import calibration as cal
 from authsvc.keystroke import fixed_text
 from authsvc.keystroke.datasets import KEYSTROKE100_TEXT, keystroke100_sample, load_keystroke100
 from authsvc.keystroke.fixed_text import FixedTextProfile
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, default_data_dir, machine
 
 N_TRAIN = 5
 RIDGE = 1.0
@@ -52,25 +50,6 @@ PROJECT = "project (t-LLR vs population)"
 BASELINES = ("scaled Manhattan", "Mahalanobis", "outlier count (z)", "nearest neighbour (Mahalanobis)")
 TEST_USERS = range(1, 51)
 DEV_USERS = range(51, 101)
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("AUTHSVC_DATA", ROOT.parent / "shared" / "data"))
-
-
-def machine() -> dict:
-    versions = {}
-    for pkg in ("authsvc", "numpy", "scipy", "matplotlib"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[pkg] = metadata.version(pkg)
-    return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "versions": versions,
-    }
 
 
 # ---- the classic detectors: score = -distance, higher = more genuine

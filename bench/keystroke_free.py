@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, replace
@@ -35,13 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
+# Runnable as `python bench/X.py` as well as `python -m bench.X`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from authsvc.keystroke import calibration as cal
 from authsvc.keystroke import free_text
 from authsvc.keystroke.datasets import FREETEXT_FORMS, load_freetext, windows
 from authsvc.keystroke.events import Sample
 from authsvc.keystroke.features import MAX_DIGRAPH_S, FreeTextObservations, free_text_observations
 from authsvc.keystroke.free_text import FreeTextProfile
-from bench.keystroke_fixed import ROOT, default_data_dir, machine
+from bench.common import ROOT, default_data_dir, machine
 
 WINDOWS = (50, 100, 200)
 GP_RATIO = 1.25
