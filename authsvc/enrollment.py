@@ -144,8 +144,8 @@ def enroll_keystrokes(
     added = already = 0
     for modality, group in groups.items():
         existing = ctx.vault.load(tenant, customer_id, modality)
-        doc = json.loads(existing[0].payload) if existing else {"profile": None, "samples": []}
-        seen = set(doc["samples"])
+        old, digests = _typing_template(existing[0].payload) if existing else (None, [])
+        seen = set(digests)
         fresh = []
         for sample in group:
             digest = ctx.vault.sample_digest(tenant, customer_id, modality, _sample_bytes(sample))
@@ -156,7 +156,6 @@ def enroll_keystrokes(
             fresh.append(sample)
         if not fresh:
             continue
-        old = doc["profile"].encode("latin-1") if doc["profile"] else None
         profile = keystroke.enroll(fresh, old)
         _, model_id, version = keystroke.template_identity(profile)
         payload = json.dumps({"profile": profile.decode("latin-1"), "samples": sorted(seen)}).encode()
@@ -165,17 +164,23 @@ def enroll_keystrokes(
         ctx.auditor.record(
             tenant, "enroll.keystrokes", customer_id, "added", actor, profile=modality, samples=len(fresh)
         )
-    record = ctx.vault.store.ensure_customer(tenant, customer_id, 0)
+    record = ctx.vault.store.ensure_customer(tenant, customer_id, int(time.time() * 1000))
     return KeystrokeEnrollResult(record, added, already)
+
+
+def _typing_template(payload: bytes) -> tuple[bytes, list[str]]:
+    """A sealed keystroke template's contents: (profile bytes, digests of the enrolled samples)."""
+    doc = json.loads(payload)
+    return doc["profile"].encode("latin-1"), doc["samples"]
 
 
 def profile_bytes(payload: bytes) -> bytes:
     """The keystroke profile inside a sealed keystroke template."""
-    return json.loads(payload)["profile"].encode("latin-1")
+    return _typing_template(payload)[0]
 
 
 def profile_samples(payload: bytes) -> int:
-    return len(json.loads(payload)["samples"])
+    return len(_typing_template(payload)[1])
 
 
 def _sample_bytes(sample: keystroke.Sample) -> bytes:

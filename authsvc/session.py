@@ -310,10 +310,7 @@ class VerificationSession:
         return [self._emit(decision)]
 
     async def step_up(self, factor: str, code: str) -> list[Decision]:
-        if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:
-            raise PreconditionFailed(
-                "no step-up is pending: a second factor is asked for after a biometric match"
-            )
+        self._require_step_up("a second factor is asked for after a biometric match")
         attempt = await asyncio.to_thread(
             self.ctx.factors.check_code, self.policy, self.start.tenant, self.start.customer_id, factor, code
         )
@@ -325,9 +322,12 @@ class VerificationSession:
         )
         return [self._emit(self._decide())]
 
-    async def send_code(self) -> list[Decision]:
+    def _require_step_up(self, why: str) -> None:
         if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:
-            raise PreconditionFailed("no step-up is pending: a code is sent after a biometric match")
+            raise PreconditionFailed(f"no step-up is pending: {why}")
+
+    async def send_code(self) -> list[Decision]:
+        self._require_step_up("a code is sent after a biometric match")
         await asyncio.to_thread(
             self.ctx.factors.send_code, self.policy, self.start.tenant, self.start.customer_id
         )
