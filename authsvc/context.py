@@ -5,19 +5,20 @@ Built once by `authsvc serve` (or a test) and handed to the servicers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authsvc import crypto
 from authsvc.audit import Auditor
-from authsvc.crypto import load_master_key
 from authsvc.errors import ConfigError
 from authsvc.factors import Factors
 from authsvc.metrics import Metrics
 from authsvc.policy.schema import PolicyBook
 from authsvc.scoring.calibration import Calibration, load_calibration
 from authsvc.stepup.senders import load_sender
-from authsvc.store.sqlite import SQLiteStore
+from authsvc.store import Store, migrations, open_store, store_spec
 from authsvc.templates import TemplateVault
 from authsvc.trust import AssertionAuthority
 from authsvc.voice.batcher import BatchConfig, default_config
@@ -58,6 +59,11 @@ class ServiceConfig:
     # Where one-time codes go: "file:PATH", "log" or "python:module:Class" (see docs/second-factors.md);
     # defaults to a development outbox file in the data directory.
     code_sender: str | None = None
+    # "postgresql://..." (shared by several nodes) or "sqlite:PATH"; None: $AUTHSVC_STORE, else
+    # the SQLite file in the data directory.
+    store: str | None = None
+    # Apply pending schema migrations at start (else refuse to start on an older schema).
+    migrate: bool = True
 
 
 @dataclass
@@ -65,6 +71,7 @@ class ServiceContext:
     config: ServiceConfig
     encoder: SpeakerEncoder
     runner: EmbeddingRunner
+    store: Store
     vault: TemplateVault
     policies: PolicyBook
     calibration: Calibration | None
@@ -75,23 +82,62 @@ class ServiceContext:
     # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
     metrics: Metrics = field(default_factory=Metrics)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.runner.close()
         self.metrics.close()
-        self.vault.store.close()
+        await self.auditor.drain()
+        await self.store.close()
 
 
-def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) -> ServiceContext:
+async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.MasterKey]:
+    """The store (migrated) and the master key that opens it; refuses a key that does not match."""
     # Only the service account needs the store, key file and outbox.
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    master = load_master_key(config.data_dir)
-    store = SQLiteStore(config.data_dir / "authsvc.sqlite3")
+    store = await open_store(store_spec(config.store, config.data_dir))
+    try:
+        if config.migrate:
+            await store.migrate()
+        else:
+            current, latest = await store.schema_version(), migrations.latest(_dialect(store))
+            if current != latest:
+                raise ConfigError(
+                    f"{store.description}: schema version {current}, this build needs {latest}; "
+                    "run `authsvc db migrate` (or start without --no-migrate)"
+                )
+        async with store.transaction() as tx:
+            sealed, sealed_by = await tx.has_sealed_data(), await tx.master_key_ids()
+        master = crypto.load_master_key(
+            config.data_dir, sealed=sealed, sealed_by=sealed_by, where=store.description
+        )
+    except BaseException:
+        await store.close()
+        raise
+    return store, master
+
+
+def _dialect(store: Store) -> str:
+    return "sqlite" if store.description.startswith("sqlite:") else "postgresql"
+
+
+async def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) -> ServiceContext:
+    store, master = await open_context_store(config)
+    try:
+        return await _build(config, store, master, encoder)
+    except BaseException:
+        await store.close()
+        raise
+
+
+async def _build(
+    config: ServiceConfig, store: Store, master: crypto.MasterKey, encoder: SpeakerEncoder | None
+) -> ServiceContext:
     # Imported here: torch loads only when a service really starts, not for every CLI command.
     from authsvc.voice.device import enable_half, resolve_device
 
     if encoder is None:
         device = resolve_device(config.device)
-        encoder = load_encoder(
+        encoder = await asyncio.to_thread(
+            load_encoder,
             config.encoder,
             model_dir=config.model_dir,
             device=device,
@@ -116,22 +162,24 @@ def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) 
     vault = TemplateVault(store, master)
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()
+    trust = await AssertionAuthority.open(store, master, auditor)
     return ServiceContext(
         config=config,
         encoder=encoder,
         runner=EmbeddingRunner(encoder, batching, metrics, warm_up=config.warm_up),
+        store=store,
         vault=vault,
         policies=PolicyBook(
             policy_dir,
-            on_change=lambda tenant, old, new: auditor.record(
-                tenant, "policy.change", "", "reloaded", "policy-file", old=old, new=new
+            on_change=lambda tenant, old, new: auditor.record_soon(
+                tenant, "policy.change", "", "reloaded", actor="policy-file", old=old, new=new
             ),
         ),
         calibration=calibration,
         keystroke_calibrations=load_keystroke_calibrations(),
         auditor=auditor,
         factors=Factors(vault, sender, auditor),
-        trust=AssertionAuthority(store, master, auditor),
+        trust=trust,
         metrics=metrics,
     )
 

@@ -48,13 +48,31 @@ def _decode_key(text: str, origin: str) -> MasterKey:
     return MasterKey(key)
 
 
-def load_master_key(data_dir: Path, env: dict[str, str] | None = None) -> MasterKey:
-    """The environment variable wins; otherwise read `data_dir/master.key`, creating it once."""
+def load_master_key(
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    sealed: bool = False,
+    sealed_by: set[str] | None = None,
+    where: str = "",
+) -> MasterKey:
+    """The environment variable wins; otherwise read `data_dir/master.key`, creating it once.
+
+    `sealed`: the store `where` already holds data sealed by a master key; `sealed_by`: the ids
+    of those keys, where recorded. A key is created only when the store holds nothing sealed
+    (a missing key file is never replaced by a new key over existing data), and a key that is
+    not the one that sealed the data is refused at start, not at the first request."""
     env = os.environ if env is None else env
     if env.get(MASTER_KEY_ENV):
-        return _decode_key(env[MASTER_KEY_ENV], MASTER_KEY_ENV)
+        return _check_sealed_by(_decode_key(env[MASTER_KEY_ENV], MASTER_KEY_ENV), sealed_by, where)
     path = data_dir / KEY_FILE_NAME
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if (sealed or sealed_by) and not path.exists():
+        ids = f" {', '.join(sorted(sealed_by))}" if sealed_by else ""
+        raise ConfigError(
+            f"{path} is missing, but {where or 'the store'} holds data sealed by master key{ids}; "
+            f"restore the key file from its backup (mode 0600) or set {MASTER_KEY_ENV}. "
+            "A new key would not open that data, so none is created."
+        )
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -63,10 +81,19 @@ def load_master_key(data_dir: Path, env: dict[str, str] | None = None) -> Master
             raise ConfigError(
                 f"{path}: key file is readable by group or others (mode {mode:o}); run chmod 600"
             ) from None
-        return _decode_key(path.read_text(), str(path))
+        return _check_sealed_by(_decode_key(path.read_text(), str(path)), sealed_by, where)
     with os.fdopen(fd, "w") as fh:
         fh.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode() + "\n")
     return _decode_key(path.read_text(), str(path))
+
+
+def _check_sealed_by(key: MasterKey, sealed_by: set[str] | None, where: str) -> MasterKey:
+    if sealed_by and key.key_id not in sealed_by:
+        raise ConfigError(
+            f"master key {key.key_id} is not the key that sealed the data in {where or 'the store'} "
+            f"({', '.join(sorted(sealed_by))}); give this node the same master key as the others"
+        )
+    return key
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -16,7 +16,7 @@ from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.scoring.cosine import embedding_to_bytes
-from authsvc.store.base import CustomerRecord, Erasure
+from authsvc.store.base import CustomerRecord, Erasure, Transaction, within
 from authsvc.voice.pipeline import encoder_input, track
 
 VOICE = "voice"
@@ -48,7 +48,8 @@ async def enroll_voice(
 ) -> EnrollResult:
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
-    _check_biometrics_allowed(ctx, tenant, customer_id, "voice")
+    async with ctx.store.transaction() as tx:
+        _check_biometrics_allowed(await tx.get_customer(tenant, customer_id), "voice")
     check_rate(sample_rate, "format.sample_rate_hz")
     if not audio:
         raise InvalidInput("audio", "is empty")
@@ -71,34 +72,46 @@ async def enroll_voice(
     digest = ctx.vault.sample_digest(tenant, customer_id, VOICE, audio)
     embedding = await ctx.runner.embed(encoder_input(tracker, ctx.encoder.sample_rate))
     enc = ctx.encoder
-    added = ctx.vault.put(
-        tenant, customer_id, VOICE, enc.encoder_id, enc.version, digest, embedding_to_bytes(embedding), label
-    )
-    customer = ctx.vault.store.get_customer(tenant, customer_id)
-    assert customer is not None  # put() created it in the same transaction
-    ctx.auditor.record(
-        tenant,
-        "enroll.voice",
-        customer_id,
-        "added" if added else "already_enrolled",
-        actor,
-        encoder=f"{enc.encoder_id}/{enc.version}",
-        label=label,
-    )
+    # The customer, the template and its audit row are stored together or not at all.
+    async with ctx.store.transaction() as tx:
+        # Checked again under the lock: the customer may have opted out while the sample embedded.
+        _check_biometrics_allowed(await tx.lock_customer(tenant, customer_id), "voice")
+        added = await ctx.vault.put(
+            tenant,
+            customer_id,
+            VOICE,
+            enc.encoder_id,
+            enc.version,
+            digest,
+            embedding_to_bytes(embedding),
+            label,
+            tx=tx,
+        )
+        customer = await tx.get_customer(tenant, customer_id)
+        assert customer is not None  # put() created it in this unit of work
+        # Not the label: an operator's file name may name the person, and audit rows outlive erasure.
+        await ctx.auditor.record(
+            tenant,
+            "enroll.voice",
+            customer_id,
+            "added" if added else "already_enrolled",
+            actor,
+            encoder=f"{enc.encoder_id}/{enc.version}",
+            tx=tx,
+        )
     return EnrollResult(customer, added, tracker.net_speech_s, quality)
 
 
-def _check_biometrics_allowed(ctx: ServiceContext, tenant: str, customer_id: str, method: str) -> None:
-    record = ctx.vault.store.get_customer(tenant, customer_id)
+def _check_biometrics_allowed(record: CustomerRecord | None, method: str) -> None:
     if record is None or not record.registered:
         return
     if record.opted_out:
         raise PreconditionFailed(
-            f"customer {tenant}/{customer_id} opted out of biometrics; nothing is enrolled"
+            f"customer {record.tenant}/{record.customer_id} opted out of biometrics; nothing is enrolled"
         )
     if method not in record.methods:
         raise PreconditionFailed(
-            f"customer {tenant}/{customer_id} did not choose {method!r} at registration "
+            f"customer {record.tenant}/{record.customer_id} did not choose {method!r} at registration "
             f"(chose: {', '.join(record.methods) or 'nothing'})"
         )
 
@@ -121,7 +134,7 @@ class KeystrokeEnrollResult:
     already: int
 
 
-def enroll_keystrokes(
+async def enroll_keystrokes(
     ctx: ServiceContext,
     tenant: str,
     customer_id: str,
@@ -137,35 +150,58 @@ def enroll_keystrokes(
     check_id(customer_id, "customer_id")
     if not samples:
         raise InvalidInput("samples", "at least one keystroke sample is required")
-    _check_biometrics_allowed(ctx, tenant, customer_id, "typing")
     groups: dict[str, list[keystroke.Sample]] = {}
     for name, sample in samples:
         groups.setdefault(keystroke_modality(sample.kind, name), []).append(sample)
-    added = already = 0
-    for modality, group in groups.items():
-        existing = ctx.vault.load(tenant, customer_id, modality)
-        old, digests = _typing_template(existing[0].payload) if existing else (None, [])
-        seen = set(digests)
-        fresh = []
-        for sample in group:
-            digest = ctx.vault.sample_digest(tenant, customer_id, modality, _sample_bytes(sample))
-            if digest in seen:
-                already += 1
-                continue
-            seen.add(digest)
-            fresh.append(sample)
-        if not fresh:
-            continue
-        profile = keystroke.enroll(fresh, old)
-        _, model_id, version = keystroke.template_identity(profile)
-        payload = json.dumps({"profile": profile.decode("latin-1"), "samples": sorted(seen)}).encode()
-        ctx.vault.replace(tenant, customer_id, modality, model_id, version, payload)
-        added += len(fresh)
-        ctx.auditor.record(
-            tenant, "enroll.keystrokes", customer_id, "added", actor, profile=modality, samples=len(fresh)
-        )
-    record = ctx.vault.store.ensure_customer(tenant, customer_id, int(time.time() * 1000))
+    async with ctx.store.transaction() as tx:
+        _check_biometrics_allowed(await tx.lock_customer(tenant, customer_id), "typing")
+        added, already = 0, 0
+        for modality, group in groups.items():
+            a, b = await _grow_profile(ctx, tx, tenant, customer_id, modality, group, actor)
+            added, already = added + a, already + b
+        record = await tx.ensure_customer(tenant, customer_id, int(time.time() * 1000))
     return KeystrokeEnrollResult(record, added, already)
+
+
+async def _grow_profile(
+    ctx: ServiceContext,
+    tx: Transaction,
+    tenant: str,
+    customer_id: str,
+    modality: str,
+    group: list[keystroke.Sample],
+    actor: str,
+) -> tuple[int, int]:
+    """Adds the new samples of `group` to the customer's `modality` profile; -> (added, already)."""
+    already = 0
+    existing = await ctx.vault.load(tenant, customer_id, modality, tx)
+    old, digests = _typing_template(existing[0].payload) if existing else (None, [])
+    seen = set(digests)
+    fresh = []
+    for sample in group:
+        digest = ctx.vault.sample_digest(tenant, customer_id, modality, _sample_bytes(sample))
+        if digest in seen:
+            already += 1
+            continue
+        seen.add(digest)
+        fresh.append(sample)
+    if not fresh:
+        return 0, already
+    profile = keystroke.enroll(fresh, old)
+    _, model_id, version = keystroke.template_identity(profile)
+    payload = json.dumps({"profile": profile.decode("latin-1"), "samples": sorted(seen)}).encode()
+    await ctx.vault.replace(tenant, customer_id, modality, model_id, version, payload, tx)
+    await ctx.auditor.record(
+        tenant,
+        "enroll.keystrokes",
+        customer_id,
+        "added",
+        actor,
+        profile=modality,
+        samples=len(fresh),
+        tx=tx,
+    )
+    return len(fresh), already
 
 
 def _typing_template(payload: bytes) -> tuple[bytes, list[str]]:
@@ -190,7 +226,7 @@ def _sample_bytes(sample: keystroke.Sample) -> bytes:
     return json.dumps([sample.kind, sample.text, events]).encode()
 
 
-def register_customer(
+async def register_customer(
     ctx: ServiceContext,
     tenant: str,
     customer_id: str,
@@ -214,27 +250,30 @@ def register_customer(
         raise InvalidInput("methods", "a customer who opts out of biometrics cannot choose voice or typing")
     if not consent_version:
         raise InvalidInput("consent_text_version", "is required: record which consent text the customer saw")
-    record = ctx.vault.store.set_choices(
-        tenant, customer_id, list(dict.fromkeys(methods)), opt_out, consent_version, int(time.time() * 1000)
-    )
-    unwanted = sorted(
-        {
-            r.modality
-            for r in ctx.vault.store.templates(tenant, customer_id)
-            if _method_of(r.modality) not in methods
-        }
-    )
-    removed = ctx.vault.store.delete_templates(tenant, customer_id, unwanted) if unwanted else 0
-    ctx.auditor.record(
-        tenant,
-        "register",
-        customer_id,
-        "opted_out" if opt_out else "registered",
-        actor,
-        methods=sorted(methods),
-        consent_text_version=consent_version,
-        templates_removed=removed,
-    )
+    async with ctx.store.transaction() as tx:
+        await tx.lock_customer(tenant, customer_id)
+        record = await tx.set_choices(
+            tenant,
+            customer_id,
+            list(dict.fromkeys(methods)),
+            opt_out,
+            consent_version,
+            int(time.time() * 1000),
+        )
+        stored = await tx.templates(tenant, customer_id)
+        unwanted = sorted({r.modality for r in stored if _method_of(r.modality) not in methods})
+        removed = await tx.delete_templates(tenant, customer_id, unwanted) if unwanted else 0
+        await ctx.auditor.record(
+            tenant,
+            "register",
+            customer_id,
+            "opted_out" if opt_out else "registered",
+            actor,
+            methods=sorted(methods),
+            consent_text_version=consent_version,
+            templates_removed=removed,
+            tx=tx,
+        )
     return record
 
 
@@ -258,42 +297,55 @@ class CustomerSummary:
     factors: tuple[str, ...]
 
 
-def describe_customer(ctx: ServiceContext, tenant: str, customer_id: str) -> CustomerSummary:
+async def describe_customer(
+    ctx: ServiceContext, tenant: str, customer_id: str, tx: Transaction | None = None
+) -> CustomerSummary:
     """The customer's choices, consent, templates (sample counts, never contents) and factors."""
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
-    record = ctx.vault.store.get_customer(tenant, customer_id)
-    if record is None:
-        raise NotFound(f"customer {tenant}/{customer_id} does not exist")
-    groups: dict[tuple[str, str, str], list[int]] = {}
-    for row in ctx.vault.store.templates(tenant, customer_id):
-        groups.setdefault((row.modality, row.encoder_id, row.encoder_version), []).append(row.created_ms)
-    summaries = []
-    for (m, e, v), stamps in sorted(groups.items()):
-        count = len(stamps)
-        if m != VOICE:  # a keystroke profile is one row holding many samples
-            count = profile_samples(ctx.vault.load(tenant, customer_id, m)[0].payload)
-        summaries.append(TemplateSummary(m, e, v, count, max(stamps)))
-    return CustomerSummary(record, summaries, ctx.factors.active(tenant, customer_id))
+    async with within(ctx.store, tx) as t:
+        record = await t.get_customer(tenant, customer_id)
+        if record is None:
+            raise NotFound(f"customer {tenant}/{customer_id} does not exist")
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for row in await t.templates(tenant, customer_id):
+            groups.setdefault((row.modality, row.encoder_id, row.encoder_version), []).append(row.created_ms)
+        summaries = []
+        for (m, e, v), stamps in sorted(groups.items()):
+            count = len(stamps)
+            if m != VOICE:  # a keystroke profile is one row holding many samples
+                count = profile_samples((await ctx.vault.load(tenant, customer_id, m, t))[0].payload)
+            summaries.append(TemplateSummary(m, e, v, count, max(stamps)))
+        factors = await ctx.factors.active(tenant, customer_id, t)
+    return CustomerSummary(record, summaries, factors)
 
 
-def list_customers(
+async def list_customers(
     ctx: ServiceContext, tenant: str, limit: int, after: str
 ) -> tuple[list[CustomerSummary], bool]:
     """One page of customers in id order; -> (page, whether more follow)."""
     check_id(tenant, "tenant")
-    records = ctx.vault.store.list_customers(tenant, limit + 1, after)
-    page = [describe_customer(ctx, tenant, r.customer_id) for r in records[:limit]]
+    async with ctx.store.transaction() as tx:
+        records = await tx.list_customers(tenant, limit + 1, after)
+        page = [await describe_customer(ctx, tenant, r.customer_id, tx) for r in records[:limit]]
     return page, len(records) > limit
 
 
-def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str, actor: str = "") -> Erasure:
+async def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str, actor: str = "") -> Erasure:
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
-    deleted = ctx.vault.store.delete_customer(tenant, customer_id)
-    if deleted is None:
-        raise NotFound(f"customer {tenant}/{customer_id} does not exist")
-    ctx.auditor.record(
-        tenant, "erase", customer_id, "erased", actor, templates=deleted.templates, secrets=deleted.secrets
-    )
+    async with ctx.store.transaction() as tx:
+        deleted = await tx.delete_customer(tenant, customer_id)
+        if deleted is None:
+            raise NotFound(f"customer {tenant}/{customer_id} does not exist")
+        await ctx.auditor.record(
+            tenant,
+            "erase",
+            customer_id,
+            "erased",
+            actor,
+            templates=deleted.templates,
+            secrets=deleted.secrets,
+            tx=tx,
+        )
     return deleted

@@ -10,7 +10,6 @@ goes through the decision engine, which fuses the modalities present.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from authsvc.policy.engine import (
     voice_threshold,
 )
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes
+from authsvc.store.base import Transaction
 from authsvc.voice.pipeline import to_encoder_rate
 
 log = logging.getLogger(__name__)
@@ -92,33 +92,46 @@ class VerificationSession:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _emit(self, decision: Decision) -> Decision:
-        self._sequence += 1
-        decision = replace(decision, sequence=self._sequence)
+    async def _emit(self, decision: Decision) -> Decision:
+        """Numbers the decision, issues its assertion and audits it, in one unit of work: a
+        decision reaches the caller only once its assertion and audit row are stored."""
+        decision = replace(decision, sequence=self._sequence + 1)
+        audited = decision.outcome is not Outcome.PENDING or decision.final
+        a = self._assertion
+        # A new assertion only when what it states changes (more methods, higher assurance).
+        issue = (
+            decision.outcome is Outcome.AUTHENTICATED
+            and decision.assertion is None
+            and (a is None or (a.methods, a.assurance_level) != (decision.methods, decision.assurance_level))
+        )
+        if issue or audited:
+            async with self.ctx.store.transaction() as tx:
+                if issue:
+                    a = await self.ctx.trust.issue(
+                        self.policy,
+                        self.start.customer_id,
+                        decision.methods,
+                        decision.assurance_level,
+                        self.start.channel,
+                        tx=tx,
+                    )
+                if audited:
+                    await self.ctx.auditor.record(
+                        self.start.tenant,
+                        "decision",
+                        self.start.customer_id,
+                        decision.outcome.value,
+                        policy=decision.policy_id,
+                        channel=self.start.channel,
+                        session=self.start.session_id,
+                        sequence=decision.sequence,
+                        final=decision.final,
+                        tx=tx,
+                    )
+            self._assertion = a
         if decision.outcome is Outcome.AUTHENTICATED and decision.assertion is None:
-            a = self._assertion
-            # A new assertion only when what it states changes (more methods, higher assurance).
-            if a is None or (a.methods, a.assurance_level) != (decision.methods, decision.assurance_level):
-                self._assertion = self.ctx.trust.issue(
-                    self.policy,
-                    self.start.customer_id,
-                    decision.methods,
-                    decision.assurance_level,
-                    self.start.channel,
-                )
             decision = replace(decision, assertion=self._assertion)
-        if decision.outcome is not Outcome.PENDING or decision.final:
-            self.ctx.auditor.record(
-                self.start.tenant,
-                "decision",
-                self.start.customer_id,
-                decision.outcome.value,
-                policy=decision.policy_id,
-                channel=self.start.channel,
-                session=self.start.session_id,
-                sequence=decision.sequence,
-                final=decision.final,
-            )
+        self._sequence = decision.sequence
         self._last = decision
         return decision
 
@@ -141,7 +154,7 @@ class VerificationSession:
         """Loads what the claimed customer has; some outcomes are known before any evidence."""
         tenant, cid = self.start.tenant, self.start.customer_id
         if self.start.assertion:
-            claims = self.ctx.trust.validate(self.policy, self.start.assertion, self.start.channel)
+            claims = await self.ctx.trust.validate(self.policy, self.start.assertion, self.start.channel)
             if claims.customer_id != cid:
                 raise InvalidInput("start.assertion", "the assertion names another customer")
             self._assertion = claims
@@ -153,16 +166,20 @@ class VerificationSession:
                 assertion=claims,
                 reason=f"assertion {claims.id} from channel {claims.channel} accepted",
             )
-            return [self._emit(self._closed_outcome)]
-        record = await asyncio.to_thread(self.ctx.vault.store.get_customer, tenant, cid)
+            return [await self._emit(self._closed_outcome)]
+        # One read of everything the session needs: a consistent view of the customer.
+        async with self.ctx.store.transaction() as tx:
+            record = await tx.get_customer(tenant, cid)
+            templates = await self.ctx.vault.load(tenant, cid, None, tx)
+            factors = await self.ctx.factors.active(tenant, cid, tx)
+            await self._refresh_lockout(tx)
         registered = record is not None and record.registered
         if registered and record.opted_out:
             self._closed_outcome = Decision(
                 Outcome.OPTED_OUT, self.policy.policy_id, reason="the customer opted out of biometrics"
             )
-            return [self._emit(self._closed_outcome)]
+            return [await self._emit(self._closed_outcome)]
         chosen = record.methods if registered else ("voice", "typing")
-        templates = await asyncio.to_thread(self.ctx.vault.load, tenant, cid, None)
         enrolled = set()
         if "voice" in chosen:
             self._load_voice([t for t in templates if t.modality == VOICE])
@@ -173,10 +190,9 @@ class VerificationSession:
                 if t.modality.startswith("keystroke"):
                     self._typing[t.modality] = (profile_bytes(t.payload), profile_samples(t.payload))
                     enrolled.add(t.modality)
-        self._view = CustomerView(frozenset(enrolled), False, self.ctx.factors.active(tenant, cid))
-        self._refresh_lockout()
+        self._view = CustomerView(frozenset(enrolled), False, factors)
         first = self._decide()
-        return [] if first.outcome is Outcome.PENDING else [self._emit(first)]
+        return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
 
     def _load_voice(self, templates: list) -> None:
         if not templates or not self.has_audio:
@@ -192,15 +208,11 @@ class VerificationSession:
         self._voice_samples = len(usable)
         self._voice_threshold, self._voice_far = voice_threshold(self.policy.voice, self.ctx.calibration)
 
-    def _refresh_lockout(self) -> None:
-        retry = self.ctx.factors.locked_for(self.policy, self.start.tenant, self.start.customer_id)
-        self._step = replace(
-            self._step,
-            retry_after_s=retry,
-            attempts_remaining=self.ctx.factors.attempts_left(
-                self.policy, self.start.tenant, self.start.customer_id
-            ),
+    async def _refresh_lockout(self, tx: Transaction) -> None:
+        retry, left = await self.ctx.factors.lock_status(
+            self.policy, self.start.tenant, self.start.customer_id, tx
         )
+        self._step = replace(self._step, retry_after_s=retry, attempts_remaining=left)
 
     async def feed_audio(self, data: bytes) -> list[Decision]:
         if not self.has_audio:
@@ -217,7 +229,7 @@ class VerificationSession:
         if speech < rules.min_net_speech_s:
             if not self._evidence and speech - self._last_pending_s >= PENDING_STEP_S:
                 self._last_pending_s = speech
-                return [self._emit(self._decide())]
+                return [await self._emit(self._decide())]
             return []
         if self._scored_at_s is None or speech - self._scored_at_s >= rules.redecide_interval_s:
             try:
@@ -229,7 +241,7 @@ class VerificationSession:
                 log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
                 self._scored_at_s = speech
                 return []
-            return [self._emit(self._decide())]
+            return [await self._emit(self._decide())]
         return []
 
     async def _score_voice(self, deadline: float | None = None) -> None:
@@ -307,12 +319,12 @@ class VerificationSession:
             decision = replace(
                 decision, reason=f"{decision.reason}; no typing profile {modality!r} to compare"
             )
-        return [self._emit(decision)]
+        return [await self._emit(decision)]
 
     async def step_up(self, factor: str, code: str) -> list[Decision]:
         self._require_step_up("a second factor is asked for after a biometric match")
-        attempt = await asyncio.to_thread(
-            self.ctx.factors.check_code, self.policy, self.start.tenant, self.start.customer_id, factor, code
+        attempt = await self.ctx.factors.check_code(
+            self.policy, self.start.tenant, self.start.customer_id, factor, code
         )
         self._step = StepUpState(
             passed_factor=factor if attempt.ok else None,
@@ -320,7 +332,7 @@ class VerificationSession:
             retry_after_s=attempt.retry_after_s,
             note="" if attempt.ok else attempt.note,
         )
-        return [self._emit(self._decide())]
+        return [await self._emit(self._decide())]
 
     def _require_step_up(self, why: str) -> None:
         if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:
@@ -328,11 +340,9 @@ class VerificationSession:
 
     async def send_code(self) -> list[Decision]:
         self._require_step_up("a code is sent after a biometric match")
-        await asyncio.to_thread(
-            self.ctx.factors.send_code, self.policy, self.start.tenant, self.start.customer_id
-        )
+        await self.ctx.factors.send_code(self.policy, self.start.tenant, self.start.customer_id)
         self._step = replace(self._step, note="a one-time code was sent to the registered destination")
-        return [self._emit(self._decide())]
+        return [await self._emit(self._decide())]
 
     async def finish(self) -> Decision:
         """The last decision after the client half-closed, over all the evidence received."""
@@ -349,11 +359,7 @@ class VerificationSession:
         decision = self._decide()
         if decision.outcome is Outcome.REJECTED and decision.retry_after_s == 0 and self._evidence:
             # A biometric mismatch counts toward lockout (NIST SP 800-63B 5.2.3), once per session.
-            await asyncio.to_thread(
-                self.ctx.factors.record_failure,
-                self.policy,
-                self.start.tenant,
-                self.start.customer_id,
-                "biometric mismatch",
+            await self.ctx.factors.record_failure(
+                self.policy, self.start.tenant, self.start.customer_id, "biometric mismatch"
             )
-        return self._emit(replace(decision, final=True))
+        return await self._emit(replace(decision, final=True))

@@ -1,14 +1,14 @@
 """Encrypted template storage: seals payloads per tenant before they reach the store.
 
 Sits between the domain (enrollment, sessions) and the `Store`, so no backend
-ever sees a plaintext template and no caller handles keys.
+ever sees a plaintext template and no caller handles keys. Every method takes
+the caller's unit of work (`tx`) or runs in one of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authsvc import crypto
 from authsvc.errors import ConfigError
-from authsvc.store.base import Store, TemplateRow
+from authsvc.store.base import Store, TemplateRow, Transaction, within
 
 # A growing profile has one row; its digest column is this constant.
 PROFILE_DIGEST = "profile"
@@ -37,46 +37,57 @@ class TemplateVault:
     def __init__(self, store: Store, master: crypto.MasterKey) -> None:
         self.store = store
         self._master = master
+        # Only keys read back from the store are cached, never one created in a unit of
+        # work that may still roll back (and take the key, with all it sealed, with it).
         self._data_keys: dict[str, bytes] = {}
-        self._lock = threading.Lock()
         # A separate key for sample digests: they dedupe enrollment without
         # letting anyone holding the database confirm a guessed recording.
         self._digest_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc/sample-digest/v1"
         ).derive(master.key)
 
-    def _data_key(self, tenant: str) -> bytes:
-        with self._lock:
-            if tenant in self._data_keys:
-                return self._data_keys[tenant]
-            stored = self.store.get_data_key(tenant)
-            if stored is None:
-                wrapped = crypto.seal(self._master.key, crypto.new_data_key(), crypto.data_key_aad(tenant))
-                stored = self.store.put_data_key(tenant, self._master.key_id, wrapped)
-            key_id, wrapped = stored
-            if key_id != self._master.key_id:
-                raise ConfigError(
-                    f"tenant {tenant!r}: data key is wrapped by master key {key_id}, "
-                    f"but this service has master key {self._master.key_id}"
-                )
-            key = crypto.open_sealed(
-                self._master.key, wrapped, crypto.data_key_aad(tenant), f"data key of tenant {tenant!r}"
-            )
-            self._data_keys[tenant] = key
-            return key
+    @property
+    def master_key_id(self) -> str:
+        return self._master.key_id
 
-    def subkey(self, tenant: str, purpose: str) -> bytes:
+    async def _data_key(self, tenant: str, tx: Transaction) -> bytes:
+        key = self._data_keys.get(tenant)
+        if key is not None:
+            return key
+        stored = await tx.get_data_key(tenant)
+        cache = stored is not None
+        if stored is None:
+            wrapped = crypto.seal(self._master.key, crypto.new_data_key(), crypto.data_key_aad(tenant))
+            # Another node may win the race; its key is then the one returned and used.
+            stored = await tx.put_data_key(tenant, self._master.key_id, wrapped)
+        key_id, wrapped = stored
+        if key_id != self._master.key_id:
+            raise ConfigError(
+                f"tenant {tenant!r}: data key is wrapped by master key {key_id}, "
+                f"but this service has master key {self._master.key_id}"
+            )
+        key = crypto.open_sealed(
+            self._master.key, wrapped, crypto.data_key_aad(tenant), f"data key of tenant {tenant!r}"
+        )
+        if cache:
+            self._data_keys[tenant] = key
+        return key
+
+    async def subkey(self, tenant: str, purpose: str, tx: Transaction | None = None) -> bytes:
         """A key for `purpose` derived from the tenant's data key (HKDF), so no key serves two uses."""
+        async with within(self.store, tx) as t:
+            data_key = await self._data_key(tenant, t)
         return HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc/" + purpose.encode()
-        ).derive(self._data_key(tenant))
+        ).derive(data_key)
 
     def sample_digest(self, tenant: str, customer_id: str, modality: str, sample: bytes) -> str:
         msg = "\x1f".join((tenant, customer_id, modality)).encode() + b"\x00" + sample
         return hmac.new(self._digest_key, msg, hashlib.sha256).hexdigest()
 
-    def _sealed_row(
+    async def _sealed_row(
         self,
+        tx: Transaction,
         tenant: str,
         customer_id: str,
         modality: str,
@@ -87,7 +98,7 @@ class TemplateVault:
         label: str,
     ) -> TemplateRow:
         aad = crypto.template_aad(tenant, customer_id, modality, encoder_id, encoder_version)
-        blob = crypto.seal(self._data_key(tenant), payload, aad)
+        blob = crypto.seal(await self._data_key(tenant, tx), payload, aad)
         return TemplateRow(
             tenant,
             customer_id,
@@ -101,7 +112,7 @@ class TemplateVault:
             label,
         )
 
-    def put(
+    async def put(
         self,
         tenant: str,
         customer_id: str,
@@ -111,15 +122,16 @@ class TemplateVault:
         digest: str,
         payload: bytes,
         label: str = "",
+        tx: Transaction | None = None,
     ) -> bool:
         """Seals and stores one template; False if this sample digest is already enrolled."""
-        return self.store.add_template(
-            self._sealed_row(
-                tenant, customer_id, modality, encoder_id, encoder_version, digest, payload, label
+        async with within(self.store, tx) as t:
+            row = await self._sealed_row(
+                t, tenant, customer_id, modality, encoder_id, encoder_version, digest, payload, label
             )
-        )
+            return await t.add_template(row)
 
-    def replace(
+    async def replace(
         self,
         tenant: str,
         customer_id: str,
@@ -127,32 +139,44 @@ class TemplateVault:
         encoder_id: str,
         encoder_version: str,
         payload: bytes,
+        tx: Transaction | None = None,
     ) -> None:
         """Seals and stores a template that grows in place (a keystroke profile): one row per identity."""
-        self.store.replace_template(
-            self._sealed_row(
-                tenant, customer_id, modality, encoder_id, encoder_version, PROFILE_DIGEST, payload, ""
+        async with within(self.store, tx) as t:
+            row = await self._sealed_row(
+                t, tenant, customer_id, modality, encoder_id, encoder_version, PROFILE_DIGEST, payload, ""
             )
-        )
+            await t.replace_template(row)
 
-    def put_state(self, tenant: str, customer_id: str, name: str, payload: bytes) -> None:
+    async def put_state(
+        self, tenant: str, customer_id: str, name: str, payload: bytes, tx: Transaction | None = None
+    ) -> None:
         """Seals per-customer state (factor secrets, counters) under the tenant's data key."""
-        blob = crypto.seal(self._data_key(tenant), payload, crypto.state_aad(tenant, customer_id, name))
-        self.store.put_state(tenant, customer_id, name, blob, int(time.time() * 1000))
+        async with within(self.store, tx) as t:
+            key = await self._data_key(tenant, t)
+            blob = crypto.seal(key, payload, crypto.state_aad(tenant, customer_id, name))
+            await t.put_state(tenant, customer_id, name, blob, int(time.time() * 1000))
 
-    def load_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
-        blob = self.store.get_state(tenant, customer_id, name)
-        if blob is None:
-            return None
+    async def load_state(
+        self, tenant: str, customer_id: str, name: str, tx: Transaction | None = None
+    ) -> bytes | None:
+        async with within(self.store, tx) as t:
+            blob = await t.get_state(tenant, customer_id, name)
+            if blob is None:
+                return None
+            key = await self._data_key(tenant, t)
         aad = crypto.state_aad(tenant, customer_id, name)
-        return crypto.open_sealed(self._data_key(tenant), blob, aad, f"{name} of {tenant}/{customer_id}")
+        return crypto.open_sealed(key, blob, aad, f"{name} of {tenant}/{customer_id}")
 
-    def load(self, tenant: str, customer_id: str, modality: str | None) -> list[Template]:
+    async def load(
+        self, tenant: str, customer_id: str, modality: str | None, tx: Transaction | None = None
+    ) -> list[Template]:
         """Decrypts the customer's templates; raises IntegrityError on any tampered row."""
-        rows = self.store.templates(tenant, customer_id, modality)
-        if not rows:
-            return []
-        key = self._data_key(tenant)
+        async with within(self.store, tx) as t:
+            rows = await t.templates(tenant, customer_id, modality)
+            if not rows:
+                return []
+            key = await self._data_key(tenant, t)
         out = []
         for r in rows:
             aad = crypto.template_aad(tenant, customer_id, r.modality, r.encoder_id, r.encoder_version)

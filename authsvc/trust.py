@@ -4,37 +4,39 @@ An AUTHENTICATED decision carries an assertion; another channel of the same
 tenant validates it instead of asking the customer again. The key ring is
 sealed with the master key in the store and rotates by age: a new key signs
 once the active one is older than `rotate_after_s`; old public keys verify
-until their tokens have expired. Use counts live in the store, so replay
-limits hold across restarts (and across instances sharing a database).
+until their tokens have expired.
+
+Several nodes share one ring. A rotation is a compare-and-swap on the
+stored ring's version under its row lock, so two nodes rotating at once
+produce one new key, never two rings that overwrite each other. Each node
+re-reads the ring every `REFRESH_S`, and at once (at most once a second)
+when a token names a key it does not know: another node rotated. Use
+counts live in the store and are consumed by one atomic statement, so an
+assertion with `max_uses = 1` is accepted once across all nodes.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 
 from authsvc import crypto
 from authsvc.audit import Auditor
+from authsvc.errors import IntegrityError
 from authsvc.policy.engine import IssuedAssertion
 from authsvc.policy.schema import TenantPolicy
 from authsvc.stepup import assertions as a
-from authsvc.store.base import Store
+from authsvc.store.base import Secret, Store, Transaction
 
 _RING = "assertion-signing-keys"
 ROTATE_AFTER_S = 24 * 3600.0
 # Old keys verify for this long after rotation: longer than any policy's assertion lifetime.
 RETIRE_AFTER_S = 2 * 86400.0
-
-
-class _StoreReplayGuard:
-    def __init__(self, store: Store, tenant: str) -> None:
-        self.store, self.tenant = store, tenant
-
-    def consume(self, key: str, max_uses: int, forget_at: float, now: float) -> bool:
-        uses = self.store.use_assertion(key, self.tenant, int(forget_at * 1000), int(now * 1000))
-        return uses <= max_uses
+# A node picks up another node's rotation within this long even without seeing a new key id.
+REFRESH_S = 60.0
+# Tokens naming unknown key ids re-read the ring at most this often (garbage must not load the store).
+UNKNOWN_KEY_RELOAD_S = 1.0
 
 
 class AssertionAuthority:
@@ -48,75 +50,153 @@ class AssertionAuthority:
     ) -> None:
         self.store, self._master, self.auditor, self.clock = store, master, auditor, clock
         self.rotate_after_s = rotate_after_s
-        self._lock = threading.Lock()
-        self._ring = self._load_or_create()
+        self._ring: a.SigningKeyRing | None = None
+        self._version = 0
+        self._loaded_at = -math.inf
+        self._unknown_reload_at = -math.inf
 
-    def _load_or_create(self) -> a.SigningKeyRing:
-        blob = self.store.get_secret(_RING)
-        if blob is not None:
-            raw = crypto.open_sealed(self._master.key, blob, a.keyring_aad(_RING), "assertion signing keys")
-            return a.SigningKeyRing.from_bytes(raw)
-        ring = a.SigningKeyRing.generate(self.clock(), retire_after_s=RETIRE_AFTER_S)
-        self._save(ring)
-        return ring
+    @classmethod
+    async def open(
+        cls,
+        store: Store,
+        master: crypto.MasterKey,
+        auditor: Auditor,
+        clock: Callable[[], float] = time.time,
+        rotate_after_s: float = ROTATE_AFTER_S,
+    ) -> AssertionAuthority:
+        authority = cls(store, master, auditor, clock, rotate_after_s)
+        await authority.reload()
+        return authority
 
-    def _save(self, ring: a.SigningKeyRing) -> None:
-        self.store.put_secret(_RING, crypto.seal(self._master.key, ring.to_bytes(), a.keyring_aad(_RING)))
+    @property
+    def ring(self) -> a.SigningKeyRing:
+        assert self._ring is not None, "AssertionAuthority.open() loads the ring"
+        return self._ring
 
-    def rotate(self) -> str:
-        with self._lock:
-            kid = self._ring.rotate(self.clock())
-            self._save(self._ring)
-            return kid
+    def _open(self, secret: Secret) -> a.SigningKeyRing:
+        raw = crypto.open_sealed(
+            self._master.key, secret.blob, a.keyring_aad(_RING), "assertion signing keys"
+        )
+        return a.SigningKeyRing.from_bytes(raw)
 
-    def _maybe_rotate(self) -> None:
-        if self.clock() - self._ring.active_created_at > self.rotate_after_s:
-            self.rotate()
+    def _seal(self, ring: a.SigningKeyRing) -> bytes:
+        return crypto.seal(self._master.key, ring.to_bytes(), a.keyring_aad(_RING))
 
-    def issue(
-        self, policy: TenantPolicy, customer_id: str, methods: tuple[str, ...], aal: str, channel: str
+    def _adopt(self, ring: a.SigningKeyRing, version: int) -> None:
+        self._ring, self._version, self._loaded_at = ring, version, time.monotonic()
+
+    async def reload(self) -> None:
+        """Reads the stored ring, creating it when there is none (the first node to start)."""
+        async with self.store.transaction() as tx:
+            secret = await tx.get_secret(_RING)
+            if secret is None:
+                ring = a.SigningKeyRing.generate(self.clock(), retire_after_s=RETIRE_AFTER_S)
+                if await tx.put_secret(_RING, self._seal(ring), expected_version=0):
+                    self._adopt(ring, 1)
+                    return
+                secret = await tx.get_secret(_RING)  # another node created it first
+                if secret is None:
+                    raise IntegrityError("assertion key ring vanished while it was being created")
+        self._adopt(self._open(secret), secret.version)
+
+    async def rotate(self) -> str:
+        """A new active key for every node; -> its id."""
+        return await self._rotate(force=True)
+
+    async def _rotate(self, force: bool) -> str:
+        async with self.store.transaction() as tx:
+            secret = await tx.get_secret(_RING, for_update=True)
+            if secret is None:
+                raise IntegrityError("assertion key ring is missing from the store")
+            ring = self._open(secret)
+            # Another node may have rotated already: then its new key is adopted, not replaced.
+            if force or self.clock() - ring.active_created_at > self.rotate_after_s:
+                ring.rotate(self.clock())
+                if not await tx.put_secret(_RING, self._seal(ring), expected_version=secret.version):
+                    raise IntegrityError("assertion key ring changed under its row lock")
+                version = secret.version + 1
+            else:
+                version = secret.version
+        self._adopt(ring, version)
+        return ring.active_kid
+
+    async def _signing_ring(self) -> a.SigningKeyRing:
+        if time.monotonic() - self._loaded_at > REFRESH_S:
+            await self.reload()
+        if self.clock() - self.ring.active_created_at > self.rotate_after_s:
+            await self._rotate(force=False)
+        return self.ring
+
+    async def issue(
+        self,
+        policy: TenantPolicy,
+        customer_id: str,
+        methods: tuple[str, ...],
+        aal: str,
+        channel: str,
+        tx: Transaction | None = None,
     ) -> IssuedAssertion:
-        self._maybe_rotate()
-        with self._lock:
-            token, claims = a.issue(
-                self._ring,
-                tenant=policy.tenant,
-                customer_id=customer_id,
-                methods=methods,
-                aal=aal,
-                channel=channel,
-                now=self.clock(),
-                lifetime_s=math.ceil(policy.assertion.lifetime_s),
-            )
-        self.auditor.record(
-            policy.tenant, "assertion.issue", customer_id, "issued", id=claims.jti, channel=channel
+        ring = await self._signing_ring()
+        token, claims = a.issue(
+            ring,
+            tenant=policy.tenant,
+            customer_id=customer_id,
+            methods=methods,
+            aal=aal,
+            channel=channel,
+            now=self.clock(),
+            lifetime_s=math.ceil(policy.assertion.lifetime_s),
+        )
+        await self.auditor.record(
+            policy.tenant, "assertion.issue", customer_id, "issued", id=claims.jti, channel=channel, tx=tx
         )
         return _issued(token, claims)
 
-    def validate(self, policy: TenantPolicy, token: str, channel: str) -> IssuedAssertion:
-        """The assertion if `policy.tenant` may accept it on `channel` now; raises otherwise."""
+    async def validate(self, policy: TenantPolicy, token: str, channel: str) -> IssuedAssertion:
+        """The assertion if `policy.tenant` may accept it on `channel` now; raises otherwise.
+
+        A refusal is audited in a unit of work of its own, so it is recorded although the
+        request fails."""
+        now = self.clock()
+        kid = a.key_id_of(token) if isinstance(token, str) else ""
+        stale = time.monotonic() - self._unknown_reload_at > UNKNOWN_KEY_RELOAD_S
+        if kid and kid not in self.ring.kids() and stale:
+            self._unknown_reload_at = time.monotonic()
+            await self.reload()
         try:
-            claims = a.validate(
-                self._ring,
-                token,
-                policy.tenant,
-                self.clock(),
-                _StoreReplayGuard(self.store, policy.tenant),
-                max_uses=policy.assertion.max_uses,
-            )
+            claims = a.check(self.ring, token, policy.tenant, now)
+            max_uses = policy.assertion.max_uses
+            async with self.store.transaction() as tx:
+                counted = await tx.use_assertion(
+                    claims.jti, policy.tenant, max_uses, int(a.forget_at(claims) * 1000), int(now * 1000)
+                )
+                if counted:
+                    await self.auditor.record(
+                        policy.tenant,
+                        "assertion.validate",
+                        claims.customer_id,
+                        "accepted",
+                        id=claims.jti,
+                        channel=channel,
+                        issued_on=claims.channel,
+                        tx=tx,
+                    )
+            if not counted:
+                raise a.replayed(max_uses)
         except a.AssertionRejected as exc:
-            self.auditor.record(policy.tenant, "assertion.validate", "", exc.reason.lower(), channel=channel)
+            reason = exc.reason.lower()
+            await self.auditor.record(policy.tenant, "assertion.validate", "", reason, channel=channel)
             raise
-        self.auditor.record(
-            policy.tenant,
-            "assertion.validate",
-            claims.customer_id,
-            "accepted",
-            id=claims.jti,
-            channel=channel,
-            issued_on=claims.channel,
-        )
         return _issued(token, claims)
+
+
+async def rotate_keys(store: Store, master: crypto.MasterKey, actor: str = "operator") -> str:
+    """An operator's rotation (`authsvc keys rotate`), from outside any running node; -> the new key id.
+    Audited platform-wide (tenant "")."""
+    auditor = Auditor(store)
+    kid = await (await AssertionAuthority.open(store, master, auditor)).rotate()
+    await auditor.record("", "keys.rotate", "", "rotated", actor, kid=kid)
+    return kid
 
 
 def _issued(token: str, c: a.Assertion) -> IssuedAssertion:

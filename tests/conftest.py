@@ -1,12 +1,20 @@
 """Shared fixtures: real speech (or synthetic speech where ../shared/data is absent),
-an encoder loaded once, and an in-process gRPC server on a free port."""
+an encoder loaded once, stores of both backends, and an in-process gRPC server on a free port.
+
+PostgreSQL for tests: the DSN in $AUTHSVC_TEST_POSTGRES, else a server on
+127.0.0.1:5432 if one answers (scripts/test starts a private throwaway
+cluster when none does). Each test gets a schema of its own, dropped after.
+Without any PostgreSQL the PostgreSQL tests fail; they are never skipped.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,15 +85,101 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+BACKENDS = ("sqlite", "postgresql")
+POSTGRES_ENV = "AUTHSVC_TEST_POSTGRES"
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The PostgreSQL server the tests use (see the module docstring)."""
+    dsn = os.environ.get(POSTGRES_ENV)
+    if dsn:
+        return dsn
+    if _answers("127.0.0.1", 5432):
+        return LOCAL_POSTGRES
+    pytest.fail(
+        f"no PostgreSQL for the tests: set {POSTGRES_ENV}, start a server on 127.0.0.1:5432, "
+        "or run scripts/test, which starts a private one"
+    )
+
+
+def schema_dsn(dsn: str, schema: str) -> str:
+    """`dsn` with every connection's search_path set to `schema`."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, options=f"-c search_path={schema}")
+
+
 @pytest.fixture
-async def service(data_dir: Path, ge2e) -> AsyncIterator:
+def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
+    """A DSN whose connections live in a fresh schema of their own (dropped after the test)."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema_dsn(postgres_dsn, schema)
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_spec(backend: str, tmp_path: Path, request) -> str:
+    """The store of this test: a SQLite file, or a PostgreSQL schema of its own."""
+    if backend == "sqlite":
+        return f"sqlite:{tmp_path / 'store' / 'authsvc.sqlite3'}"
+    return request.getfixturevalue("pg_schema_dsn")
+
+
+@pytest.fixture
+async def store(store_spec: str) -> AsyncIterator:
+    """An open, migrated store of the backend under test."""
+    from authsvc.store import open_store
+
+    s = await open_store(store_spec)
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def service_backend() -> str:
+    """The store of the `service` fixture; modules that test stored state override it with
+    both backends."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def service(data_dir: Path, ge2e, service_backend: str, request) -> AsyncIterator:
     """An in-process server on a free local port; yields (aio channel, context, data dir, address)."""
     import grpc
 
     from authsvc.context import ServiceConfig, build_context
     from authsvc.server.app import AuthServer
 
-    ctx = build_context(ServiceConfig(data_dir=data_dir), encoder=ge2e)
+    if service_backend == "postgresql":
+        spec = request.getfixturevalue("pg_schema_dsn")
+    else:  # explicit: an operator's $AUTHSVC_STORE must not reach the tests
+        spec = f"sqlite:{data_dir / 'authsvc.sqlite3'}"
+    ctx = await build_context(ServiceConfig(data_dir=data_dir, store=spec), encoder=ge2e)
     server = AuthServer(ctx, "127.0.0.1:0")
     await server.start()
     address = f"127.0.0.1:{server.port}"

@@ -356,7 +356,7 @@ async def test_service_context_builds_its_batcher_from_the_config(tmp_path, ge2e
     from authsvc.context import ServiceConfig, build_context
 
     config = ServiceConfig(data_dir=tmp_path, max_batch=3, max_wait_ms=1.5, max_queue=7, warm_up=False)
-    ctx = build_context(config, encoder=ge2e)
+    ctx = await build_context(config, encoder=ge2e)
     try:
         assert ctx.runner.batcher.config == BatchConfig(max_batch=3, max_wait_ms=1.5, max_queue=7)
         utterance = next(iter(speech.values()))[0]
@@ -364,12 +364,12 @@ async def test_service_context_builds_its_batcher_from_the_config(tmp_path, ge2e
         np.testing.assert_allclose(emb, ge2e.embed_batch([utterance])[0], atol=1e-5)
         assert sample(ctx.metrics, "authsvc_embed_batch_size_count", encoder="ge2e") == 1
     finally:
-        ctx.close()
-    defaults = build_context(ServiceConfig(data_dir=tmp_path / "d", warm_up=False), encoder=ge2e)
+        await ctx.close()
+    defaults = await build_context(ServiceConfig(data_dir=tmp_path / "d", warm_up=False), encoder=ge2e)
     try:
         assert defaults.runner.batcher.config == default_config(ge2e)
     finally:
-        defaults.close()
+        await defaults.close()
 
 
 class _MetricsOnly:
@@ -379,7 +379,7 @@ class _MetricsOnly:
         self.metrics = Metrics()
         self.closed = False
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed = True
         self.metrics.close()
 
@@ -408,13 +408,13 @@ def test_serve_prints_where_the_metrics_endpoint_is(caplog):
 
     ctx = _MetricsOnly()
     with caplog.at_level("INFO", logger="authsvc"):
-        _serve_metrics(ctx, _serve_args(metrics_port=0))
+        asyncio.run(_serve_metrics(ctx, _serve_args(metrics_port=0)))
     try:
         (url,) = [r.args[0] for r in caplog.records if r.msg.startswith("Prometheus metrics at")]
         with urllib.request.urlopen(url, timeout=HANG_GUARD_S) as reply:
             assert "authsvc_embed_queue_depth" in reply.read().decode()
     finally:
-        ctx.close()
+        asyncio.run(ctx.close())
 
 
 def test_a_taken_default_metrics_port_only_warns_but_a_chosen_one_is_fatal(monkeypatch, caplog):
@@ -429,11 +429,11 @@ def test_a_taken_default_metrics_port_only_warns_but_a_chosen_one_is_fatal(monke
         monkeypatch.setattr(serve, "DEFAULT_METRICS_PORT", port)
         ctx = _MetricsOnly()
         with caplog.at_level("WARNING", logger="authsvc"):
-            serve._serve_metrics(ctx, _serve_args())
+            asyncio.run(serve._serve_metrics(ctx, _serve_args()))
         assert any("no Prometheus endpoint" in r.getMessage() for r in caplog.records)
         assert not ctx.closed
         with pytest.raises(SystemExit, match="cannot serve metrics"):
-            serve._serve_metrics(ctx, _serve_args(metrics_port=port))
+            asyncio.run(serve._serve_metrics(ctx, _serve_args(metrics_port=port)))
         assert ctx.closed
 
 
@@ -442,6 +442,6 @@ def test_no_metrics_serves_nothing(caplog):
 
     ctx = _MetricsOnly()
     with caplog.at_level("INFO", logger="authsvc"):
-        _serve_metrics(ctx, _serve_args(no_metrics=True))
+        asyncio.run(_serve_metrics(ctx, _serve_args(no_metrics=True)))
     assert ctx.metrics._server is None
     assert not any("Prometheus" in r.getMessage() for r in caplog.records)

@@ -31,6 +31,7 @@ FREETEXT = shared_data() / "keystroke" / "freetext-dev"
 needs_keystroke100 = pytest.mark.skipif(not KEYSTROKE100.is_dir(), reason=f"no {KEYSTROKE100}")
 needs_freetext = pytest.mark.skipif(not FREETEXT.is_dir(), reason=f"no {FREETEXT}")
 
+
 @pytest.fixture(scope="module")
 def typists() -> list[Typist]:
     rng = np.random.default_rng(20240601)

@@ -138,7 +138,7 @@ async def test_database_holds_no_plaintext_embedding(service, speech, ge2e):
 
     vec = ge2e.embed_batch([encoder_input(track(to_int16(target[0]), 16000), 16000)])[0]
     raw = b"".join(p.read_bytes() for p in data_dir.glob("authsvc.sqlite3*"))
-    stored = ctx.vault.load("acme", "cust-1", "voice")[0].payload
+    stored = (await ctx.vault.load("acme", "cust-1", "voice"))[0].payload
     assert np.allclose(np.frombuffer(stored, "<f4"), vec, atol=1e-5), "test must look for the real embedding"
     nonzero = vec[vec != 0]  # GE2E ends in a ReLU: zeros say nothing about the template
     assert nonzero.size > 64
@@ -257,7 +257,9 @@ async def test_templates_of_another_encoder_are_never_scored(service, speech):
     enc = ctx.encoder
     vec = enc.embed_batch([target[0]])[0]
     # A template made by another version of the encoder (e.g. before a model upgrade).
-    ctx.vault.put("acme", "old", "voice", enc.encoder_id, "older-weights", "d1", vec.astype("<f4").tobytes())
+    await ctx.vault.put(
+        "acme", "old", "voice", enc.encoder_id, "older-weights", "d1", vec.astype("<f4").tobytes()
+    )
     with pytest.raises(grpc.RpcError) as err:
         await _call(address, call_requests("acme", "old", target[1]))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -296,7 +298,7 @@ async def test_tls_is_served_when_configured(tmp_path, ge2e, speech):
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    ctx = build_context(ServiceConfig(data_dir=tmp_path / "data"), encoder=ge2e)
+    ctx = await build_context(ServiceConfig(data_dir=tmp_path / "data"), encoder=ge2e)
     server = AuthServer(ctx, "127.0.0.1:0", TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem"))
     await server.start()
     try:

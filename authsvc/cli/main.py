@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 
 from authsvc.cli import operator
+from authsvc.cli.admin import add_admin_commands
 from authsvc.cli.client import EXIT_ERROR, CliError, add_client_args, describe_rpc_error, fail
 from authsvc.cli.policy import add_policy_commands
 from authsvc.cli.serve import add_serve_args, serve
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=operator.enroll_keystrokes)
 
     add_policy_commands(sub)
+    add_admin_commands(sub)
 
     p = sub.add_parser("register", help="record a customer's chosen methods (or opt-out) and consent")
     p.add_argument("--tenant", required=True)

@@ -10,7 +10,9 @@ import signal
 from pathlib import Path
 
 from authsvc.context import ServiceConfig, ServiceContext, build_context
+from authsvc.errors import ConfigError
 from authsvc.server.app import AuthServer, TlsFiles
+from authsvc.store.base import StoreUnavailable
 from authsvc.voice.batcher import BatchConfig
 
 log = logging.getLogger("authsvc")
@@ -76,6 +78,17 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default 127.0.0.1)"
     )
     p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    p.add_argument(
+        "--store",
+        help="postgresql://user@host/db (shared by several nodes; the password may come from "
+        "PGPASSWORD or ~/.pgpass) or sqlite:PATH (default $AUTHSVC_STORE, else <data-dir>/authsvc.sqlite3)",
+    )
+    p.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply schema migrations at start; refuse to start on an older schema instead "
+        "(run `authsvc db migrate` first)",
+    )
     p.add_argument("--policy-dir", type=Path, help="tenant policy files (default <data-dir>/policies)")
     p.add_argument(
         "--code-sender",
@@ -100,17 +113,22 @@ async def _serve(args: argparse.Namespace) -> None:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         half=args.half,
+        store=args.store,
+        migrate=not args.no_migrate,
     )
-    ctx = await asyncio.to_thread(build_context, config)
-    _serve_metrics(ctx, args)
+    try:
+        ctx = await build_context(config)
+    except (ConfigError, StoreUnavailable) as exc:
+        raise SystemExit(f"authsvc: error: {exc}") from None
+    await _serve_metrics(ctx, args)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     server = AuthServer(ctx, args.listen, tls)
     await server.start()
     log.info(
-        "authsvc serving on %s (%s), data in %s, encoder %s %s",
+        "authsvc serving on %s (%s), store %s, encoder %s %s",
         args.listen,
         "TLS" if tls else "plaintext",
-        config.data_dir,
+        ctx.store.description,
         ctx.encoder.encoder_id,
         ctx.encoder.version,
     )
@@ -123,7 +141,7 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.stop()
 
 
-def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:
+async def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:
     """Starts the Prometheus endpoint and says where it is.
 
     An explicitly chosen port that cannot be bound is fatal; the default port
@@ -136,7 +154,7 @@ def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:
         url = ctx.metrics.serve(args.metrics_host, port)
     except OSError as exc:
         if args.metrics_port is not None:
-            ctx.close()
+            await ctx.close()
             where = f"{args.metrics_host}:{port}"
             raise SystemExit(f"authsvc: error: cannot serve metrics on {where}: {exc}") from exc
         log.warning("no Prometheus endpoint: %s:%d is unavailable (%s)", args.metrics_host, port, exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from authsvc.context import ServiceContext
 from authsvc.server.assurance import AssertionServicer, AuditServicer, StepUpServicer
 from authsvc.server.enrollment import EnrollmentServicer
 from authsvc.server.verification import VerificationServicer
+from authsvc.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ SERVICE_NAMES = (
 )
 # Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# How often the store is pinged for health; a load balancer sees NOT_SERVING within this.
+STORE_CHECK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,45 @@ class AuthServer:
 
     async def start(self) -> None:
         await self.server.start()
+        await self._set_health(True)
+        self._monitor = asyncio.get_running_loop().create_task(self._watch_store())
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, status)
+
+    async def _watch_store(self) -> None:
+        """NOT_SERVING while the store cannot answer (a load balancer then sends calls to other
+        nodes), SERVING again once it does: the node recovers without a restart."""
+        serving = True
+        while True:
+            await asyncio.sleep(STORE_CHECK_S)
+            try:
+                await asyncio.wait_for(self.ctx.store.ping(), STORE_CHECK_S * 2)
+                ok = True
+            except (StoreUnavailable, TimeoutError) as exc:
+                ok = False
+                if serving:
+                    log.error("store unavailable, health NOT_SERVING: %s", exc)
+            if ok != serving:
+                serving = ok
+                if ok:
+                    log.info("store reachable again, health SERVING")
+                await self._set_health(ok)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """NOT_SERVING first so load balancers drain, then let live streams finish."""
+        monitor = getattr(self, "_monitor", None)
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
-        self.ctx.close()
+        await self.ctx.close()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

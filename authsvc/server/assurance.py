@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc
@@ -22,8 +20,7 @@ class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
 
     @unary_errors
     async def EnrollTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        uri = await asyncio.to_thread(
-            self.ctx.factors.enroll_totp,
+        uri = await self.ctx.factors.enroll_totp(
             request.tenant,
             request.customer_id,
             request.account_name,
@@ -33,16 +30,12 @@ class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
 
     @unary_errors
     async def ConfirmTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        ok = await asyncio.to_thread(
-            self.ctx.factors.confirm_totp, request.tenant, request.customer_id, request.code
-        )
+        ok = await self.ctx.factors.confirm_totp(request.tenant, request.customer_id, request.code)
         return assurance_pb2.ConfirmTotpResponse(confirmed=ok)
 
     @unary_errors
     async def SetCodeDestination(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        await asyncio.to_thread(
-            self.ctx.factors.set_destination, request.tenant, request.customer_id, request.destination
-        )
+        await self.ctx.factors.set_destination(request.tenant, request.customer_id, request.destination)
         return assurance_pb2.SetCodeDestinationResponse()
 
 
@@ -54,8 +47,8 @@ class AssertionServicer(assurance_pb2_grpc.AssertionServiceServicer):
     async def ValidateAssertion(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         check_id(request.tenant, "tenant")
         policy = self.ctx.policies.get(request.tenant)
-        claims = await asyncio.to_thread(
-            self.ctx.trust.validate, policy, request.token, CHANNELS.get(request.channel, "unspecified")
+        claims = await self.ctx.trust.validate(
+            policy, request.token, CHANNELS.get(request.channel, "unspecified")
         )
         return assurance_pb2.ValidateAssertionResponse(assertion=assertion_pb(claims))
 
@@ -73,9 +66,7 @@ class AuditServicer(assurance_pb2_grpc.AuditServiceServicer):
             raise InvalidInput("page_token", "is not a token this service issued")
         size = request.page_size or 100
         before = int(request.page_token) if request.page_token else None
-        events = await asyncio.to_thread(
-            self.ctx.vault.store.list_audit, request.tenant, size + 1, before, request.customer_id
-        )
+        events = await self.ctx.auditor.list(request.tenant, size + 1, before, request.customer_id)
         page = events[:size]
         return assurance_pb2.ListAuditEventsResponse(
             events=[audit_pb(e) for e in page],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import grpc
@@ -34,8 +33,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     @unary_errors
     async def RegisterCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        await asyncio.to_thread(
-            enrollment.register_customer,
+        await enrollment.register_customer(
             self.ctx,
             request.tenant,
             request.customer_id,
@@ -44,9 +42,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             request.consent_text_version,
             request.actor,
         )
-        summary = await asyncio.to_thread(
-            enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
-        )
+        summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return customer_pb(summary)
 
     @unary_errors
@@ -64,9 +60,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             request.label,
             request.actor,
         )
-        summary = await asyncio.to_thread(
-            enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
-        )
+        summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.EnrollVoiceResponse(
             customer=customer_pb(summary),
             added=result.added,
@@ -77,29 +71,22 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     @unary_errors
     async def EnrollKeystrokes(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         samples = [keystroke_sample(s, f"samples[{i}]") for i, s in enumerate(request.samples)]
-        result = await asyncio.to_thread(
-            enrollment.enroll_keystrokes, self.ctx, request.tenant, request.customer_id, samples
-        )
-        summary = await asyncio.to_thread(
-            enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
-        )
+        result = await enrollment.enroll_keystrokes(self.ctx, request.tenant, request.customer_id, samples)
+        summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.EnrollKeystrokesResponse(
             customer=customer_pb(summary), samples_added=result.added, samples_already_enrolled=result.already
         )
 
     @unary_errors
     async def GetCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        summary = await asyncio.to_thread(
-            enrollment.describe_customer, self.ctx, request.tenant, request.customer_id
-        )
+        summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return customer_pb(summary)
 
     @unary_errors
     async def ListCustomers(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         if not 0 <= request.page_size <= MAX_PAGE:
             raise InvalidInput("page_size", f"must be between 0 and {MAX_PAGE}")
-        page, more = await asyncio.to_thread(
-            enrollment.list_customers,
+        page, more = await enrollment.list_customers(
             self.ctx,
             request.tenant,
             request.page_size or 100,
@@ -112,9 +99,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     @unary_errors
     async def DeleteCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        deleted = await asyncio.to_thread(
-            enrollment.delete_customer, self.ctx, request.tenant, request.customer_id
-        )
+        deleted = await enrollment.delete_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.DeleteCustomerResponse(
             templates_deleted=deleted.templates, secrets_deleted=deleted.secrets
         )

@@ -1,7 +1,8 @@
 """Domain errors -> canonical gRPC status with google.rpc details (grpcio-status).
 
 INVALID_ARGUMENT carries a BadRequest naming the field; RESOURCE_EXHAUSTED (the
-embedding queue is full) carries a RetryInfo saying when to try again; every error
+embedding queue is full) and UNAVAILABLE (the database cannot be reached) carry
+a RetryInfo saying when to try again; every error
 carries an ErrorInfo with a stable reason string a client program can switch on.
 """
 
@@ -29,6 +30,7 @@ from authsvc.errors import (
 )
 from authsvc.stepup.assertions import AssertionRejected
 from authsvc.stepup.lockout import LockedOut, RateLimited
+from authsvc.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 DOMAIN = "authsvc.v1"
@@ -44,6 +46,7 @@ _CODES: list[tuple[type[AuthsvcError], int]] = [
     (LockedOut, code_pb2.PERMISSION_DENIED),
     (PreconditionFailed, code_pb2.FAILED_PRECONDITION),
     (AssertionRejected, code_pb2.UNAUTHENTICATED),
+    (StoreUnavailable, code_pb2.UNAVAILABLE),
 ]
 
 

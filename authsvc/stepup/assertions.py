@@ -454,6 +454,44 @@ def validate(
     """
     if max_uses < 1:
         raise ConfigError(f"max_uses must be at least 1, got {max_uses}")
+    claims = check(ring, token, expected_tenant, now, clock_skew_s=clock_skew_s)
+    guard_key = claims.jti if not use_scope else f"{claims.jti}/{use_scope}"
+    if not replay_guard.consume(guard_key, max_uses, forget_at(claims, clock_skew_s), now):
+        raise replayed(max_uses)
+    return claims
+
+
+def forget_at(claims: Assertion, clock_skew_s: float = DEFAULT_CLOCK_SKEW_S) -> float:
+    """When a use count of the assertion may be forgotten: it can no longer validate then."""
+    return claims.expires_at + clock_skew_s
+
+
+def replayed(max_uses: int) -> AssertionRejected:
+    return AssertionRejected(
+        ASSERTION_REPLAYED, f"assertion already used {max_uses} time(s), the most its policy allows"
+    )
+
+
+def key_id_of(token: str) -> str:
+    """The kid of a well-formed token's header ("" for anything else): to tell a key this ring
+    does not know yet (another node rotated) from garbage, before anything is verified."""
+    try:
+        header_b64 = token.strip().split(".")[0]
+        kid = _json_object(_b64d(header_b64, "header"), "header").get("kid")
+    except (InvalidInput, IndexError):
+        return ""
+    return kid if isinstance(kid, str) else ""
+
+
+def check(
+    ring: SigningKeyRing,
+    token: str,
+    expected_tenant: str,
+    now: float,
+    *,
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
+) -> Assertion:
+    """Everything `validate` checks except use counts: format, key, signature, tenant, time."""
     if not isinstance(token, str) or not token:
         raise InvalidInput("assertion", "is empty")
     if len(token) > MAX_TOKEN_CHARS:
@@ -484,9 +522,4 @@ def validate(
         raise AssertionRejected(ASSERTION_EXPIRED, f"assertion expired {now - claims.expires_at:.0f} s ago")
     if claims.issued_at > now + clock_skew_s:
         raise AssertionRejected(ASSERTION_NOT_YET_VALID, "assertion is issued in the future (clock skew?)")
-    guard_key = claims.jti if not use_scope else f"{claims.jti}/{use_scope}"
-    if not replay_guard.consume(guard_key, max_uses, claims.expires_at + clock_skew_s, now):
-        raise AssertionRejected(
-            ASSERTION_REPLAYED, f"assertion already used {max_uses} time(s), the most its policy allows"
-        )
     return claims

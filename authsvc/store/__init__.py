@@ -1,5 +1,57 @@
-"""Persistence behind the `Store` protocol; SQLite is the embedded default."""
+"""Persistence behind the async `Store` protocol: SQLite (embedded default) or PostgreSQL (shared)."""
 
-from authsvc.store.base import AuditEvent, CustomerRecord, Erasure, Store, TemplateRow
+from __future__ import annotations
 
-__all__ = ["AuditEvent", "CustomerRecord", "Erasure", "Store", "TemplateRow"]
+import os
+from pathlib import Path
+
+from authsvc.errors import ConfigError
+from authsvc.store.base import (
+    AuditEvent,
+    CustomerRecord,
+    Erasure,
+    Secret,
+    Store,
+    StoreUnavailable,
+    TemplateRow,
+    Transaction,
+    within,
+)
+
+__all__ = [
+    "STORE_ENV",
+    "AuditEvent",
+    "CustomerRecord",
+    "Erasure",
+    "Secret",
+    "Store",
+    "StoreUnavailable",
+    "TemplateRow",
+    "Transaction",
+    "open_store",
+    "store_spec",
+    "within",
+]
+
+STORE_ENV = "AUTHSVC_STORE"
+SQLITE_FILE = "authsvc.sqlite3"
+
+
+def store_spec(spec: str | None, data_dir: Path) -> str:
+    """The store to use: `spec`, else $AUTHSVC_STORE, else the SQLite file in the data directory."""
+    spec = spec or os.environ.get(STORE_ENV, "")
+    return spec or f"sqlite:{data_dir / SQLITE_FILE}"
+
+
+async def open_store(spec: str) -> Store:
+    """`postgresql://...` (or `postgres://`, or a libpq key=value string with `host=`) or
+    `sqlite:PATH`. Raises StoreUnavailable when the database cannot be reached."""
+    if spec.startswith("sqlite:"):
+        from authsvc.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(spec.removeprefix("sqlite:"))
+    if spec.startswith(("postgresql://", "postgres://")) or "host=" in spec or "dbname=" in spec:
+        from authsvc.store.postgres import PostgresStore
+
+        return await PostgresStore.open(spec)
+    raise ConfigError("store must be sqlite:PATH or a postgresql:// DSN (the value is not repeated here)")

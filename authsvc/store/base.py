@@ -1,9 +1,34 @@
-"""The storage contract. Backends hold opaque, already-encrypted template blobs."""
+"""The storage contract: an async store that hands out units of work.
+
+Every use case that reads, checks and writes runs inside one
+`async with store.transaction() as tx:` block, so concurrent requests (and
+several service nodes sharing one PostgreSQL database) cannot both win a
+race: the block commits when it ends and rolls back when it raises. Inside
+it, `tx.lock_customer` serialises writers of one customer's state (a row
+lock on PostgreSQL, the database write lock on SQLite). Backends hold
+opaque, already-encrypted blobs; no plaintext template or secret reaches
+them. No method runs on the event loop thread: SQLite works through one
+executor thread, PostgreSQL through an async connection pool.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from authsvc.errors import AuthsvcError
+
+
+class StoreUnavailable(AuthsvcError):
+    """The database cannot be reached now; the request may be retried after `retry_after_s`."""
+
+    reason = "STORE_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -55,21 +80,40 @@ class TemplateRow:
     label: str = ""
 
 
-class Store(Protocol):
-    def get_data_key(self, tenant: str) -> tuple[str, bytes] | None:
+@dataclass(frozen=True)
+class Secret:
+    """A service-wide sealed secret and its version, for compare-and-swap updates."""
+
+    blob: bytes
+    version: int
+
+
+class Transaction(Protocol):
+    """One unit of work. Every method is a coroutine that runs off the event loop."""
+
+    async def lock_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
+        """Locks the customer against concurrent writers until the unit of work ends; None if unknown."""
+
+    async def get_data_key(self, tenant: str) -> tuple[str, bytes] | None:
         """-> (master key id, wrapped data key) for the tenant, or None."""
 
-    def put_data_key(self, tenant: str, master_key_id: str, wrapped: bytes) -> tuple[str, bytes]:
+    async def put_data_key(self, tenant: str, master_key_id: str, wrapped: bytes) -> tuple[str, bytes]:
         """Stores the tenant's data key unless one exists; returns the one that is stored."""
 
-    def ensure_customer(self, tenant: str, customer_id: str, now_ms: int) -> CustomerRecord: ...
+    async def master_key_ids(self) -> set[str]:
+        """Ids of the master keys that wrap stored data keys (empty: nothing sealed is stored)."""
 
-    def get_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None: ...
+    async def has_sealed_data(self) -> bool:
+        """Whether anything sealed by a master key (data keys, service secrets) is stored."""
 
-    def list_customers(self, tenant: str, limit: int, after: str = "") -> list[CustomerRecord]:
+    async def ensure_customer(self, tenant: str, customer_id: str, now_ms: int) -> CustomerRecord: ...
+
+    async def get_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None: ...
+
+    async def list_customers(self, tenant: str, limit: int, after: str = "") -> list[CustomerRecord]:
         """Customers with id > `after`, in id order (keyset pagination)."""
 
-    def set_choices(
+    async def set_choices(
         self,
         tenant: str,
         customer_id: str,
@@ -80,42 +124,77 @@ class Store(Protocol):
     ) -> CustomerRecord:
         """Records the registration choice and consent (creating the customer if needed)."""
 
-    def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
-        """Erases the customer, all templates and all state (factor secrets); None if unknown."""
+    async def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
+        """Erases the customer, all templates and all state (factor secrets); None if unknown.
 
-    def add_template(self, row: TemplateRow) -> bool:
+        The backend also scrubs what it can of the deleted rows from its files once the unit of
+        work commits (SQLite: secure_delete and a truncating WAL checkpoint)."""
+
+    async def add_template(self, row: TemplateRow) -> bool:
         """Inserts the template; False (and nothing changes) if its digest is already stored."""
 
-    def templates(self, tenant: str, customer_id: str, modality: str | None = None) -> list[TemplateRow]: ...
+    async def templates(
+        self, tenant: str, customer_id: str, modality: str | None = None
+    ) -> list[TemplateRow]: ...
 
-    def replace_template(self, row: TemplateRow) -> None:
+    async def replace_template(self, row: TemplateRow) -> None:
         """Inserts or overwrites the template with the same identity (profiles that grow)."""
 
-    def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
+    async def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
         """Deletes the customer's templates of these modalities; -> rows deleted."""
 
-    def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
+    async def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
         """Per-customer state (factor secrets, counters), sealed by the caller where secret."""
 
-    def state_names(self, tenant: str, customer_id: str) -> list[str]: ...
+    async def state_names(self, tenant: str, customer_id: str) -> list[str]: ...
 
-    def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None: ...
+    async def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None: ...
 
-    def delete_state(self, tenant: str, customer_id: str, name: str) -> None: ...
+    async def delete_state(self, tenant: str, customer_id: str, name: str) -> None: ...
 
-    def get_secret(self, name: str) -> bytes | None:
-        """Service-wide sealed secrets (the assertion signing keys)."""
+    async def get_secret(self, name: str, for_update: bool = False) -> Secret | None:
+        """A service-wide sealed secret (the assertion signing keys); `for_update` locks its row."""
 
-    def put_secret(self, name: str, blob: bytes) -> None: ...
+    async def put_secret(self, name: str, blob: bytes, expected_version: int) -> bool:
+        """Compare-and-swap: writes version `expected_version + 1` only if the stored version is
+        `expected_version` (0: only if none is stored). -> whether it was written."""
 
-    def use_assertion(self, jti: str, tenant: str, expires_ms: int, now_ms: int) -> int:
-        """Counts one use of an assertion id; -> uses so far. Expired ids are forgotten."""
+    async def use_assertion(self, jti: str, tenant: str, max_uses: int, expires_ms: int, now_ms: int) -> bool:
+        """Counts one use of an assertion id unless it has been used `max_uses` times already;
+        -> whether the use was counted. Expired ids are forgotten."""
 
-    def append_audit(self, event: AuditEvent) -> int: ...
+    async def append_audit(self, event: AuditEvent) -> int: ...
 
-    def list_audit(
+    async def list_audit(
         self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
     ) -> list[AuditEvent]:
         """Newest first; `before_id` pages backwards."""
 
-    def close(self) -> None: ...
+
+class Store(Protocol):
+    #: Where the data lives, safe to log (a PostgreSQL DSN without its password).
+    description: str
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A unit of work: commits when the block ends, rolls back when it raises."""
+
+    async def migrate(self) -> list[int]:
+        """Applies pending schema migrations; -> the versions applied (empty: up to date)."""
+
+    async def schema_version(self) -> int: ...
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable when the database cannot answer now."""
+
+    async def close(self) -> None: ...
+
+
+@asynccontextmanager
+async def within(store: Store, tx: Transaction | None) -> AsyncIterator[Transaction]:
+    """The caller's unit of work when it has one, else a new one: lets a facade method be a
+    step of a larger use case or a use case of its own."""
+    if tx is not None:
+        yield tx
+        return
+    async with store.transaction() as own:
+        yield own

@@ -1,389 +1,194 @@
-"""SQLite store: one file, WAL journal, every write in a transaction.
+"""SQLite store: one file, WAL journal, every unit of work one `BEGIN IMMEDIATE` transaction.
 
-One connection guarded by a lock: SQLite serialises writers anyway, and calls
-are sub-millisecond, so a pool would add nothing but file-handle churn.
+One connection, owned by one executor thread, so no call runs on the event
+loop; an asyncio lock hands the connection to one unit of work at a time
+(SQLite serialises writers anyway, and a unit of work is a few
+sub-millisecond statements). `BEGIN IMMEDIATE` takes the database's write
+lock at the start, so a read-check-write never sees data another writer is
+about to change, including a second process on the same file.
+
+Files are created owner-only (0600; SQLite gives its -wal and -shm files the
+database file's mode). Deleted rows are overwritten (`secure_delete`), and
+after an erasure the WAL is checkpointed and truncated, so no copy of a
+deleted template stays in the -wal file.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
-import threading
+import stat
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
-from authsvc.store.base import AuditEvent, CustomerRecord, Erasure, TemplateRow
+from authsvc.store import migrations
+from authsvc.store.base import StoreUnavailable
+from authsvc.store.sql import SqlTransaction
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DIALECT = "sqlite"
+FILE_MODE = 0o600
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS data_keys (
-    tenant TEXT PRIMARY KEY,
-    master_key_id TEXT NOT NULL,
-    wrapped BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS customers (
-    tenant TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    methods TEXT NOT NULL DEFAULT '[]',
-    opted_out INTEGER NOT NULL DEFAULT 0,
-    consent_version TEXT NOT NULL DEFAULT '',
-    consent_ms INTEGER NOT NULL DEFAULT 0,
-    registered INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant, customer_id)
-);
-CREATE TABLE IF NOT EXISTS customer_state (
-    tenant TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    blob BLOB NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    PRIMARY KEY (tenant, customer_id, name),
-    FOREIGN KEY (tenant, customer_id) REFERENCES customers (tenant, customer_id) ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS service_secrets (
-    name TEXT PRIMARY KEY,
-    blob BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS assertion_uses (
-    jti TEXT PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    uses INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    details TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
-CREATE TABLE IF NOT EXISTS templates (
-    id INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    modality TEXT NOT NULL,
-    encoder_id TEXT NOT NULL,
-    encoder_version TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    blob BLOB NOT NULL,
-    label TEXT NOT NULL DEFAULT '',
-    created_ms INTEGER NOT NULL,
-    FOREIGN KEY (tenant, customer_id) REFERENCES customers (tenant, customer_id) ON DELETE CASCADE,
-    UNIQUE (tenant, customer_id, modality, encoder_id, digest)
-);
-CREATE INDEX IF NOT EXISTS templates_by_customer ON templates (tenant, customer_id, modality);
-"""
+
+def _owner_only(path: Path) -> None:
+    """Creates `path` 0600 if missing; tightens an existing store file (and its WAL files)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(p.stat().st_mode) & 0o077:
+                log.warning("%s was readable by group or others; setting mode 0600", p)
+                os.chmod(p, FILE_MODE)
+
+
+class SQLiteTransaction(SqlTransaction):
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__()
+        self._store = store
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        conn = self._store._conn
+        return await self._store._run(lambda: conn.execute(sql, args).fetchall())
+
+    async def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
+        conn = self._store._conn
+        return await self._store._run(lambda: conn.execute(sql, args).rowcount)
 
 
 class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema version {row[0]} is newer than this build supports")
+        self.description = f"sqlite:{self.path}"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsvc-sqlite")
+        self._lock = asyncio.Lock()
+        self._conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._conn, self._lock)
+    @classmethod
+    async def open(cls, path: str | Path) -> SQLiteStore:
+        store = cls(path)
+        await store._run(store._connect)
+        return store
 
-    def get_data_key(self, tenant: str) -> tuple[str, bytes] | None:
-        with self._tx() as cur:
-            row = cur.execute(
-                "SELECT master_key_id, wrapped FROM data_keys WHERE tenant=?", (tenant,)
-            ).fetchone()
-        return (row[0], bytes(row[1])) if row else None
-
-    def put_data_key(self, tenant: str, master_key_id: str, wrapped: bytes) -> tuple[str, bytes]:
-        with self._tx() as cur:
-            cur.execute("INSERT OR IGNORE INTO data_keys VALUES (?, ?, ?)", (tenant, master_key_id, wrapped))
-            row = cur.execute(
-                "SELECT master_key_id, wrapped FROM data_keys WHERE tenant=?", (tenant,)
-            ).fetchone()
-        return row[0], bytes(row[1])
-
-    def ensure_customer(self, tenant: str, customer_id: str, now_ms: int) -> CustomerRecord:
-        with self._tx() as cur:
-            _ensure_customer(cur, tenant, customer_id, now_ms)
-            return _customer(cur, tenant, customer_id)  # type: ignore[return-value]
-
-    def get_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
-        with self._tx() as cur:
-            return _customer(cur, tenant, customer_id)
-
-    def list_customers(self, tenant: str, limit: int, after: str = "") -> list[CustomerRecord]:
-        with self._tx() as cur:
-            rows = cur.execute(
-                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id>? "
-                "ORDER BY customer_id LIMIT ?",
-                (tenant, after, limit),
-            ).fetchall()
-        return [_customer_from_row(tenant, r) for r in rows]
-
-    def set_choices(
-        self,
-        tenant: str,
-        customer_id: str,
-        methods: list[str],
-        opted_out: bool,
-        consent_version: str,
-        now_ms: int,
-    ) -> CustomerRecord:
-        with self._tx() as cur:
-            _ensure_customer(cur, tenant, customer_id, now_ms)
-            cur.execute(
-                "UPDATE customers SET methods=?, opted_out=?, consent_version=?, consent_ms=?, registered=1 "
-                "WHERE tenant=? AND customer_id=?",
-                (json.dumps(sorted(methods)), int(opted_out), consent_version, now_ms, tenant, customer_id),
-            )
-            return _customer(cur, tenant, customer_id)  # type: ignore[return-value]
-
-    def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
-        with self._tx() as cur:
-            if not cur.execute(
-                "SELECT 1 FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id)
-            ).fetchone():
-                return None
-            key = (tenant, customer_id)
-            n = cur.execute("DELETE FROM templates WHERE tenant=? AND customer_id=?", key).rowcount
-            m = cur.execute("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key).rowcount
-            cur.execute("DELETE FROM customers WHERE tenant=? AND customer_id=?", key)
-        return Erasure(templates=n, secrets=m)
-
-    def add_template(self, row: TemplateRow) -> bool:
-        with self._tx() as cur:
-            _ensure_customer(cur, row.tenant, row.customer_id, row.created_ms)
-            inserted = cur.execute(
-                _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO NOTHING", _values(row)
-            ).rowcount
-        return inserted == 1
-
-    def templates(self, tenant: str, customer_id: str, modality: str | None = None) -> list[TemplateRow]:
-        sql = (
-            "SELECT modality, encoder_id, encoder_version, digest, key_id, blob, created_ms, label "
-            "FROM templates WHERE tenant=? AND customer_id=?"
-        )
-        args: tuple = (tenant, customer_id)
-        if modality is not None:
-            sql += " AND modality=?"
-            args += (modality,)
-        with self._tx() as cur:
-            rows = cur.execute(sql + " ORDER BY id", args).fetchall()
-        return [
-            TemplateRow(tenant, customer_id, m, e, v, d, k, bytes(b), t, label)
-            for m, e, v, d, k, b, t, label in rows
-        ]
-
-    def replace_template(self, row: TemplateRow) -> None:
-        with self._tx() as cur:
-            _ensure_customer(cur, row.tenant, row.customer_id, row.created_ms)
-            cur.execute(
-                _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO UPDATE SET "
-                "encoder_version=excluded.encoder_version, key_id=excluded.key_id, blob=excluded.blob, "
-                "label=excluded.label, created_ms=excluded.created_ms",
-                _values(row),
-            )
-
-    def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
-        with self._tx() as cur:
-            return sum(
-                cur.execute(
-                    "DELETE FROM templates WHERE tenant=? AND customer_id=? AND modality=?",
-                    (tenant, customer_id, m),
-                ).rowcount
-                for m in modalities
-            )
-
-    def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
-        with self._tx() as cur:
-            row = cur.execute(
-                "SELECT blob FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
-                (tenant, customer_id, name),
-            ).fetchone()
-        return bytes(row[0]) if row else None
-
-    def state_names(self, tenant: str, customer_id: str) -> list[str]:
-        with self._tx() as cur:
-            rows = cur.execute(
-                "SELECT name FROM customer_state WHERE tenant=? AND customer_id=? ORDER BY name",
-                (tenant, customer_id),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None:
-        with self._tx() as cur:
-            _ensure_customer(cur, tenant, customer_id, now_ms)
-            cur.execute(
-                "INSERT INTO customer_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, customer_id, name) "
-                "DO UPDATE SET blob=excluded.blob, updated_ms=excluded.updated_ms",
-                (tenant, customer_id, name, blob, now_ms),
-            )
-
-    def delete_state(self, tenant: str, customer_id: str, name: str) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "DELETE FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
-                (tenant, customer_id, name),
-            )
-
-    def get_secret(self, name: str) -> bytes | None:
-        with self._tx() as cur:
-            row = cur.execute("SELECT blob FROM service_secrets WHERE name=?", (name,)).fetchone()
-        return bytes(row[0]) if row else None
-
-    def put_secret(self, name: str, blob: bytes) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO service_secrets VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET blob=excluded.blob",
-                (name, blob),
-            )
-
-    def use_assertion(self, jti: str, tenant: str, expires_ms: int, now_ms: int) -> int:
-        with self._tx() as cur:
-            cur.execute("DELETE FROM assertion_uses WHERE expires_ms < ?", (now_ms,))
-            cur.execute(
-                "INSERT INTO assertion_uses VALUES (?, ?, 1, ?) ON CONFLICT (jti) DO UPDATE SET uses=uses+1",
-                (jti, tenant, expires_ms),
-            )
-            return cur.execute("SELECT uses FROM assertion_uses WHERE jti=?", (jti,)).fetchone()[0]
-
-    def append_audit(self, event: AuditEvent) -> int:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO audit (tenant, time_ms, actor, action, customer_id, outcome, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.tenant,
-                    event.time_ms,
-                    event.actor,
-                    event.action,
-                    event.customer_id,
-                    event.outcome,
-                    json.dumps(event.details, sort_keys=True),
-                ),
-            )
-            return int(cur.lastrowid or 0)
-
-    def list_audit(
-        self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
-    ) -> list[AuditEvent]:
-        sql = "SELECT id, time_ms, actor, action, customer_id, outcome, details FROM audit WHERE tenant=?"
-        args: tuple = (tenant,)
-        if before_id is not None:
-            sql += " AND id<?"
-            args += (before_id,)
-        if customer_id:
-            sql += " AND customer_id=?"
-            args += (customer_id,)
-        with self._tx() as cur:
-            rows = cur.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [
-            AuditEvent(tenant, t, actor, action, cid, outcome, json.loads(details), id=i)
-            for i, t, actor, action, cid, outcome, details in rows
-        ]
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-_TEMPLATE_KEY = "(tenant, customer_id, modality, encoder_id, digest)"
-_INSERT_TEMPLATE = (
-    "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, key_id, "
-    "blob, label, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)"
-)
-
-
-def _values(row: TemplateRow) -> tuple:
-    return (
-        row.tenant,
-        row.customer_id,
-        row.modality,
-        row.encoder_id,
-        row.encoder_version,
-        row.digest,
-        row.key_id,
-        row.blob,
-        row.label,
-        row.created_ms,
-    )
-
-
-def _ensure_customer(cur: sqlite3.Cursor, tenant: str, customer_id: str, now_ms: int) -> None:
-    cur.execute(
-        "INSERT OR IGNORE INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?)",
-        (tenant, customer_id, now_ms),
-    )
-
-
-_CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered"
-
-
-def _customer_from_row(tenant: str, row: tuple) -> CustomerRecord:
-    cid, created, methods, opted_out, version, consent_ms, registered = row
-    return CustomerRecord(
-        tenant,
-        cid,
-        created,
-        tuple(json.loads(methods)),
-        bool(opted_out),
-        version,
-        consent_ms,
-        bool(registered),
-    )
-
-
-def _customer(cur: sqlite3.Cursor, tenant: str, customer_id: str) -> CustomerRecord | None:
-    row = cur.execute(
-        f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id=?", (tenant, customer_id)
-    ).fetchone()
-    return _customer_from_row(tenant, row) if row else None
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT under the connection lock; ROLLBACK on any error."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _owner_only(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        # Deleted content is overwritten with zeros, not left in free pages.
+        conn.execute("PRAGMA secure_delete=ON")
         self._conn = conn
-        self._lock = lock
 
-    def __enter__(self) -> sqlite3.Cursor:
-        self._lock.acquire()
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
+            return await loop.run_in_executor(self._executor, fn)
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if any(w in text for w in ("locked", "busy", "I/O", "unable to open", "disk")):
+                raise StoreUnavailable(f"{self.description}: {text}") from exc
             raise
-        return self._conn.cursor()
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._conn.execute("COMMIT")
-        finally:
-            # Undo on error, and also when COMMIT itself failed: SQLite then keeps the
-            # transaction open, and every later BEGIN on this connection would fail.
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        async with self._lock:
+            await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            tx = SQLiteTransaction(self)
             try:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                yield tx
+                await self._run(lambda: self._conn.execute("COMMIT"))
             finally:
-                self._lock.release()
+                # Undo on error, and also when COMMIT itself failed: SQLite then keeps the
+                # transaction open, and every later BEGIN on this connection would fail.
+                await self._run(self._rollback_if_open)
+            if tx.erased:
+                await self._run(self._scrub)
+
+    def _rollback_if_open(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _scrub(self) -> None:
+        """Copies the WAL into the database (where secure_delete zeroed the rows) and truncates it."""
+        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:  # another process holds a read snapshot; the next erasure retries
+            log.warning("%s: WAL checkpoint after erasure was blocked by a reader", self.description)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _version(self) -> int:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "schema_migrations" in tables:
+            row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            return int(row[0] or 0)
+        if "meta" in tables:  # a file of authsvc 0.1, before versioned migrations: schema 1
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            return int(row[0]) if row else 0
+        return 0
+
+    async def schema_version(self) -> int:
+        async with self._lock:
+            return await self._run(self._version)
+
+    async def migrate(self) -> list[int]:
+        async with self._lock:
+            return await self._run(self._migrate)
+
+    def _migrate(self) -> list[int]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = self._version()
+            steps = migrations.pending(DIALECT, current, self.description)
+            conn.execute(migrations.CREATE_TABLE)
+            if current and not conn.execute("SELECT 1 FROM schema_migrations").fetchone():
+                # A legacy file: its steps up to `current` are in place; record them.
+                for m in migrations.load(DIALECT)[:current]:
+                    conn.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", (m.version, m.name, _now_ms())
+                    )
+            conn.execute("COMMIT")
+        finally:
+            self._rollback_if_open()
+        applied = []
+        for m in steps:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in m.statements():
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (m.version, m.name, _now_ms()))
+                # Builds from before versioned migrations read this and refuse a newer schema.
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                    (str(m.version),),
+                )
+                conn.execute("COMMIT")
+            finally:
+                self._rollback_if_open()
+            log.info("%s: applied schema migration %04d_%s", self.description, m.version, m.name)
+            applied.append(m.version)
+        return applied
+
+    async def ping(self) -> None:
+        async with self._lock:
+            await self._run(lambda: self._conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._run(self._conn.close)
+        self._executor.shutdown(wait=True)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -204,9 +204,7 @@ class EcapaEncoder:
             # equal lengths need no tail room.
             tail = self._max_pad if current and frames[current[0]] != n else 0
             padded = (len(current) + 1) * (n + tail)
-            if current and (
-                len(current) >= self.max_batch or padded > (1 + self.max_padding) * (real + n)
-            ):
+            if current and (len(current) >= self.max_batch or padded > (1 + self.max_padding) * (real + n)):
                 groups.append(current)
                 current, real = [], 0
             current.append(i)

@@ -1,0 +1,310 @@
+"""The unit-of-work operations, once, in the SQL both backends speak.
+
+Statements are written with `?` placeholders (SQLite's); the PostgreSQL
+backend rewrites them to `%s`. Backends supply four primitives: fetch all
+rows, fetch one, execute for a row count, and the row-lock suffix
+(`FOR UPDATE` where the backend has row locks, nothing on SQLite, whose
+`BEGIN IMMEDIATE` already holds the database's write lock).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from authsvc.store.base import AuditEvent, CustomerRecord, Erasure, Secret, TemplateRow
+
+_CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered"
+_TEMPLATE_KEY = "(tenant, customer_id, modality, encoder_id, digest)"
+_INSERT_TEMPLATE = (
+    "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, key_id, "
+    "blob, label, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _values(row: TemplateRow) -> tuple:
+    return (
+        row.tenant,
+        row.customer_id,
+        row.modality,
+        row.encoder_id,
+        row.encoder_version,
+        row.digest,
+        row.key_id,
+        row.blob,
+        row.label,
+        row.created_ms,
+    )
+
+
+def _customer_from_row(tenant: str, row: Sequence[Any]) -> CustomerRecord:
+    cid, created, methods, opted_out, version, consent_ms, registered = row
+    return CustomerRecord(
+        tenant,
+        cid,
+        int(created),
+        tuple(json.loads(methods)),
+        bool(opted_out),
+        version,
+        int(consent_ms),
+        bool(registered),
+    )
+
+
+class SqlTransaction(ABC):
+    #: Appended to a SELECT that must lock the rows it reads.
+    for_update = ""
+
+    def __init__(self) -> None:
+        self.erased = False  # a customer was erased: the backend scrubs its files after commit
+
+    @abstractmethod
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]: ...
+
+    @abstractmethod
+    async def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Executes and returns the number of rows changed."""
+
+    async def _one(self, sql: str, args: Sequence[Any] = ()) -> tuple | None:
+        rows = await self._all(sql, args)
+        return rows[0] if rows else None
+
+    # -- customers -------------------------------------------------------------------------
+
+    async def lock_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
+        row = await self._one(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id=?{self.for_update}",
+            (tenant, customer_id),
+        )
+        return _customer_from_row(tenant, row) if row else None
+
+    async def _ensure(self, tenant: str, customer_id: str, now_ms: int) -> None:
+        await self._count(
+            "INSERT INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant, customer_id) DO NOTHING",
+            (tenant, customer_id, now_ms),
+        )
+
+    async def ensure_customer(self, tenant: str, customer_id: str, now_ms: int) -> CustomerRecord:
+        await self._ensure(tenant, customer_id, now_ms)
+        record = await self.get_customer(tenant, customer_id)
+        assert record is not None
+        return record
+
+    async def get_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
+        row = await self._one(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id=?",
+            (tenant, customer_id),
+        )
+        return _customer_from_row(tenant, row) if row else None
+
+    async def list_customers(self, tenant: str, limit: int, after: str = "") -> list[CustomerRecord]:
+        rows = await self._all(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE tenant=? AND customer_id>? "
+            "ORDER BY customer_id LIMIT ?",
+            (tenant, after, limit),
+        )
+        return [_customer_from_row(tenant, r) for r in rows]
+
+    async def set_choices(
+        self,
+        tenant: str,
+        customer_id: str,
+        methods: list[str],
+        opted_out: bool,
+        consent_version: str,
+        now_ms: int,
+    ) -> CustomerRecord:
+        await self._ensure(tenant, customer_id, now_ms)
+        await self._count(
+            "UPDATE customers SET methods=?, opted_out=?, consent_version=?, consent_ms=?, registered=1 "
+            "WHERE tenant=? AND customer_id=?",
+            (json.dumps(sorted(methods)), int(opted_out), consent_version, now_ms, tenant, customer_id),
+        )
+        record = await self.get_customer(tenant, customer_id)
+        assert record is not None
+        return record
+
+    async def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
+        if await self.lock_customer(tenant, customer_id) is None:
+            return None
+        key = (tenant, customer_id)
+        n = await self._count("DELETE FROM templates WHERE tenant=? AND customer_id=?", key)
+        m = await self._count("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key)
+        await self._count("DELETE FROM customers WHERE tenant=? AND customer_id=?", key)
+        self.erased = True
+        return Erasure(templates=n, secrets=m)
+
+    # -- data keys -------------------------------------------------------------------------
+
+    async def get_data_key(self, tenant: str) -> tuple[str, bytes] | None:
+        row = await self._one("SELECT master_key_id, wrapped FROM data_keys WHERE tenant=?", (tenant,))
+        return (row[0], bytes(row[1])) if row else None
+
+    async def put_data_key(self, tenant: str, master_key_id: str, wrapped: bytes) -> tuple[str, bytes]:
+        await self._count(
+            "INSERT INTO data_keys (tenant, master_key_id, wrapped) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant) DO NOTHING",
+            (tenant, master_key_id, wrapped),
+        )
+        stored = await self.get_data_key(tenant)
+        assert stored is not None
+        return stored
+
+    async def master_key_ids(self) -> set[str]:
+        return {r[0] for r in await self._all("SELECT DISTINCT master_key_id FROM data_keys")}
+
+    async def has_sealed_data(self) -> bool:
+        return bool(
+            await self._one("SELECT 1 FROM data_keys LIMIT 1")
+            or await self._one("SELECT 1 FROM service_secrets LIMIT 1")
+        )
+
+    # -- templates -------------------------------------------------------------------------
+
+    async def add_template(self, row: TemplateRow) -> bool:
+        await self._ensure(row.tenant, row.customer_id, row.created_ms)
+        inserted = await self._count(
+            _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO NOTHING", _values(row)
+        )
+        return inserted == 1
+
+    async def templates(
+        self, tenant: str, customer_id: str, modality: str | None = None
+    ) -> list[TemplateRow]:
+        sql = (
+            "SELECT modality, encoder_id, encoder_version, digest, key_id, blob, created_ms, label "
+            "FROM templates WHERE tenant=? AND customer_id=?"
+        )
+        args: tuple = (tenant, customer_id)
+        if modality is not None:
+            sql += " AND modality=?"
+            args += (modality,)
+        rows = await self._all(sql + " ORDER BY id", args)
+        return [
+            TemplateRow(tenant, customer_id, m, e, v, d, k, bytes(b), int(t), label)
+            for m, e, v, d, k, b, t, label in rows
+        ]
+
+    async def replace_template(self, row: TemplateRow) -> None:
+        await self._ensure(row.tenant, row.customer_id, row.created_ms)
+        await self._count(
+            _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO UPDATE SET "
+            "encoder_version=excluded.encoder_version, key_id=excluded.key_id, blob=excluded.blob, "
+            "label=excluded.label, created_ms=excluded.created_ms",
+            _values(row),
+        )
+
+    async def delete_templates(self, tenant: str, customer_id: str, modalities: list[str]) -> int:
+        n = 0
+        for m in modalities:
+            n += await self._count(
+                "DELETE FROM templates WHERE tenant=? AND customer_id=? AND modality=?",
+                (tenant, customer_id, m),
+            )
+        return n
+
+    # -- per-customer state ----------------------------------------------------------------
+
+    async def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
+        row = await self._one(
+            "SELECT blob FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
+            (tenant, customer_id, name),
+        )
+        return bytes(row[0]) if row else None
+
+    async def state_names(self, tenant: str, customer_id: str) -> list[str]:
+        rows = await self._all(
+            "SELECT name FROM customer_state WHERE tenant=? AND customer_id=? ORDER BY name",
+            (tenant, customer_id),
+        )
+        return [r[0] for r in rows]
+
+    async def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None:
+        await self._ensure(tenant, customer_id, now_ms)
+        await self._count(
+            "INSERT INTO customer_state (tenant, customer_id, name, blob, updated_ms) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, customer_id, name) DO UPDATE SET blob=excluded.blob, "
+            "updated_ms=excluded.updated_ms",
+            (tenant, customer_id, name, blob, now_ms),
+        )
+
+    async def delete_state(self, tenant: str, customer_id: str, name: str) -> None:
+        await self._count(
+            "DELETE FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
+            (tenant, customer_id, name),
+        )
+
+    # -- service secrets and assertion uses ------------------------------------------------
+
+    async def get_secret(self, name: str, for_update: bool = False) -> Secret | None:
+        row = await self._one(
+            "SELECT blob, version FROM service_secrets WHERE name=?"
+            + (self.for_update if for_update else ""),
+            (name,),
+        )
+        return Secret(bytes(row[0]), int(row[1])) if row else None
+
+    async def put_secret(self, name: str, blob: bytes, expected_version: int) -> bool:
+        if expected_version == 0:
+            written = await self._count(
+                "INSERT INTO service_secrets (name, blob, version) VALUES (?, ?, 1) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, blob),
+            )
+        else:
+            written = await self._count(
+                "UPDATE service_secrets SET blob=?, version=version+1 WHERE name=? AND version=?",
+                (blob, name, expected_version),
+            )
+        return written == 1
+
+    async def use_assertion(self, jti: str, tenant: str, max_uses: int, expires_ms: int, now_ms: int) -> bool:
+        await self._count("DELETE FROM assertion_uses WHERE expires_ms < ?", (now_ms,))
+        # One statement: the conflict path takes the row's lock, so concurrent uses are counted
+        # one after the other and the last one past the limit changes nothing.
+        row = await self._one(
+            "INSERT INTO assertion_uses (jti, tenant, uses, expires_ms) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (jti) DO UPDATE SET uses=assertion_uses.uses+1 WHERE assertion_uses.uses < ? "
+            "RETURNING uses",
+            (jti, tenant, expires_ms, max_uses),
+        )
+        return row is not None
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def append_audit(self, event: AuditEvent) -> int:
+        row = await self._one(
+            "INSERT INTO audit (tenant, time_ms, actor, action, customer_id, outcome, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                event.tenant,
+                event.time_ms,
+                event.actor,
+                event.action,
+                event.customer_id,
+                event.outcome,
+                json.dumps(event.details, sort_keys=True),
+            ),
+        )
+        assert row is not None
+        return int(row[0])
+
+    async def list_audit(
+        self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
+    ) -> list[AuditEvent]:
+        sql = "SELECT id, time_ms, actor, action, customer_id, outcome, details FROM audit WHERE tenant=?"
+        args: tuple = (tenant,)
+        if before_id is not None:
+            sql += " AND id<?"
+            args += (before_id,)
+        if customer_id:
+            sql += " AND customer_id=?"
+            args += (customer_id,)
+        rows = await self._all(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [
+            AuditEvent(tenant, int(t), actor, action, cid, outcome, json.loads(details), id=int(i))
+            for i, t, actor, action, cid, outcome, details in rows
+        ]
