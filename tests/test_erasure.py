@@ -1,0 +1,82 @@
+"""Erasure that erases: after DeleteCustomer nothing of the customer's is left in the SQLite files.
+
+The deleted customer's template ciphertexts, factor secrets and labels are
+read from the database before the deletion, then looked for, byte for byte,
+in the raw database, -wal and -shm files after it. Another customer's
+ciphertexts, still stored, are found by the same scan: it does look.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
+from tests.wire import enroll_request
+
+LABEL = "alice-2026-11-30-branch-recording.wav"
+
+
+def _sealed(db_path: Path, customer: str) -> list[bytes]:
+    """Every ciphertext and label of the customer, read straight from the file."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        blobs = [
+            bytes(b) for (b,) in db.execute("SELECT blob FROM templates WHERE customer_id=?", (customer,))
+        ]
+        blobs += [
+            bytes(b)
+            for (b,) in db.execute("SELECT blob FROM customer_state WHERE customer_id=?", (customer,))
+        ]
+        labels = [
+            lab.encode()
+            for (lab,) in db.execute("SELECT label FROM templates WHERE customer_id=?", (customer,))
+            if lab
+        ]
+    finally:
+        db.close()
+    return blobs + labels
+
+
+def _raw(db_path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(db_path.parent.glob(db_path.name + "*")))
+
+
+def _found(needle: bytes, haystack: bytes) -> bool:
+    # Any 24-byte window: a ciphertext split across pages or partly overwritten still counts.
+    step = 24
+    return any(needle[i : i + step] in haystack for i in range(0, max(1, len(needle) - step + 1), 8))
+
+
+async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_or_shm(service, speech):
+    channel, _, data_dir, _ = service
+    db_path = data_dir / "authsvc.sqlite3"
+    names = sorted(speech)
+    enroll = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    for i, u in enumerate(speech[names[0]][:3]):
+        await enroll.EnrollVoice(enroll_request("acme", "alice", u, f"{LABEL}-{i}"), timeout=60)
+    for u in speech[names[1]][:2]:
+        await enroll.EnrollVoice(enroll_request("acme", "bob", u, "bob.wav"), timeout=60)
+    factors = assurance_pb2_grpc.StepUpServiceStub(channel)
+    await factors.EnrollTotp(assurance_pb2.EnrollTotpRequest(tenant="acme", customer_id="alice"))
+    await factors.SetCodeDestination(
+        assurance_pb2.SetCodeDestinationRequest(
+            tenant="acme", customer_id="alice", destination="+447700900123"
+        )
+    )
+    alice, bob = _sealed(db_path, "alice"), _sealed(db_path, "bob")
+    assert len(alice) == 3 + 2 + 3  # templates, TOTP secret and destination, labels
+    before = _raw(db_path)
+    assert all(_found(s, before) for s in alice + bob), "the scan must find stored rows"
+
+    reply = await enroll.DeleteCustomer(
+        enrollment_pb2.DeleteCustomerRequest(tenant="acme", customer_id="alice")
+    )
+    assert (reply.templates_deleted, reply.secrets_deleted) == (3, 2)
+
+    after = _raw(db_path)
+    left = [s[:12].hex() for s in alice if _found(s, after)]
+    assert not left, f"deleted ciphertexts or labels still in the files: {left}"
+    assert all(_found(s, after) for s in bob), "the other customer's rows must survive"
+    wal = Path(f"{db_path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "the WAL is checkpointed and truncated"
