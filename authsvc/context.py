@@ -20,7 +20,7 @@ from authsvc.scoring.calibration import Calibration, load_calibration
 from authsvc.stepup.senders import load_sender
 from authsvc.store import Store, migrations, open_store, store_spec
 from authsvc.templates import TemplateVault
-from authsvc.trust import AssertionAuthority
+from authsvc.trust import ROTATE_AFTER_S, AssertionAuthority
 from authsvc.voice.batcher import BatchConfig, default_config
 from authsvc.voice.encoder import SpeakerEncoder
 from authsvc.voice.registry import load_encoder
@@ -64,6 +64,8 @@ class ServiceConfig:
     store: str | None = None
     # Apply pending schema migrations at start (else refuse to start on an older schema).
     migrate: bool = True
+    # Age at which the assertion signing key is rotated (by whichever node notices first).
+    key_rotation_s: float = ROTATE_AFTER_S
 
 
 @dataclass
@@ -162,7 +164,7 @@ async def _build(
     vault = TemplateVault(store, master)
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()
-    trust = await AssertionAuthority.open(store, master, auditor)
+    trust = await AssertionAuthority.open(store, master, auditor, rotate_after_s=config.key_rotation_s)
     return ServiceContext(
         config=config,
         encoder=encoder,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from authsvc import crypto
 from authsvc.audit import Auditor
-from authsvc.errors import IntegrityError
+from authsvc.errors import ConfigError, IntegrityError
 from authsvc.policy.engine import IssuedAssertion
 from authsvc.policy.schema import TenantPolicy
 from authsvc.stepup import assertions as a
@@ -49,6 +49,8 @@ class AssertionAuthority:
         rotate_after_s: float = ROTATE_AFTER_S,
     ) -> None:
         self.store, self._master, self.auditor, self.clock = store, master, auditor, clock
+        if not 1.0 <= rotate_after_s < math.inf:
+            raise ConfigError(f"key rotation interval must be at least 1 s, got {rotate_after_s!r}")
         self.rotate_after_s = rotate_after_s
         self._ring: a.SigningKeyRing | None = None
         self._version = 0

@@ -13,6 +13,7 @@ from authsvc.context import ServiceConfig, ServiceContext, build_context
 from authsvc.errors import ConfigError
 from authsvc.server.app import AuthServer, TlsFiles
 from authsvc.store.base import StoreUnavailable
+from authsvc.trust import ROTATE_AFTER_S
 from authsvc.voice.batcher import BatchConfig
 
 log = logging.getLogger("authsvc")
@@ -89,6 +90,13 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         help="do not apply schema migrations at start; refuse to start on an older schema instead "
         "(run `authsvc db migrate` first)",
     )
+    p.add_argument(
+        "--key-rotation-s",
+        type=float,
+        default=ROTATE_AFTER_S,
+        help=f"rotate the assertion signing key at this age (default {ROTATE_AFTER_S:g} s); nodes sharing "
+        "a store share the key ring, and the first to notice rotates it for all",
+    )
     p.add_argument("--policy-dir", type=Path, help="tenant policy files (default <data-dir>/policies)")
     p.add_argument(
         "--code-sender",
@@ -115,6 +123,7 @@ async def _serve(args: argparse.Namespace) -> None:
         half=args.half,
         store=args.store,
         migrate=not args.no_migrate,
+        key_rotation_s=args.key_rotation_s,
     )
     try:
         ctx = await build_context(config)

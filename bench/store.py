@@ -1,0 +1,824 @@
+"""Store hot paths: SQLite versus PostgreSQL, one node versus two, side by side in one run.
+
+    python bench/store.py [--postgres DSN] [--backends sqlite,postgresql] [--nodes 1,2]
+                          [--concurrency 8] [--warmup-s 1] [--window-s 4] [--customers 1000]
+                          [--out bench/results/store.json]
+
+What it measures: operations per second and latency (p50/p99) of the four store operations a
+call makes, each through the facade a call uses, each one unit of work:
+
+* template_load: `TemplateVault.load(tenant, customer, "voice")` of a customer with 5 voice
+  templates of 1 KiB (a GE2E embedding's size), as a session start does (1 SELECT, then
+  AES-GCM opening of the 5 blobs).
+* audit_append: `Auditor.record(...)` of one event with two small details (1 INSERT).
+* factor_check: `Factors.check_code(policy, tenant, customer, "totp", code)` with a wrong
+  6-digit code on a customer whose TOTP is confirmed and who is not locked out: the full
+  failure path (row-lock the customer, read lockout and TOTP state, count the failure, write
+  the lockout state, audit). A right code is accepted only once per 30 s step per customer
+  (replay protection), so a throughput test of right codes would need a fake clock; wrong
+  codes are what an attacker's guesses cost, and the success path runs one statement more
+  (its round trips are in the profile). The policy sets lockout.max_failures = 100 (the NIST
+  maximum) and the lockout state of the TOTP customers is reset (untimed) before each cell,
+  so no measured attempt finds the customer locked out (locked attempts are counted).
+* assertion_use: `AssertionAuthority.validate(policy, token, "chat")` of assertions issued
+  (by `issue`, untimed) just before the cell; each token is validated once (signature check,
+  purge of expired ids, the counted use, audit).
+
+Configurations, in one run, against one seeded database per backend (--customers customers
+with templates, --totp-customers of them with a confirmed TOTP; seeded once before measuring):
+
+* SQLite: a file in a temporary folder (WAL, synchronous=NORMAL, as `SQLiteStore` opens it).
+* PostgreSQL: a schema of its own (`bench_<random>`) in --postgres (default
+  $AUTHSVC_TEST_POSTGRES, else postgresql://postgres@127.0.0.1:5432/test), dropped at the end.
+* one node: one OS process running --concurrency asyncio workers (closed loop: each awaits its
+  operation, then starts the next) on one store object (SQLite: one connection and its
+  executor thread; PostgreSQL: `PostgresStore`'s pool of 8 connections).
+* two nodes: two such processes (multiprocessing spawn), each with its own store object, on
+  the same SQLite file or PostgreSQL schema, measured over the same window; throughput is
+  the sum, latency percentiles are over both nodes' samples.
+
+Each cell: --warmup-s of load (not counted), then --window-s measured; an operation counts
+when it completes inside the window. The parent samples the CPU time of the node processes,
+of all `postgres` processes and of the whole machine over the window, so each cell also says
+how many milliseconds of node and database CPU one operation costs, and how busy the rest of
+this (shared, 2-core) machine was.
+
+Where the time goes (the profile, in the parent, one caller, untimed by the cells): each
+operation run sequentially with psycopg's `AsyncConnection.wait` (every client/server round
+trip goes through it) and SQLite's executor hand-offs counted and timed, and every statement
+the SQL layer issues recorded by verb. With the round-trip time of a bare `SELECT 1` on one
+connection and the cost of an empty unit of work, this says "an operation costs N round trips
+x RTT + the rest" (the rest: the facade's Python, crypto and the driver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from authsvc.audit import Auditor
+from authsvc.crypto import MasterKey
+from authsvc.factors import _LOCKOUT, Factors
+from authsvc.policy.schema import build_policy
+from authsvc.stepup import totp
+from authsvc.stepup.senders import load_sender
+from authsvc.store import Store, open_store
+from authsvc.templates import TemplateVault
+from authsvc.trust import AssertionAuthority
+from bench.common import RESULTS, machine
+
+TENANT = "bench"
+TEMPLATES_PER_CUSTOMER = 5
+TEMPLATE_BYTES = 1024
+OPS = ("template_load", "audit_append", "factor_check", "assertion_use")
+POLICY_RAW = {"lockout": {"max_failures": 100, "lockout_s": 300.0}}
+POSTGRES_ENV = "AUTHSVC_TEST_POSTGRES"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+PROFILE_OPS = 300
+
+
+def bench_policy():
+    return build_policy(TENANT, POLICY_RAW, "bench/store.py", "bench@1")
+
+
+def customer(i: int) -> str:
+    return f"cust-{i:05d}"
+
+
+class Services:
+    """What one node holds: the store and the facades over it."""
+
+    def __init__(self, store: Store, master: MasterKey) -> None:
+        self.store = store
+        self.vault = TemplateVault(store, master)
+        self.auditor = Auditor(store)
+        self.factors = Factors(self.vault, load_sender("log"), self.auditor)
+        self.trust: AssertionAuthority | None = None
+        self.policy = bench_policy()
+
+    @classmethod
+    async def open(cls, spec: str, master: MasterKey) -> Services:
+        s = cls(await open_store(spec), master)
+        s.trust = await AssertionAuthority.open(s.store, master, s.auditor)
+        return s
+
+    async def issue_tokens(self, n: int, customers: int, rnd: random.Random, batch: int = 500) -> list[str]:
+        """`n` fresh assertions, audited like real ones, `batch` per unit of work (untimed)."""
+        assert self.trust is not None
+        tokens: list[str] = []
+        while len(tokens) < n:
+            async with self.store.transaction() as tx:
+                for _ in range(min(batch, n - len(tokens))):
+                    cid = customer(rnd.randrange(customers))
+                    issued = await self.trust.issue(self.policy, cid, ("voice",), "AAL1", "voice", tx=tx)
+                    tokens.append(issued.token)
+        return tokens
+
+    def operation(self, op: str, rnd: random.Random, customers: int, totp_customers: int, tokens: list[str]):
+        """-> a coroutine function running one `op`; it returns a note ("" when as expected)."""
+        if op == "template_load":
+
+            async def run() -> str:
+                loaded = await self.vault.load(TENANT, customer(rnd.randrange(customers)), "voice")
+                return "" if len(loaded) == TEMPLATES_PER_CUSTOMER else "wrong_template_count"
+
+        elif op == "audit_append":
+
+            async def run() -> str:
+                await self.auditor.record(
+                    TENANT,
+                    "bench.audit",
+                    customer(rnd.randrange(customers)),
+                    "ok",
+                    policy=self.policy.policy_id,
+                    session=uuid.uuid4().hex,
+                )
+                return ""
+
+        elif op == "factor_check":
+
+            async def run() -> str:
+                cid = customer(rnd.randrange(totp_customers))
+                attempt = await self.factors.check_code(
+                    self.policy, TENANT, cid, "totp", f"{rnd.randrange(10**6):06d}"
+                )
+                if attempt.ok:
+                    return "guessed_right"  # 3 in a million
+                return "locked_out" if attempt.note == "locked out" else ""
+
+        elif op == "assertion_use":
+            assert self.trust is not None
+            trust = self.trust
+
+            async def run() -> str:
+                if not tokens:
+                    raise TokensExhausted
+                await trust.validate(self.policy, tokens.pop(), "chat")
+                return ""
+
+        else:
+            raise ValueError(op)
+        return run
+
+
+class TokensExhausted(Exception):
+    pass
+
+
+# -- seeding (parent, once per backend) ---------------------------------------------------
+
+
+async def seed(spec: str, master: MasterKey, customers: int, totp_customers: int, rng_seed: int) -> dict:
+    started = time.perf_counter()
+    store = await open_store(spec)
+    try:
+        await store.migrate()
+        s = Services(store, master)
+        rnd = random.Random(rng_seed)
+        for first in range(0, customers, 50):
+            async with store.transaction() as tx:
+                for i in range(first, min(first + 50, customers)):
+                    cid = customer(i)
+                    for j in range(TEMPLATES_PER_CUSTOMER):
+                        payload = rnd.randbytes(TEMPLATE_BYTES)
+                        digest = s.vault.sample_digest(TENANT, cid, "voice", payload)
+                        await s.vault.put(
+                            TENANT, cid, "voice", "ge2e", "bench-1", digest, payload, f"u{j}", tx
+                        )
+        secrets: dict[str, bytes] = {}
+        for i in range(totp_customers):
+            cid = customer(i)
+            uri = await s.factors.enroll_totp(TENANT, cid, cid, "authsvc-bench")
+            b32 = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
+            secret = base64.b32decode(b32 + "=" * (-len(b32) % 8))
+            if not await s.factors.confirm_totp(TENANT, cid, totp.generate(secret, time.time())):
+                raise SystemExit(f"seeding: TOTP confirmation of {cid} failed")
+            secrets[cid] = secret
+        await AssertionAuthority.open(store, master, s.auditor)  # creates the key ring
+    finally:
+        await store.close()
+    return {"seconds": round(time.perf_counter() - started, 1), "totp_secrets": secrets}
+
+
+async def reset_lockouts(spec: str, totp_customers: int) -> None:
+    store = await open_store(spec)
+    try:
+        async with store.transaction() as tx:
+            for i in range(totp_customers):
+                await tx.delete_state(TENANT, customer(i), _LOCKOUT)
+    finally:
+        await store.close()
+
+
+# -- one node (a process of its own) ------------------------------------------------------
+
+
+def node_main(conn, spec: str, key: bytes, node: int, concurrency: int, customers: int, totp_n: int) -> None:
+    asyncio.run(_node(conn, spec, MasterKey(key), node, concurrency, customers, totp_n))
+
+
+async def _node(conn, spec, master, node, concurrency, customers, totp_n) -> None:
+    s = await Services.open(spec, master)
+    tokens: list[str] = []
+    rnd = random.Random(1000 + node)
+    conn.send({"pid": os.getpid(), "store": s.store.description})
+    try:
+        while True:
+            cmd = await asyncio.to_thread(conn.recv)
+            if cmd["cmd"] == "stop":
+                break
+            if cmd["cmd"] == "prepare":
+                started = time.perf_counter()
+                tokens = await s.issue_tokens(cmd["tokens"], customers, rnd) if cmd["tokens"] else []
+                conn.send({"tokens": len(tokens), "seconds": round(time.perf_counter() - started, 2)})
+            elif cmd["cmd"] == "run":
+                conn.send(await _cell(s, cmd, node, concurrency, customers, totp_n, tokens))
+    finally:
+        await s.store.close()
+
+
+async def _cell(s: Services, cmd: dict, node: int, concurrency: int, customers, totp_n, tokens) -> dict:
+    t_start, t_end = cmd["t_start"], cmd["t_end"]
+    latencies: list[float] = []
+    notes: Counter = Counter()
+    errors: Counter = Counter()
+    first_error: dict[str, str] = {}
+    warmup_ops = 0
+
+    async def worker(w: int) -> None:
+        nonlocal warmup_ops
+        run = s.operation(cmd["op"], random.Random(node * 1000 + w), customers, totp_n, tokens)
+        while (t0 := time.monotonic()) < t_end:
+            try:
+                note = await run()
+            except TokensExhausted:
+                notes["tokens_exhausted"] += 1
+                return
+            except Exception as exc:
+                name = type(exc).__name__
+                errors[name] += 1
+                first_error.setdefault(name, str(exc)[:200])
+                continue
+            t1 = time.monotonic()
+            if t_start <= t1 <= t_end:
+                latencies.append(t1 - t0)
+                if note:
+                    notes[note] += 1
+            elif t1 < t_start:
+                warmup_ops += 1
+
+    tasks = [asyncio.create_task(worker(w)) for w in range(concurrency)]
+    _done, late = await asyncio.wait(tasks, timeout=max(0.0, t_end - time.monotonic()) + 15.0)
+    for t in late:
+        t.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    return {
+        "node": node,
+        "latencies": np.asarray(latencies, dtype=np.float64),
+        "warmup_ops": warmup_ops,
+        "notes": dict(notes),
+        "errors": dict(errors),
+        "first_error": first_error,
+        "cancelled_after_window": len(late),
+        "tokens_left": len(tokens),
+    }
+
+
+# -- CPU sampling (parent) ----------------------------------------------------------------
+
+
+def cpu_snapshot(node_pids: list[int]) -> dict:
+    import psutil
+
+    def cpu(p) -> float:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            return t.user + t.system
+        return 0.0
+
+    pg = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "postgres":
+            pg += cpu(p)
+    total = psutil.cpu_times()
+    busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+    return {
+        "t": time.monotonic(),
+        "nodes": sum(cpu(psutil.Process(pid)) for pid in node_pids),
+        "postgres": pg,
+        "parent": cpu(psutil.Process()),
+        "machine": busy,
+    }
+
+
+def cpu_delta(a: dict, b: dict, ops: int) -> dict:
+    wall = b["t"] - a["t"]
+    d = {k: b[k] - a[k] for k in ("nodes", "postgres", "parent", "machine")}
+    other = d["machine"] - d["nodes"] - d["postgres"] - d["parent"]
+
+    def per_op(x: float) -> float | None:
+        return round(1000 * x / ops, 3) if ops else None
+
+    return {
+        "node_cores": round(d["nodes"] / wall, 2),
+        "postgres_cores": round(d["postgres"] / wall, 2),
+        "other_cores": round(max(0.0, other) / wall, 2),
+        "machine_cores": round(d["machine"] / wall, 2),
+        "node_cpu_ms_per_op": per_op(d["nodes"]),
+        "postgres_cpu_ms_per_op": per_op(d["postgres"]),
+    }
+
+
+# -- the cells ----------------------------------------------------------------------------
+
+
+def pct(samples: np.ndarray) -> dict:
+    if samples.size == 0:
+        return {"count": 0}
+    ms = samples * 1000
+    return {
+        "count": int(ms.size),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "max_ms": round(float(ms.max()), 3),
+    }
+
+
+def run_topology(
+    backend: str, spec: str, nodes: int, args, master: MasterKey, audit_rate: dict
+) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    procs, pipes = [], []
+    for k in range(nodes):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(
+            target=node_main,
+            args=(child, spec, master.key, k, args.concurrency, args.customers, args.totp_customers),
+            daemon=True,
+        )
+        p.start()
+        procs.append(p)
+        pipes.append(parent)
+    cells = []
+    try:
+        hello = [c.recv() for c in pipes]
+        pids = [h["pid"] for h in hello]
+        for op in OPS:
+            if op == "factor_check":
+                asyncio.run(reset_lockouts(spec, args.totp_customers))
+            n_tokens = 0
+            if op == "assertion_use":
+                # Enough for the cell at the audit rate (a validation writes more than an audit row).
+                per_node = audit_rate.get((backend, nodes), 2000.0) / nodes
+                n_tokens = int(per_node * (args.warmup_s + args.window_s + 1.0) * 1.5) + 200
+            for c in pipes:
+                c.send({"cmd": "prepare", "tokens": n_tokens})
+            prepared = [c.recv() for c in pipes]
+            t_start = time.monotonic() + 0.3 + args.warmup_s
+            t_end = t_start + args.window_s
+            for c in pipes:
+                c.send({"cmd": "run", "op": op, "t_start": t_start, "t_end": t_end})
+            time.sleep(max(0.0, t_start - time.monotonic()))
+            before = cpu_snapshot(pids)
+            time.sleep(max(0.0, t_end - time.monotonic()))
+            after = cpu_snapshot(pids)
+            results = [c.recv() for c in pipes]
+            lat = np.concatenate([r["latencies"] for r in results])
+            errors: Counter = Counter()
+            notes: Counter = Counter()
+            first_error: dict = {}
+            for r in results:
+                errors.update(r["errors"])
+                notes.update(r["notes"])
+                first_error.update(r["first_error"])
+            cell = {
+                "backend": backend,
+                "nodes": nodes,
+                "op": op,
+                "ops_per_s": round(lat.size / args.window_s, 1),
+                **pct(lat),
+                "per_node_ops_per_s": [round(r["latencies"].size / args.window_s, 1) for r in results],
+                "errors": dict(errors),
+                "first_error": first_error,
+                "notes": dict(notes),
+                "cpu": cpu_delta(before, after, int(lat.size)),
+            }
+            if n_tokens:
+                cell["tokens_per_node"] = n_tokens
+                cell["tokens_left"] = [r["tokens_left"] for r in results]
+                cell["token_issue_s"] = [p["seconds"] for p in prepared]
+            if op == "audit_append":
+                audit_rate[(backend, nodes)] = max(cell["ops_per_s"], 200.0)
+            cells.append(cell)
+            print("  " + cell_line(cell), flush=True)
+        for c in pipes:
+            c.send({"cmd": "stop"})
+        for p in procs:
+            p.join(30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(10)
+    return cells
+
+
+def cell_line(c: dict) -> str:
+    nan = float("nan")
+    extra = ""
+    if c["errors"]:
+        extra += f" errors {c['errors']}"
+    if c["notes"]:
+        extra += f" notes {c['notes']}"
+    cpu = c["cpu"]
+    return (
+        f"{c['backend']:10s} {c['nodes']} node{'s' if c['nodes'] > 1 else ' '} {c['op']:14s} "
+        f"{c['ops_per_s']:8.1f} ops/s  p50 {c.get('p50_ms', nan):7.2f} ms  p99 {c.get('p99_ms', nan):7.2f} ms"
+        f"  | cpu/op node {cpu['node_cpu_ms_per_op']} ms, pg {cpu['postgres_cpu_ms_per_op']} ms,"
+        f" other {cpu['other_cores']} cores{extra}"
+    )
+
+
+# -- where the time goes (parent, one caller, instrumented) -------------------------------
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.trips = 0
+        self.wait_s = 0.0
+        self.verbs: Counter = Counter()
+
+    def reset(self) -> None:
+        self.trips, self.wait_s, self.verbs = 0, 0.0, Counter()
+
+
+@contextlib.contextmanager
+def instrumented(tally: Tally):
+    """Counts and times every PostgreSQL round trip (`AsyncConnection.wait`) and SQLite executor
+    hand-off (`SQLiteStore._run`), and records the verb of every statement the SQL layer sends."""
+    import psycopg
+
+    from authsvc.store.postgres import PostgresTransaction
+    from authsvc.store.sqlite import SQLiteStore, SQLiteTransaction
+
+    saved: list[tuple[type, str, Callable]] = []
+
+    def patch(cls: type, name: str, make: Callable) -> None:
+        original = cls.__dict__[name]
+        saved.append((cls, name, original))
+        setattr(cls, name, make(original))
+
+    def timed(original):
+        async def wrapper(self, *a, **kw):
+            t = time.perf_counter()
+            try:
+                return await original(self, *a, **kw)
+            finally:
+                tally.trips += 1
+                tally.wait_s += time.perf_counter() - t
+
+        return wrapper
+
+    def verb(original):
+        async def wrapper(self, sql, args=()):
+            tally.verbs[sql.split(None, 1)[0].upper() if sql.strip() else "(empty)"] += 1
+            return await original(self, sql, args)
+
+        return wrapper
+
+    def pg_execute(original):
+        async def wrapper(self, query, *a, **kw):
+            if query == "":
+                tally.verbs["(pool check)"] += 1
+            return await original(self, query, *a, **kw)
+
+        return wrapper
+
+    patch(psycopg.AsyncConnection, "wait", timed)
+    patch(psycopg.AsyncConnection, "execute", pg_execute)
+    patch(SQLiteStore, "_run", timed)
+    for cls in (PostgresTransaction, SQLiteTransaction):
+        patch(cls, "_all", verb)
+        patch(cls, "_count", verb)
+    try:
+        yield
+    finally:
+        for cls, name, original in reversed(saved):
+            setattr(cls, name, original)
+
+
+async def profile(backend: str, spec: str, master: MasterKey, args, totp_secrets: dict[str, bytes]) -> dict:
+    import psycopg
+
+    tally = Tally()
+    out: dict = {"unit": "round trips" if backend == "postgresql" else "executor hand-offs"}
+    s = await Services.open(spec, master)
+    try:
+        with instrumented(tally):
+            # The floor: one bare statement, and a unit of work with nothing in it.
+            if backend == "postgresql":
+                conn = await psycopg.AsyncConnection.connect(spec, autocommit=True)
+                try:
+                    bare = []
+                    for _ in range(500):
+                        t = time.perf_counter()
+                        await conn.execute("SELECT 1")
+                        bare.append(time.perf_counter() - t)
+                finally:
+                    await conn.close()
+                out["select1_rtt_ms"] = pct(np.asarray(bare[50:]))
+            else:
+                bare = []
+                for _ in range(500):
+                    t = time.perf_counter()
+                    await s.store.ping()
+                    bare.append(time.perf_counter() - t)
+                out["select1_hop_ms"] = pct(np.asarray(bare[50:]))
+
+            async def empty() -> str:
+                async with s.store.transaction():
+                    pass
+                return ""
+
+            rnd = random.Random(7)
+            tokens = await s.issue_tokens(PROFILE_OPS + 20, args.customers, rnd)
+            ops: dict[str, Callable] = {"empty_unit_of_work": empty}
+            for op in OPS:
+                ops[op] = s.operation(op, rnd, args.customers, args.totp_customers, tokens)
+            right = iter(sorted(totp_secrets.items()))
+
+            async def right_code() -> str:
+                # The code of the next 30 s step: accepted once (the seed confirmed the current one).
+                cid, secret = next(right)
+                code = totp.generate(secret, time.time() + 30)
+                attempt = await s.factors.check_code(s.policy, TENANT, cid, "totp", code)
+                return "" if attempt.ok else "rejected"
+
+            ops["factor_check_right_code"] = right_code
+            for name, run in ops.items():
+                n = min(PROFILE_OPS, len(totp_secrets)) if name == "factor_check_right_code" else PROFILE_OPS
+                for _ in range(20 if name != "factor_check_right_code" else 0):
+                    await run()  # warm: data key cache, prepared statements
+                tally.reset()
+                lat, notes = [], Counter()
+                for _ in range(n):
+                    t = time.perf_counter()
+                    note = await run()
+                    lat.append(time.perf_counter() - t)
+                    if note:
+                        notes[note] += 1
+                row = pct(np.asarray(lat))
+                row["trips_per_op"] = round(tally.trips / n, 2)
+                row["db_wait_ms_per_op"] = round(1000 * tally.wait_s / n, 3)
+                row["outside_db_ms_per_op"] = round(row["mean_ms"] - row["db_wait_ms_per_op"], 3)
+                row["statements_per_op"] = {k: round(v / n, 2) for k, v in sorted(tally.verbs.items())}
+                if notes:
+                    row["notes"] = dict(notes)
+                out[name] = row
+    finally:
+        await s.store.close()
+    return out
+
+
+def explain(backend: str, prof: dict) -> list[str]:
+    floor = prof.get("select1_rtt_ms") or prof.get("select1_hop_ms")
+    unit = "round trips" if backend == "postgresql" else "hand-offs"
+    rtt = floor["p50_ms"]
+    lines = [
+        f"{backend}: bare SELECT 1 p50 {rtt:.3f} ms ({'one connection' if unit == 'round trips' else 'ping'})"
+    ]
+    for name, row in prof.items():
+        if not isinstance(row, dict) or "trips_per_op" not in row:
+            continue
+        stmts = ", ".join(f"{k} {v:g}" for k, v in row["statements_per_op"].items())
+        lines.append(
+            f"  {name:24s} mean {row['mean_ms']:6.3f} ms = {row['trips_per_op']:4.1f} {unit} "
+            f"({row['db_wait_ms_per_op']:.3f} ms waiting; {row['trips_per_op']:.1f} x {rtt:.3f} = "
+            f"{row['trips_per_op'] * rtt:.3f}) + {row['outside_db_ms_per_op']:.3f} ms outside  [{stmts}]"
+        )
+    return lines
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def ratios(cells: list[dict]) -> dict:
+    by = {(c["backend"], c["nodes"], c["op"]): c["ops_per_s"] for c in cells}
+
+    def r(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    out: dict = {"postgresql_over_sqlite": {}, "two_over_one_node": {}}
+    for nodes in (1, 2):
+        out["postgresql_over_sqlite"][f"{nodes}_node"] = {
+            op: r(by.get(("postgresql", nodes, op)), by.get(("sqlite", nodes, op))) for op in OPS
+        }
+    for backend in ("sqlite", "postgresql"):
+        out["two_over_one_node"][backend] = {
+            op: r(by.get((backend, 2, op)), by.get((backend, 1, op))) for op in OPS
+        }
+    return out
+
+
+def table(cells: list[dict]) -> str:
+    configs = sorted({(c["backend"], c["nodes"]) for c in cells}, key=lambda k: (k[0] != "sqlite", k[1]))
+    by = {(c["backend"], c["nodes"], c["op"]): c for c in cells}
+    head = f"{'operation':15s}" + "".join(f"{f'{b} x{n}':>28s}" for b, n in configs)
+    lines = [head, f"{'':15s}" + "".join(f"{'ops/s   p50ms   p99ms':>28s}" for _ in configs)]
+    for op in OPS:
+        row = f"{op:15s}"
+        for b, n in configs:
+            c = by.get((b, n, op))
+            if c is None or not c.get("count"):
+                row += f"{'-':>28s}"
+            else:
+                row += f"{c['ops_per_s']:>12.0f}{c['p50_ms']:>8.2f}{c['p99_ms']:>8.2f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = results["cells"]
+    configs = sorted({(c["backend"], c["nodes"]) for c in cells}, key=lambda k: (k[0] != "sqlite", k[1]))
+    by = {(c["backend"], c["nodes"], c["op"]): c for c in cells}
+    colors = {("sqlite", 1): "#9ecae1", ("sqlite", 2): "#3182bd", ("postgresql", 1): "#fdae6b"}
+    colors[("postgresql", 2)] = "#e6550d"
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.2))
+    width = 0.8 / max(1, len(configs))
+    xs = np.arange(len(OPS))
+    for i, (b, n) in enumerate(configs):
+        ops = [by[(b, n, op)]["ops_per_s"] if (b, n, op) in by else 0 for op in OPS]
+        p50 = [by[(b, n, op)].get("p50_ms", np.nan) if (b, n, op) in by else np.nan for op in OPS]
+        p99 = [by[(b, n, op)].get("p99_ms", np.nan) if (b, n, op) in by else np.nan for op in OPS]
+        x = xs + (i - (len(configs) - 1) / 2) * width
+        label = f"{b}, {n} node{'s' if n > 1 else ''}"
+        color = colors.get((b, n))
+        bars = ax1.bar(x, ops, width, label=label, color=color)
+        ax1.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax2.bar(x, p99, width, label=f"{label}: p99", color=color)
+        ax2.scatter(x, p50, color="black", marker="_", s=120, zorder=3, label="p50" if i == 0 else None)
+    for ax in (ax1, ax2):
+        ax.set_xticks(xs, OPS)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("operations per second (all nodes)")
+    ax1.set_title("throughput")
+    ax2.set_ylabel("latency, ms (bar: p99, tick: p50)")
+    ax2.set_yscale("log")
+    ax2.set_title("latency")
+    cfg = results["config"]
+    pg = results.get("postgres", {})
+    fig.suptitle(
+        f"authsvc store operations, {cfg['concurrency']} workers per node, {cfg['window_s']:g} s windows, "
+        f"{results['machine']['cpu_count']} cores; PostgreSQL {pg.get('server_version', '')}"
+        f" (synchronous_commit {pg.get('synchronous_commit', '?')}), "
+        f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pg_settings(dsn: str) -> dict:
+    import psycopg
+
+    names = (
+        "server_version",
+        "fsync",
+        "synchronous_commit",
+        "wal_sync_method",
+        "shared_buffers",
+        "max_connections",
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(names),))
+        return dict(rows.fetchall())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--postgres", default=os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--nodes", default="1,2", help="node counts to run (default 1,2)")
+    parser.add_argument("--concurrency", type=int, default=8, help="asyncio workers per node (default 8)")
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--window-s", type=float, default=4.0)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--totp-customers", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "store.json")
+    args = parser.parse_args()
+    backends = args.backends.split(",")
+    node_counts = [int(x) for x in args.nodes.split(",")]
+    started = time.perf_counter()
+    master = MasterKey(os.urandom(32))
+    from authsvc.store.postgres import PostgresStore, describe_dsn
+
+    results: dict = {
+        "benchmark": "bench/store.py",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": {
+            "backends": backends,
+            "nodes": node_counts,
+            "concurrency": args.concurrency,
+            "warmup_s": args.warmup_s,
+            "window_s": args.window_s,
+            "customers": args.customers,
+            "templates_per_customer": TEMPLATES_PER_CUSTOMER,
+            "template_bytes": TEMPLATE_BYTES,
+            "totp_customers": args.totp_customers,
+            "policy": POLICY_RAW,
+            "postgres": describe_dsn(args.postgres)[0] if "postgresql" in backends else None,
+            "postgres_pool_max_size": PostgresStore.__init__.__defaults__[1],
+            "sqlite": f"{sqlite3.sqlite_version}, WAL, synchronous=NORMAL, busy_timeout 5000 ms, "
+            "BEGIN IMMEDIATE per unit of work",
+            "load": "closed loop per worker; an operation counts when it completes in the window",
+            "factor_check": "wrong TOTP code, customer not locked out (lockouts reset before the cell)",
+            "assertion_use": "validate of assertions issued just before the cell, each once",
+        },
+        "machine": {**machine(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "cells": [],
+        "profile": {},
+        "seeding": {},
+    }
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        results["machine"]["versions"]["psycopg"] = psycopg.__version__
+    audit_rate: dict = {}
+    with tempfile.TemporaryDirectory(prefix="authsvc-bench-store-") as tmp:
+        for backend in backends:
+            schema = None
+            if backend == "sqlite":
+                spec = f"sqlite:{Path(tmp) / 'store' / 'authsvc.sqlite3'}"
+            else:
+                import psycopg
+                from psycopg.conninfo import make_conninfo
+
+                results["postgres"] = pg_settings(args.postgres)
+                schema = f"bench_{uuid.uuid4().hex[:12]}"
+                with psycopg.connect(args.postgres, autocommit=True) as conn:
+                    conn.execute(f"CREATE SCHEMA {schema}")
+                spec = make_conninfo(args.postgres, options=f"-c search_path={schema}")
+            try:
+                print(f"== {backend}: seeding {args.customers} customers ...", flush=True)
+                seeded = asyncio.run(seed(spec, master, args.customers, args.totp_customers, args.seed))
+                results["seeding"][backend] = {"seconds": seeded["seconds"]}
+                print(f"   seeded in {seeded['seconds']} s; profiling one caller ...", flush=True)
+                prof = asyncio.run(profile(backend, spec, master, args, seeded["totp_secrets"]))
+                results["profile"][backend] = prof
+                for line in explain(backend, prof):
+                    print("   " + line, flush=True)
+                for nodes in node_counts:
+                    results["cells"] += run_topology(backend, spec, nodes, args, master, audit_rate)
+            finally:
+                if schema:
+                    with psycopg.connect(args.postgres, autocommit=True) as conn:
+                        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    results["ratios"] = ratios(results["cells"])
+    results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    print()
+    print(table(results["cells"]))
+    print("\nratio PostgreSQL / SQLite (ops/s):")
+    for k, v in results["ratios"]["postgresql_over_sqlite"].items():
+        print(f"  {k}: " + "  ".join(f"{op} {x}" for op, x in v.items()))
+    print("ratio two nodes / one node (ops/s):")
+    for k, v in results["ratios"]["two_over_one_node"].items():
+        print(f"  {k}: " + "  ".join(f"{op} {x}" for op, x in v.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {results['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
