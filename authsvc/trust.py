@@ -76,9 +76,15 @@ class AssertionAuthority:
         return self._ring
 
     def _open(self, secret: Secret) -> a.SigningKeyRing:
-        raw = crypto.open_sealed(
-            self._master.key, secret.blob, a.keyring_aad(_RING), "assertion signing keys"
-        )
+        try:
+            raw = crypto.open_sealed(
+                self._master.key, secret.blob, a.keyring_aad(_RING), "assertion signing keys"
+            )
+        except IntegrityError:
+            raise ConfigError(
+                f"the assertion signing keys in {self.store.description} do not open with master key "
+                f"{self._master.key_id}: give this node the master key of the others (or the row was altered)"
+            ) from None
         return a.SigningKeyRing.from_bytes(raw)
 
     def _seal(self, ring: a.SigningKeyRing) -> bytes:

@@ -1,13 +1,16 @@
 """Load test: N concurrent verification calls against a real `authsvc serve`.
 
     python bench/load.py [--data DIR] [--levels 25,50,100,150,200] [--budget-s 720]
-                         [--clients K] [--server-arg=--threads=1 ...] [--out bench/results/load.json]
+                         [--clients K] [--server-arg=--threads=1 ...] [--store sqlite|POSTGRES_DSN]
+                         [--out bench/results/load.json]
 
 What it does, per level N (a fresh server each time, so memory and metrics are the level's own):
 
 1. Starts `authsvc serve` as a subprocess (temp --data-dir, free --listen port, free
-   --metrics-port) and enrolls the 10 LibriSpeech test-other speakers with EnrollVoice, 4
-   utterances each (16 kHz PCM16, as an operator's recordings).
+   --metrics-port; with --store POSTGRES_DSN, --store pointing at a fresh schema of that
+   database, dropped after the level; else the server's default SQLite file) and enrolls
+   the 10 LibriSpeech test-other speakers with EnrollVoice, 4 utterances each (16 kHz PCM16,
+   as an operator's recordings).
 2. Client processes (grpc.aio, one event loop and one channel each, many streams per
    process) open N Verify streams, started evenly over the first --ramp-s seconds. Stream i
    claims speaker i mod 10 and sends that speaker's 6 other utterances (order rotated by
@@ -433,10 +436,26 @@ def free_port() -> int:
 
 
 class Server:
-    """`authsvc serve` in a subprocess with its own data directory and ports."""
+    """`authsvc serve` in a subprocess with its own data directory, ports and store: the
+    default SQLite file in the data directory, or a fresh schema of the PostgreSQL `store`."""
 
-    def __init__(self, extra_args: list[str], env_overrides: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, extra_args: list[str], env_overrides: dict[str, str], workdir: Path, store: str = "sqlite"
+    ) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
+        self.store, self.schema = store, ""
+        if store != "sqlite":
+            import psycopg
+            from psycopg.conninfo import make_conninfo
+
+            self.schema = f"load_{os.getpid()}_{free_port()}"
+            with psycopg.connect(store, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {self.schema}")
+            extra_args = [
+                *extra_args,
+                "--store",
+                make_conninfo(store, options=f"-c search_path={self.schema}"),
+            ]
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -490,6 +509,11 @@ class Server:
                 self.proc.wait()
         self._log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.schema:
+            import psycopg
+
+            with psycopg.connect(self.store, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
 
 
 def enroll(address: str, speakers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> dict:
@@ -739,7 +763,7 @@ class Plan:
 def run_level(n: int, plan: Plan, workdir: Path) -> dict:
     args = plan.args
     level_started = time.monotonic()
-    server = Server(args.server_arg, dict(kv.split("=", 1) for kv in args.server_env), workdir)
+    server = Server(args.server_arg, dict(kv.split("=", 1) for kv in args.server_env), workdir, args.store)
     try:
         server.wait_ready()
         enrolled = enroll(server.address, plan.speakers)
@@ -1174,8 +1198,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.3,
         help="'quiet': other processes busy less than this many cores (default 0.3)",
     )
+    p.add_argument(
+        "--store",
+        default="sqlite",
+        help="sqlite (default: the server's own file in its data directory) or a PostgreSQL DSN; each "
+        "level's server then gets a fresh schema of that database, dropped after the level",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "load.json")
     return p.parse_args(argv)
+
+
+def store_kind(store: str) -> str:
+    """The store, safe to record: never the DSN's password."""
+    if store == "sqlite":
+        return "sqlite: <data-dir>/authsvc.sqlite3 (the server's default)"
+    from authsvc.store.postgres import describe_dsn
+
+    return f"{describe_dsn(store)[0]}, a fresh schema per level"
 
 
 def code_version() -> dict:
@@ -1248,6 +1287,7 @@ def main(argv: list[str] | None = None) -> int:
             "quiet_wait_s": args.quiet_wait_s,
             "quiet_cores": args.quiet_cores,
             "target_p99_ms": args.target_ms,
+            "store": store_kind(args.store),
             "enrollment": f"{ENROLL_UTTERANCES} utterances per speaker, PCM16 16 kHz, EnrollVoice",
             "calls": "stream i claims speaker i mod 10 and sends that speaker's other utterances, "
             "order rotated by i // 10, looped",
@@ -1261,7 +1301,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "server": {
             "command": "authsvc serve --data-dir TMP --listen 127.0.0.1:PORT --metrics-port PORT "
-            + " ".join(args.server_arg),
+            + " ".join(args.server_arg)
+            + ("" if args.store == "sqlite" else " --store DSN_OF_A_FRESH_SCHEMA"),
             "flags": args.server_arg,
             "env": args.server_env,
         },

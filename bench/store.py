@@ -32,7 +32,9 @@ with templates, --totp-customers of them with a confirmed TOTP; seeded once befo
   $AUTHSVC_TEST_POSTGRES, else postgresql://postgres@127.0.0.1:5432/test), dropped at the end.
 * one node: one OS process running --concurrency asyncio workers (closed loop: each awaits its
   operation, then starts the next) on one store object (SQLite: one connection and its
-  executor thread; PostgreSQL: `PostgresStore`'s pool of 8 connections).
+  executor thread; PostgreSQL: `PostgresStore`'s pool of 8 connections). 8 by default: the
+  pool's size, so every connection is kept busy without queueing for one; SQLite runs one unit
+  of work at a time whatever the number, so its workers queue (latency ~ 8 x service time).
 * two nodes: two such processes (multiprocessing spawn), each with its own store object, on
   the same SQLite file or PostgreSQL schema, measured over the same window; throughput is
   the sum, latency percentiles are over both nodes' samples.
@@ -41,7 +43,8 @@ Each cell: --warmup-s of load (not counted), then --window-s measured; an operat
 when it completes inside the window. The parent samples the CPU time of the node processes,
 of all `postgres` processes and of the whole machine over the window, so each cell also says
 how many milliseconds of node and database CPU one operation costs, and how busy the rest of
-this (shared, 2-core) machine was.
+this (shared, 2-core) machine was (the busiest other processes are named). Before each cell
+the script waits (up to --quiet-wait-s) for the machine to be quiet.
 
 Where the time goes (the profile, in the parent, one caller, untimed by the cells): each
 operation run sequentially with psycopg's `AsyncConnection.wait` (every client/server round
@@ -58,6 +61,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -111,6 +115,8 @@ class Services:
         self.store = store
         self.vault = TemplateVault(store, master)
         self.auditor = Auditor(store)
+        # No code is sent here; the log sender's "development only" warning is noise.
+        logging.getLogger("authsvc.stepup.senders").setLevel(logging.ERROR)
         self.factors = Factors(self.vault, load_sender("log"), self.auditor)
         self.trust: AssertionAuthority | None = None
         self.policy = bench_policy()
@@ -121,7 +127,7 @@ class Services:
         s.trust = await AssertionAuthority.open(s.store, master, s.auditor)
         return s
 
-    async def issue_tokens(self, n: int, customers: int, rnd: random.Random, batch: int = 500) -> list[str]:
+    async def issue_tokens(self, n: int, customers: int, rnd: random.Random, batch: int = 200) -> list[str]:
         """`n` fresh assertions, audited like real ones, `batch` per unit of work (untimed)."""
         assert self.trust is not None
         tokens: list[str] = []
@@ -307,45 +313,69 @@ async def _cell(s: Services, cmd: dict, node: int, concurrency: int, customers, 
 
 
 def cpu_snapshot(node_pids: list[int]) -> dict:
+    """CPU seconds so far of every process (by pid, with its name) and of the whole machine."""
     import psutil
 
-    def cpu(p) -> float:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            return t.user + t.system
-        return 0.0
-
-    pg = 0.0
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] == "postgres":
-            pg += cpu(p)
+    procs = {}
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is not None:
+            procs[p.pid] = (p.info["name"] or "?", t.user + t.system)
     total = psutil.cpu_times()
-    busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
-    return {
-        "t": time.monotonic(),
-        "nodes": sum(cpu(psutil.Process(pid)) for pid in node_pids),
-        "postgres": pg,
-        "parent": cpu(psutil.Process()),
-        "machine": busy,
-    }
+    steal = getattr(total, "steal", 0.0)
+    busy = (
+        total.user + total.nice + total.system + getattr(total, "irq", 0.0) + getattr(total, "softirq", 0.0)
+    )
+    return {"t": time.monotonic(), "procs": procs, "nodes": set(node_pids), "machine": busy, "steal": steal}
 
 
 def cpu_delta(a: dict, b: dict, ops: int) -> dict:
+    """Cores used over the window: the nodes, PostgreSQL's processes, this parent, and the rest
+    of the machine (with the three busiest other processes named: neighbours show up here)."""
     wall = b["t"] - a["t"]
-    d = {k: b[k] - a[k] for k in ("nodes", "postgres", "parent", "machine")}
-    other = d["machine"] - d["nodes"] - d["postgres"] - d["parent"]
+    by_group: Counter = Counter()
+    others: Counter = Counter()
+    for pid, (name, cpu) in b["procs"].items():
+        d = cpu - a["procs"].get(pid, (name, 0.0))[1]
+        if pid in a["nodes"]:
+            by_group["nodes"] += d
+        elif name == "postgres":
+            by_group["postgres"] += d
+        elif pid == os.getpid():
+            by_group["parent"] += d
+        else:
+            others[f"{name}[{pid}]"] += d
+    machine = b["machine"] - a["machine"]
 
     def per_op(x: float) -> float | None:
         return round(1000 * x / ops, 3) if ops else None
 
     return {
-        "node_cores": round(d["nodes"] / wall, 2),
-        "postgres_cores": round(d["postgres"] / wall, 2),
-        "other_cores": round(max(0.0, other) / wall, 2),
-        "machine_cores": round(d["machine"] / wall, 2),
-        "node_cpu_ms_per_op": per_op(d["nodes"]),
-        "postgres_cpu_ms_per_op": per_op(d["postgres"]),
+        "node_cores": round(by_group["nodes"] / wall, 2),
+        "postgres_cores": round(by_group["postgres"] / wall, 2),
+        "other_cores": round(max(0.0, machine - sum(by_group.values())) / wall, 2),
+        "machine_cores": round(machine / wall, 2),
+        "steal_cores": round((b["steal"] - a["steal"]) / wall, 2),
+        "busiest_others": {k: round(v / wall, 2) for k, v in others.most_common(3) if v / wall >= 0.01},
+        "node_cpu_ms_per_op": per_op(by_group["nodes"]),
+        "postgres_cpu_ms_per_op": per_op(by_group["postgres"]),
     }
+
+
+def wait_quiet(limit_s: float, quiet_cores: float) -> tuple[float, float]:
+    """Waits (up to limit_s) until the machine, nodes idle, is busier than quiet_cores no more;
+    -> (seconds waited, busy cores seen last). This machine is shared: a neighbour's test run
+    would otherwise be measured as the store's cost."""
+    import psutil
+
+    started = time.monotonic()
+    while True:
+        a = psutil.cpu_times()
+        time.sleep(0.5)
+        b = psutil.cpu_times()
+        busy = (b.user + b.nice + b.system - a.user - a.nice - a.system) / 0.5
+        if busy < quiet_cores or time.monotonic() - started >= limit_s:
+            return time.monotonic() - started, busy
 
 
 # -- the cells ----------------------------------------------------------------------------
@@ -377,6 +407,7 @@ def run_topology(
             daemon=True,
         )
         p.start()
+        child.close()  # so that a node's death reads as EOF here, not as a hang
         procs.append(p)
         pipes.append(parent)
     cells = []
@@ -391,9 +422,11 @@ def run_topology(
                 # Enough for the cell at the audit rate (a validation writes more than an audit row).
                 per_node = audit_rate.get((backend, nodes), 2000.0) / nodes
                 n_tokens = int(per_node * (args.warmup_s + args.window_s + 1.0) * 1.5) + 200
-            for c in pipes:
+            prepared = []
+            for c in pipes:  # one node after the other: on SQLite, concurrent batches starve one
                 c.send({"cmd": "prepare", "tokens": n_tokens})
-            prepared = [c.recv() for c in pipes]
+                prepared.append(c.recv())
+            waited, busy = wait_quiet(args.quiet_wait_s, args.quiet_cores)
             t_start = time.monotonic() + 0.3 + args.warmup_s
             t_end = t_start + args.window_s
             for c in pipes:
@@ -422,6 +455,7 @@ def run_topology(
                 "first_error": first_error,
                 "notes": dict(notes),
                 "cpu": cpu_delta(before, after, int(lat.size)),
+                "before_cell": {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)},
             }
             if n_tokens:
                 cell["tokens_per_node"] = n_tokens
@@ -451,6 +485,8 @@ def cell_line(c: dict) -> str:
     if c["notes"]:
         extra += f" notes {c['notes']}"
     cpu = c["cpu"]
+    if cpu["other_cores"] >= 0.2:
+        extra += f" (busiest: {cpu['busiest_others']})"
     return (
         f"{c['backend']:10s} {c['nodes']} node{'s' if c['nodes'] > 1 else ' '} {c['op']:14s} "
         f"{c['ops_per_s']:8.1f} ops/s  p50 {c.get('p50_ms', nan):7.2f} ms  p99 {c.get('p99_ms', nan):7.2f} ms"
@@ -470,6 +506,28 @@ class Tally:
 
     def reset(self) -> None:
         self.trips, self.wait_s, self.verbs = 0, 0.0, Counter()
+
+
+def _tracked(gen, io: list[bool]):
+    """`gen`, driven as is, noting in io[0] whether it ever waited on the socket."""
+    try:
+        wait = next(gen)
+    except StopIteration as done:
+        return done.value
+    io[0] = True
+    while True:
+        try:
+            ready = yield wait
+        except BaseException as exc:  # a timeout or cancellation thrown in by the waiter
+            try:
+                wait = gen.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        try:
+            wait = gen.send(ready)
+        except StopIteration as done:
+            return done.value
 
 
 @contextlib.contextmanager
@@ -499,6 +557,21 @@ def instrumented(tally: Tally):
 
         return wrapper
 
+    def pg_wait(original):
+        # A wait whose generator never yields did no I/O (the pool's commit of an idle
+        # connection after the unit of work's own COMMIT): no round trip.
+        async def wrapper(self, gen, *a, **kw):
+            io = [False]
+            t = time.perf_counter()
+            try:
+                return await original(self, _tracked(gen, io), *a, **kw)
+            finally:
+                if io[0]:
+                    tally.trips += 1
+                    tally.wait_s += time.perf_counter() - t
+
+        return wrapper
+
     def verb(original):
         async def wrapper(self, sql, args=()):
             tally.verbs[sql.split(None, 1)[0].upper() if sql.strip() else "(empty)"] += 1
@@ -514,7 +587,7 @@ def instrumented(tally: Tally):
 
         return wrapper
 
-    patch(psycopg.AsyncConnection, "wait", timed)
+    patch(psycopg.AsyncConnection, "wait", pg_wait)
     patch(psycopg.AsyncConnection, "execute", pg_execute)
     patch(SQLiteStore, "_run", timed)
     for cls in (PostgresTransaction, SQLiteTransaction):
@@ -734,6 +807,13 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--totp-customers", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=30.0,
+        help="before each cell, wait up to this for a quiet machine",
+    )
+    parser.add_argument("--quiet-cores", type=float, default=0.3, help="'quiet': busy under this many cores")
     parser.add_argument("--out", type=Path, default=RESULTS / "store.json")
     args = parser.parse_args()
     backends = args.backends.split(",")
@@ -760,6 +840,8 @@ def main() -> None:
             "postgres_pool_max_size": PostgresStore.__init__.__defaults__[1],
             "sqlite": f"{sqlite3.sqlite_version}, WAL, synchronous=NORMAL, busy_timeout 5000 ms, "
             "BEGIN IMMEDIATE per unit of work",
+            "quiet": f"before each cell, up to {args.quiet_wait_s:g} s wait for under "
+            f"{args.quiet_cores:g} busy cores",
             "load": "closed loop per worker; an operation counts when it completes in the window",
             "factor_check": "wrong TOTP code, customer not locked out (lockouts reset before the cell)",
             "assertion_use": "validate of assertions issued just before the cell, each once",

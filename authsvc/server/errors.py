@@ -67,10 +67,17 @@ def to_status(exc: AuthsvcError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(max(0, round(retry_after * 1e9)))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return rpc_status.to_status(status_pb2.Status(code=code, message=str(exc), details=details))
+    message = getattr(exc, "public_message", None) or str(exc)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _log_unavailable(exc: AuthsvcError, method: str) -> None:
+    # The caller is told only that the database is unavailable; the operator needs which and why.
+    if isinstance(exc, StoreUnavailable):
+        log.warning("%s: %s", method, exc)
 
 
 def unary_errors(fn: F) -> F:
@@ -81,6 +88,7 @@ def unary_errors(fn: F) -> F:
         try:
             return await fn(self, request, context)
         except AuthsvcError as exc:
+            _log_unavailable(exc, fn.__name__)
             await context.abort_with_status(to_status(exc))
         except Exception:
             log.exception("unhandled error in %s", fn.__name__)
@@ -98,6 +106,7 @@ def stream_errors(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
             async for item in fn(self, request, context):
                 yield item
         except AuthsvcError as exc:
+            _log_unavailable(exc, fn.__name__)
             await context.abort_with_status(to_status(exc))
         except Exception:
             log.exception("unhandled error in %s", fn.__name__)

@@ -22,9 +22,13 @@ from authsvc.errors import AuthsvcError
 
 
 class StoreUnavailable(AuthsvcError):
-    """The database cannot be reached now; the request may be retried after `retry_after_s`."""
+    """The database cannot be reached now; the request may be retried after `retry_after_s`.
+
+    The message names the database (for the operator's log and the CLI); callers of the API
+    get `public_message`, which does not describe the service's internals."""
 
     reason = "STORE_UNAVAILABLE"
+    public_message = "the service's database is unavailable; retry after the delay given"
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)

@@ -1,0 +1,73 @@
+"""`authsvc db migrate | status` and `authsvc keys rotate`, as an operator runs them (real processes)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from authsvc import crypto
+from authsvc.audit import Auditor
+from authsvc.store import migrations, open_store
+from authsvc.trust import AssertionAuthority
+from tests.nodes import CLI, new_master_key
+
+
+def _authsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, **(env or {}))
+    full.pop("AUTHSVC_STORE", None)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=120, env=full, stdin=subprocess.DEVNULL
+    )
+
+
+def test_db_migrate_applies_every_step_once_and_status_reports_it(store_spec: str, backend: str):
+    first = _authsvc("db", "migrate", "--store", store_spec)
+    assert first.returncode == 0, first.stderr
+    latest = migrations.latest(backend)
+    assert f"applied {', '.join(str(v) for v in range(1, latest + 1))}" in first.stdout
+    again = _authsvc("db", "migrate", "--store", store_spec)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    status = _authsvc("db", "status", "--store", store_spec)
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["schema_version"] == doc["latest"] == latest
+    assert "password" not in status.stdout
+
+
+async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
+    spec = f"sqlite:{tmp_path / 'authsvc.sqlite3'}"
+    key = new_master_key()
+    master = crypto.MasterKey(base64.b64decode(key))
+    store = await open_store(spec)
+    await store.migrate()
+    before = (await AssertionAuthority.open(store, master, Auditor(store))).ring.active_kid
+    await store.close()
+
+    result = _authsvc(
+        "keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env={crypto.MASTER_KEY_ENV: key}
+    )
+    assert result.returncode == 0, result.stderr
+    (kid,) = re.findall(r"new assertion signing key (\S+);", result.stdout)
+    store = await open_store(spec)
+    try:
+        ring = (await AssertionAuthority.open(store, master, Auditor(store))).ring
+        assert ring.active_kid == kid != before and before in ring.kids(), "the old key still verifies"
+        async with store.transaction() as tx:
+            (event,) = [e for e in await tx.list_audit("", 10) if e.action == "keys.rotate"]
+        assert event.details == {"kid": kid} and event.actor == "operator"
+    finally:
+        await store.close()
+
+
+def test_keys_rotate_with_the_wrong_master_key_is_refused(tmp_path: Path):
+    spec = f"sqlite:{tmp_path / 'authsvc.sqlite3'}"
+    key = {crypto.MASTER_KEY_ENV: new_master_key()}
+    assert _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key).returncode == 0
+    other = {crypto.MASTER_KEY_ENV: new_master_key()}
+    result = _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=other)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "do not open with master key" in result.stderr, result.stderr
