@@ -7,6 +7,7 @@ import base64
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -399,6 +400,34 @@ async def test_a_failed_unit_of_work_rolls_back_and_leaves_the_store_usable(stor
         assert await tx.add_template(_row("alice", "d1"))
 
 
+async def test_a_cancelled_unit_of_work_rolls_back_and_releases_the_store(store):
+    # A gRPC client that hangs up cancels its handler mid-transaction.
+    started = asyncio.Event()
+
+    async def hung_up() -> None:
+        async with store.transaction() as tx:
+            await tx.add_template(_row("ghost", "d"))
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(hung_up())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with store.transaction() as tx:
+        assert await tx.get_customer("acme", "ghost") is None
+        assert await tx.add_template(_row("alice", "d1"))
+    # Cancelled while waiting for the store (on SQLite another unit of work holds it): no harm.
+    async with store.transaction() as tx:
+        waiting = asyncio.create_task(_templates(store, "acme", "alice"))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        await tx.add_template(_row("alice", "d2"))
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert [r.digest for r in await _templates(store, "acme", "alice")] == ["d1", "d2"]
+
+
 async def test_concurrent_units_of_work_on_one_customer_do_not_lose_updates(store):
     # Read-modify-write of a counter under lock_customer: 20 concurrent increments, none lost.
     async with store.transaction() as tx:
@@ -474,6 +503,30 @@ async def test_a_failed_commit_rolls_back_and_leaves_the_store_usable(tmp_path: 
         async with store.transaction() as tx:
             assert await tx.templates("acme", "ghost") == []
             assert await tx.add_template(_row("alice", "d1"))
+    finally:
+        await store.close()
+
+
+async def test_a_unit_of_work_cancelled_while_its_begin_waits_leaves_no_transaction_open(tmp_path: Path):
+    store = await SQLiteStore.open(tmp_path / "authsvc.sqlite3")
+    await store.migrate()
+    try:
+        # Keep the store's thread busy, so the next BEGIN waits in its queue, and cancel there.
+        busy = asyncio.get_running_loop().run_in_executor(store._executor, time.sleep, 0.2)
+
+        async def unit() -> None:
+            async with store.transaction() as tx:
+                await tx.add_template(_row("ghost", "d"))
+
+        task = asyncio.create_task(unit())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, busy, return_exceptions=True)
+        async with store.transaction() as tx:  # "cannot start a transaction within a transaction"?
+            assert await tx.add_template(_row("alice", "d1"))
+        async with store.transaction() as tx:
+            assert [r.digest for r in await tx.templates("acme", "alice")] == ["d1"]
+            assert await tx.get_customer("acme", "ghost") is None
     finally:
         await store.close()
 

@@ -88,10 +88,12 @@ class SQLiteStore:
         conn.execute("PRAGMA secure_delete=ON")
         self._conn = conn
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
+    async def _run(self, fn: Callable[[], T], shielded: bool = False) -> T:
+        """Runs `fn` on the store's thread. A cancelled caller's statement is dropped if it has
+        not started; `shielded` ones (the rollback) run even if their caller is cancelled."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn)
         try:
-            return await loop.run_in_executor(self._executor, fn)
+            return await (asyncio.shield(future) if shielded else future)
         except sqlite3.OperationalError as exc:
             text = str(exc)
             if any(w in text for w in ("locked", "busy", "I/O", "unable to open", "disk")):
@@ -101,15 +103,17 @@ class SQLiteStore:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
         async with self._lock:
-            await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             tx = SQLiteTransaction(self)
             try:
+                await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                 yield tx
                 await self._run(lambda: self._conn.execute("COMMIT"))
             finally:
-                # Undo on error, and also when COMMIT itself failed: SQLite then keeps the
-                # transaction open, and every later BEGIN on this connection would fail.
-                await self._run(self._rollback_if_open)
+                # Undo on error or cancellation, and also when COMMIT itself failed: SQLite then
+                # keeps the transaction open, and every later BEGIN on this connection would fail.
+                # Shielded and queued before the lock is released (the thread runs in order), so
+                # it precedes the next BEGIN even if this await is cancelled too.
+                await self._run(self._rollback_if_open, shielded=True)
             if tx.erased:
                 await self._run(self._scrub)
 
