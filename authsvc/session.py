@@ -104,6 +104,8 @@ class VerificationSession:
             and decision.assertion is None
             and (a is None or (a.methods, a.assurance_level) != (decision.methods, decision.assurance_level))
         )
+        if issue:
+            await self.ctx.trust.signing_ready()
         if issue or audited:
             async with self.ctx.store.transaction() as tx:
                 if issue:

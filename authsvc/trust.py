@@ -91,7 +91,7 @@ class AssertionAuthority:
         return crypto.seal(self._master.key, ring.to_bytes(), a.keyring_aad(_RING))
 
     def _adopt(self, ring: a.SigningKeyRing, version: int) -> None:
-        self._ring, self._version, self._loaded_at = ring, version, time.monotonic()
+        self._ring, self._version, self._loaded_at = ring, version, self.clock()
 
     async def reload(self) -> None:
         """Reads the stored ring, creating it when there is none (the first node to start)."""
@@ -128,12 +128,13 @@ class AssertionAuthority:
         self._adopt(ring, version)
         return ring.active_kid
 
-    async def _signing_ring(self) -> a.SigningKeyRing:
-        if time.monotonic() - self._loaded_at > REFRESH_S:
+    async def signing_ready(self) -> None:
+        """Re-reads the ring when due and rotates it when its active key is too old, each in a
+        unit of work of its own. Callers that issue inside a unit of work call this first."""
+        if self.clock() - self._loaded_at > REFRESH_S:
             await self.reload()
         if self.clock() - self.ring.active_created_at > self.rotate_after_s:
             await self._rotate(force=False)
-        return self.ring
 
     async def issue(
         self,
@@ -144,7 +145,12 @@ class AssertionAuthority:
         channel: str,
         tx: Transaction | None = None,
     ) -> IssuedAssertion:
-        ring = await self._signing_ring()
+        """A signed assertion, audited in `tx` (or a unit of work of its own). Inside a caller's
+        unit of work the ring is not re-read (that would need a second one): call
+        `signing_ready()` before opening it."""
+        if tx is None:
+            await self.signing_ready()
+        ring = self.ring
         token, claims = a.issue(
             ring,
             tenant=policy.tenant,

@@ -428,6 +428,20 @@ async def test_a_cancelled_unit_of_work_rolls_back_and_releases_the_store(store)
     assert [r.digest for r in await _templates(store, "acme", "alice")] == ["d1", "d2"]
 
 
+async def test_a_nested_unit_of_work_fails_loudly_instead_of_waiting_for_itself(tmp_path: Path):
+    store = await SQLiteStore.open(tmp_path / "authsvc.sqlite3")
+    await store.migrate()
+    try:
+        async with store.transaction():
+            with pytest.raises(RuntimeError, match="already open in this task"):
+                async with asyncio.timeout(5):  # in this task (wait_for would start another)
+                    await store.transaction().__aenter__()
+        async with store.transaction() as tx:  # and the store is fine afterwards
+            assert await tx.get_customer("acme", "x") is None
+    finally:
+        await store.close()
+
+
 async def test_concurrent_units_of_work_on_one_customer_do_not_lose_updates(store):
     # Read-modify-write of a counter under lock_customer: 20 concurrent increments, none lost.
     async with store.transaction() as tx:

@@ -396,3 +396,20 @@ async def test_dtmf_pin_timings_are_scored_in_a_call(service, speech):
     typed = next(d for d in decisions if d.evidence)
     assert typed.evidence[0].modality == common_pb2.MODALITY_KEYSTROKE_FIXED
     assert typed.evidence[0].profile == "pin" and typed.evidence[0].enrolled_samples == 6
+
+
+async def test_an_authenticated_call_after_the_key_is_due_for_rotation_rotates_it(svc, speech):
+    # The assertion is issued inside the decision's unit of work; re-reading and rotating the
+    # ring happen before it (one unit of work may not wait for another: SQLite would hang).
+    channel, ctx, _, address, clock = svc
+    ctx.trust.clock = clock
+    target, _ = _speakers(speech)
+    await _register(channel, "shop", "erin", [common_pb2.AUTH_METHOD_VOICE])
+    await _enroll_voice(channel, "shop", "erin", target[:4])
+    first = (await asyncio.to_thread(stream, address, call_requests("shop", "erin", target[4])))[-1]
+    clock.now += 2 * 24 * 3600  # past the refresh interval and the key's rotation age
+    later = await asyncio.wait_for(
+        asyncio.to_thread(stream, address, call_requests("shop", "erin", target[4])), 120
+    )
+    assert later[-1].outcome == V.OUTCOME_AUTHENTICATED
+    assert later[-1].assertion.key_id != first.assertion.key_id

@@ -68,6 +68,7 @@ class SQLiteStore:
         self.description = f"sqlite:{self.path}"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsvc-sqlite")
         self._lock = asyncio.Lock()
+        self._owner: asyncio.Task | None = None  # the task whose unit of work holds the lock
         self._conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
 
     @classmethod
@@ -102,7 +103,11 @@ class SQLiteStore:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        if self._owner is not None and self._owner is asyncio.current_task():
+            # It would wait for itself forever: a facade must take the caller's `tx` instead.
+            raise RuntimeError(f"{self.description}: a unit of work is already open in this task")
         async with self._lock:
+            self._owner = asyncio.current_task()
             tx = SQLiteTransaction(self)
             try:
                 await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
@@ -114,6 +119,7 @@ class SQLiteStore:
                 # Shielded and queued before the lock is released (the thread runs in order), so
                 # it precedes the next BEGIN even if this await is cancelled too.
                 await self._run(self._rollback_if_open, shielded=True)
+                self._owner = None
             if tx.erased:
                 await self._run(self._scrub)
 
