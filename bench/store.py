@@ -1,7 +1,8 @@
 """Store hot paths: SQLite versus PostgreSQL, one node versus two, side by side in one run.
 
     python bench/store.py [--postgres DSN] [--backends sqlite,postgresql] [--nodes 1,2]
-                          [--concurrency 8] [--warmup-s 1] [--window-s 4] [--customers 1000]
+                          [--ops template_load,...] [--concurrency 8] [--warmup-s 0.5]
+                          [--window-s 1.5] [--repeats 3] [--customers 1000]
                           [--out bench/results/store.json]
 
 What it measures: operations per second and latency (p50/p99) of the four store operations a
@@ -39,12 +40,15 @@ with templates, --totp-customers of them with a confirmed TOTP; seeded once befo
   the same SQLite file or PostgreSQL schema, measured over the same window; throughput is
   the sum, latency percentiles are over both nodes' samples.
 
-Each cell: --warmup-s of load (not counted), then --window-s measured; an operation counts
-when it completes inside the window. The parent samples the CPU time of the node processes,
-of all `postgres` processes and of the whole machine over the window, so each cell also says
-how many milliseconds of node and database CPU one operation costs, and how busy the rest of
-this (shared, 2-core) machine was (the busiest other processes are named). Before each cell
-the script waits (up to --quiet-wait-s) for the machine to be quiet.
+Each cell (backend x nodes x operation) is --repeats rounds, taken round-robin over the
+operations so that a neighbour's burst spoils one round rather than one operation; a round is
+--warmup-s of load (not counted), then --window-s measured, and an operation counts when it
+completes inside the window. A cell's ops/s is its median round (all rounds are listed), its
+latency percentiles are over the samples of all its rounds. The parent samples the CPU time
+of the node processes, of all `postgres` processes and of the whole machine over each window,
+so each round also says how many milliseconds of node and database CPU one operation costs,
+and how busy the rest of this (shared, 2-core) machine was (the busiest other processes are
+named). Before each round the script waits (up to --quiet-wait-s) for the machine to be quiet.
 
 Where the time goes (the profile, in the parent, one caller, untimed by the cells): each
 operation run sequentially with psycopg's `AsyncConnection.wait` (every client/server round
@@ -52,6 +56,13 @@ trip goes through it) and SQLite's executor hand-offs counted and timed, and eve
 the SQL layer issues recorded by verb. With the round-trip time of a bare `SELECT 1` on one
 connection and the cost of an empty unit of work, this says "an operation costs N round trips
 x RTT + the rest" (the rest: the facade's Python, crypto and the driver).
+
+Reading the figures: every worker runs flat out, so each configuration is measured at its
+capacity on this machine, and the CPU columns say what bounds it: a node whose node_cores is
+near 1 is limited by its own Python (one event loop; psycopg's per-round-trip work counts
+there too), a machine_cores near the core count means the nodes and the database share out
+the whole machine, and a low machine_cores with high p99 means waiting on a lock (SQLite's
+database write lock across processes, a customer's row lock on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -371,9 +382,9 @@ def wait_quiet(limit_s: float, quiet_cores: float) -> tuple[float, float]:
     started = time.monotonic()
     while True:
         a = psutil.cpu_times()
-        time.sleep(0.5)
+        time.sleep(0.25)
         b = psutil.cpu_times()
-        busy = (b.user + b.nice + b.system - a.user - a.nice - a.system) / 0.5
+        busy = (b.user + b.nice + b.system - a.user - a.nice - a.system) / 0.25
         if busy < quiet_cores or time.monotonic() - started >= limit_s:
             return time.monotonic() - started, busy
 
@@ -397,6 +408,8 @@ def pct(samples: np.ndarray) -> dict:
 def run_topology(
     backend: str, spec: str, nodes: int, args, master: MasterKey, audit_rate: dict
 ) -> list[dict]:
+    """Starts the nodes, runs every operation --repeats times (round-robin over the operations,
+    so a neighbour's burst hits one round, not one operation) and returns one cell per op."""
     ctx = mp.get_context("spawn")
     procs, pipes = [], []
     for k in range(nodes):
@@ -410,61 +423,14 @@ def run_topology(
         child.close()  # so that a node's death reads as EOF here, not as a hang
         procs.append(p)
         pipes.append(parent)
-    cells = []
+    rounds: dict[str, list[dict]] = {op: [] for op in args.ops}
     try:
-        hello = [c.recv() for c in pipes]
-        pids = [h["pid"] for h in hello]
-        for op in OPS:
-            if op == "factor_check":
-                asyncio.run(reset_lockouts(spec, args.totp_customers))
-            n_tokens = 0
-            if op == "assertion_use":
-                # Enough for the cell at the audit rate (a validation writes more than an audit row).
-                per_node = audit_rate.get((backend, nodes), 2000.0) / nodes
-                n_tokens = int(per_node * (args.warmup_s + args.window_s + 1.0) * 1.5) + 200
-            prepared = []
-            for c in pipes:  # one node after the other: on SQLite, concurrent batches starve one
-                c.send({"cmd": "prepare", "tokens": n_tokens})
-                prepared.append(c.recv())
-            waited, busy = wait_quiet(args.quiet_wait_s, args.quiet_cores)
-            t_start = time.monotonic() + 0.3 + args.warmup_s
-            t_end = t_start + args.window_s
-            for c in pipes:
-                c.send({"cmd": "run", "op": op, "t_start": t_start, "t_end": t_end})
-            time.sleep(max(0.0, t_start - time.monotonic()))
-            before = cpu_snapshot(pids)
-            time.sleep(max(0.0, t_end - time.monotonic()))
-            after = cpu_snapshot(pids)
-            results = [c.recv() for c in pipes]
-            lat = np.concatenate([r["latencies"] for r in results])
-            errors: Counter = Counter()
-            notes: Counter = Counter()
-            first_error: dict = {}
-            for r in results:
-                errors.update(r["errors"])
-                notes.update(r["notes"])
-                first_error.update(r["first_error"])
-            cell = {
-                "backend": backend,
-                "nodes": nodes,
-                "op": op,
-                "ops_per_s": round(lat.size / args.window_s, 1),
-                **pct(lat),
-                "per_node_ops_per_s": [round(r["latencies"].size / args.window_s, 1) for r in results],
-                "errors": dict(errors),
-                "first_error": first_error,
-                "notes": dict(notes),
-                "cpu": cpu_delta(before, after, int(lat.size)),
-                "before_cell": {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)},
-            }
-            if n_tokens:
-                cell["tokens_per_node"] = n_tokens
-                cell["tokens_left"] = [r["tokens_left"] for r in results]
-                cell["token_issue_s"] = [p["seconds"] for p in prepared]
-            if op == "audit_append":
-                audit_rate[(backend, nodes)] = max(cell["ops_per_s"], 200.0)
-            cells.append(cell)
-            print("  " + cell_line(cell), flush=True)
+        pids = [c.recv()["pid"] for c in pipes]
+        for rep in range(args.repeats):
+            for op in args.ops:
+                r = measure(backend, nodes, op, spec, pipes, pids, args, audit_rate)
+                rounds[op].append(r)
+                print(f"  [{rep + 1}/{args.repeats}] " + cell_line(r), flush=True)
         for c in pipes:
             c.send({"cmd": "stop"})
         for p in procs:
@@ -474,7 +440,92 @@ def run_topology(
             if p.is_alive():
                 p.terminate()
                 p.join(10)
-    return cells
+    return [combine(rs) for rs in rounds.values()]
+
+
+def measure(backend, nodes, op, spec, pipes, pids, args, audit_rate: dict) -> dict:
+    """One window of one operation on all nodes at once."""
+    if op == "factor_check":
+        asyncio.run(reset_lockouts(spec, args.totp_customers))
+    n_tokens = 0
+    if op == "assertion_use":
+        # Enough for the window at the audit rate (a validation writes more than an audit row).
+        per_node = audit_rate.get((backend, nodes), 2000.0) / nodes
+        n_tokens = int(per_node * (args.warmup_s + args.window_s + 1.0) * 1.5) + 200
+    prepared = []
+    for c in pipes:  # one node after the other: on SQLite, concurrent batches starve one
+        c.send({"cmd": "prepare", "tokens": n_tokens})
+        prepared.append(c.recv())
+    waited, busy = wait_quiet(args.quiet_wait_s, args.quiet_cores)
+    t_start = time.monotonic() + 0.3 + args.warmup_s
+    t_end = t_start + args.window_s
+    for c in pipes:
+        c.send({"cmd": "run", "op": op, "t_start": t_start, "t_end": t_end})
+    time.sleep(max(0.0, t_start - time.monotonic()))
+    before = cpu_snapshot(pids)
+    time.sleep(max(0.0, t_end - time.monotonic()))
+    after = cpu_snapshot(pids)
+    results = [c.recv() for c in pipes]
+    lat = np.concatenate([r["latencies"] for r in results])
+    errors: Counter = Counter()
+    notes: Counter = Counter()
+    first_error: dict = {}
+    for r in results:
+        errors.update(r["errors"])
+        notes.update(r["notes"])
+        first_error.update(r["first_error"])
+    out = {
+        "backend": backend,
+        "nodes": nodes,
+        "op": op,
+        "ops_per_s": round(lat.size / args.window_s, 1),
+        **pct(lat),
+        "latencies": lat,
+        "per_node_ops_per_s": [round(r["latencies"].size / args.window_s, 1) for r in results],
+        "errors": dict(errors),
+        "first_error": first_error,
+        "notes": dict(notes),
+        "cpu": cpu_delta(before, after, int(lat.size)),
+        "before": {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)},
+    }
+    if n_tokens:
+        out["tokens"] = {
+            "per_node": n_tokens,
+            "left": [r["tokens_left"] for r in results],
+            "issue_s": [p["seconds"] for p in prepared],
+        }
+    if op == "audit_append":
+        audit_rate[(backend, nodes)] = max(out["ops_per_s"], 200.0)
+    return out
+
+
+def combine(rounds: list[dict]) -> dict:
+    """One cell from its rounds: the median round's ops/s (each round listed), latency
+    percentiles over all rounds' samples, errors and notes summed, CPU per round."""
+    first = rounds[0]
+    lat = np.concatenate([r.pop("latencies") for r in rounds])
+    errors: Counter = Counter()
+    notes: Counter = Counter()
+    for r in rounds:
+        errors.update(r["errors"])
+        notes.update(r["notes"])
+    cpu = {
+        k: float(np.median([r["cpu"][k] for r in rounds if r["cpu"][k] is not None] or [np.nan]))
+        for k in first["cpu"]
+        if k != "busiest_others"
+    }
+    return {
+        "backend": first["backend"],
+        "nodes": first["nodes"],
+        "op": first["op"],
+        "ops_per_s": round(float(np.median([r["ops_per_s"] for r in rounds])), 1),
+        "ops_per_s_rounds": [r["ops_per_s"] for r in rounds],
+        **pct(lat),
+        "errors": dict(errors),
+        "notes": dict(notes),
+        "cpu_median": {k: round(v, 3) for k, v in cpu.items()},
+        "rounds": rounds,
+    }
 
 
 def cell_line(c: dict) -> str:
@@ -716,17 +767,21 @@ def ratios(cells: list[dict]) -> dict:
 def table(cells: list[dict]) -> str:
     configs = sorted({(c["backend"], c["nodes"]) for c in cells}, key=lambda k: (k[0] != "sqlite", k[1]))
     by = {(c["backend"], c["nodes"], c["op"]): c for c in cells}
-    head = f"{'operation':15s}" + "".join(f"{f'{b} x{n}':>28s}" for b, n in configs)
-    lines = [head, f"{'':15s}" + "".join(f"{'ops/s   p50ms   p99ms':>28s}" for _ in configs)]
+    head = f"{'operation':15s}" + "".join(f"{f'{b} x{n}':>30s}" for b, n in configs)
+    lines = [head, f"{'':15s}" + "".join(f"{'ops/s spread  p50ms   p99ms':>30s}" for _ in configs)]
     for op in OPS:
         row = f"{op:15s}"
         for b, n in configs:
             c = by.get((b, n, op))
             if c is None or not c.get("count"):
-                row += f"{'-':>28s}"
+                row += f"{'-':>30s}"
             else:
-                row += f"{c['ops_per_s']:>12.0f}{c['p50_ms']:>8.2f}{c['p99_ms']:>8.2f}"
+                rounds = c.get("ops_per_s_rounds") or [c["ops_per_s"]]
+                spread = (max(rounds) - min(rounds)) / c["ops_per_s"] if c["ops_per_s"] else 0.0
+                spread_text = f"±{50 * spread:.0f}%"
+                row += f"{c['ops_per_s']:>8.0f}{spread_text:>6s}{c['p50_ms']:>8.2f}{c['p99_ms']:>8.2f}"
         lines.append(row)
+    lines.append("ops/s: the median round; spread: half the range of the rounds, as a share of the median")
     return "\n".join(lines)
 
 
@@ -737,6 +792,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cells = results["cells"]
+    cfg = results["config"]
     configs = sorted({(c["backend"], c["nodes"]) for c in cells}, key=lambda k: (k[0] != "sqlite", k[1]))
     by = {(c["backend"], c["nodes"], c["op"]): c for c in cells}
     colors = {("sqlite", 1): "#9ecae1", ("sqlite", 2): "#3182bd", ("postgresql", 1): "#fdae6b"}
@@ -751,7 +807,10 @@ def plot(results: dict, path: Path) -> None:
         x = xs + (i - (len(configs) - 1) / 2) * width
         label = f"{b}, {n} node{'s' if n > 1 else ''}"
         color = colors.get((b, n))
-        bars = ax1.bar(x, ops, width, label=label, color=color)
+        rounds = [by[(b, n, op)].get("ops_per_s_rounds", []) if (b, n, op) in by else [] for op in OPS]
+        low = [v - min(r) if r else 0 for v, r in zip(ops, rounds, strict=True)]
+        high = [max(r) - v if r else 0 for v, r in zip(ops, rounds, strict=True)]
+        bars = ax1.bar(x, ops, width, label=label, color=color, yerr=[low, high], capsize=2, ecolor="grey")
         ax1.bar_label(bars, fmt="%.0f", fontsize=7)
         ax2.bar(x, p99, width, label=f"{label}: p99", color=color)
         ax2.scatter(x, p50, color="black", marker="_", s=120, zorder=3, label="p50" if i == 0 else None)
@@ -760,14 +819,14 @@ def plot(results: dict, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     ax1.set_ylabel("operations per second (all nodes)")
-    ax1.set_title("throughput")
+    ax1.set_title(f"throughput (median of {cfg['repeats']} rounds; whiskers: min-max)")
     ax2.set_ylabel("latency, ms (bar: p99, tick: p50)")
     ax2.set_yscale("log")
     ax2.set_title("latency")
-    cfg = results["config"]
     pg = results.get("postgres", {})
     fig.suptitle(
-        f"authsvc store operations, {cfg['concurrency']} workers per node, {cfg['window_s']:g} s windows, "
+        f"authsvc store operations, {cfg['concurrency']} workers per node, {cfg['repeats']} x "
+        f"{cfg['window_s']:g} s per cell, "
         f"{results['machine']['cpu_count']} cores; PostgreSQL {pg.get('server_version', '')}"
         f" (synchronous_commit {pg.get('synchronous_commit', '?')}), "
         f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)",
@@ -801,9 +860,13 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--nodes", default="1,2", help="node counts to run (default 1,2)")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"operations (default {','.join(OPS)})")
     parser.add_argument("--concurrency", type=int, default=8, help="asyncio workers per node (default 8)")
-    parser.add_argument("--warmup-s", type=float, default=1.0)
-    parser.add_argument("--window-s", type=float, default=4.0)
+    parser.add_argument("--warmup-s", type=float, default=0.5, help="load before each window (default 0.5)")
+    parser.add_argument(
+        "--window-s", type=float, default=1.5, help="measured seconds per round (default 1.5)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per cell (default 3)")
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--totp-customers", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
@@ -817,6 +880,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "store.json")
     args = parser.parse_args()
     backends = args.backends.split(",")
+    args.ops = [op for op in OPS if op in args.ops.split(",")]
     node_counts = [int(x) for x in args.nodes.split(",")]
     started = time.perf_counter()
     master = MasterKey(os.urandom(32))
@@ -828,9 +892,11 @@ def main() -> None:
         "config": {
             "backends": backends,
             "nodes": node_counts,
+            "ops": args.ops,
             "concurrency": args.concurrency,
             "warmup_s": args.warmup_s,
             "window_s": args.window_s,
+            "repeats": args.repeats,
             "customers": args.customers,
             "templates_per_customer": TEMPLATES_PER_CUSTOMER,
             "template_bytes": TEMPLATE_BYTES,

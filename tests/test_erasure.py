@@ -80,3 +80,20 @@ async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_o
     assert all(_found(s, after) for s in bob), "the other customer's rows must survive"
     wal = Path(f"{db_path}-wal")
     assert not wal.exists() or wal.stat().st_size == 0, "the WAL is checkpointed and truncated"
+
+
+async def test_opting_out_leaves_no_template_or_label_in_the_files(service, speech):
+    channel, _, data_dir, _ = service
+    db_path = data_dir / "authsvc.sqlite3"
+    enroll = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    for i, u in enumerate(speech[sorted(speech)[0]][:2]):
+        await enroll.EnrollVoice(enroll_request("acme", "olga", u, f"{LABEL}-olga-{i}"), timeout=60)
+    sealed = [s for s in _sealed(db_path, "olga")]
+    assert len(sealed) == 4 and all(_found(s, _raw(db_path)) for s in sealed)
+    await enroll.RegisterCustomer(
+        enrollment_pb2.RegisterCustomerRequest(
+            tenant="acme", customer_id="olga", opt_out_biometrics=True, consent_text_version="c-2"
+        )
+    )
+    after = _raw(db_path)
+    assert not [s[:12].hex() for s in sealed if _found(s, after)], "an opt-out erases like a deletion"

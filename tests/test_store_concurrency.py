@@ -190,3 +190,60 @@ async def test_a_node_learns_another_nodes_rotation_from_an_unknown_key_id(node)
     assert first.ring.active_kid not in second.ring.kids()
     claims = await second.validate(POLICY, token, "chat")
     assert claims.key_id == first.ring.active_kid
+
+
+@pytest.fixture
+def enroll_ctx(store):
+    """What enrollment uses of a service context, over the store under test."""
+    import types
+
+    auditor = Auditor(store)
+    return types.SimpleNamespace(
+        store=store, vault=TemplateVault(store, crypto.MasterKey(os.urandom(32))), auditor=auditor
+    )
+
+
+async def test_an_opt_out_racing_a_first_enrollment_never_keeps_a_template(enroll_ctx, monkeypatch):
+    # A customer not created yet has no row to lock: both would proceed, the opt-out would commit
+    # and the template after it (PostgreSQL, 95 of 100 trials before the advisory lock).
+    import numpy as np
+
+    from authsvc import enrollment
+    from authsvc.errors import PreconditionFailed
+    from tests.typists import Typist
+
+    _slow(monkeypatch, Auditor, "record")
+    samples = [("password", Typist(np.random.default_rng(1)).password()) for _ in range(3)]
+
+    async def enroll(cid: str):
+        try:
+            return await enrollment.enroll_keystrokes(enroll_ctx, "bank", cid, samples)
+        except PreconditionFailed as exc:
+            return exc
+
+    for i in range(10):
+        cid = f"new-{i}"
+        await asyncio.gather(
+            enrollment.register_customer(enroll_ctx, "bank", cid, [], True, "consent-1"), enroll(cid)
+        )
+        async with enroll_ctx.store.transaction() as tx:
+            record = await tx.get_customer("bank", cid)
+            assert record.opted_out and await tx.templates("bank", cid) == [], cid
+
+
+async def test_two_first_profile_enrollments_at_once_lose_no_sample(enroll_ctx):
+    import numpy as np
+
+    from authsvc import enrollment
+    from tests.typists import Typist
+
+    typist = Typist(np.random.default_rng(11))
+    for i in range(5):
+        first = [("password", typist.password()) for _ in range(3)]
+        second = [("password", typist.password()) for _ in range(4)]
+        a_, b_ = await asyncio.gather(
+            enrollment.enroll_keystrokes(enroll_ctx, "bank", f"n{i}", first),
+            enrollment.enroll_keystrokes(enroll_ctx, "bank", f"n{i}", second),
+        )
+        (profile,) = await enroll_ctx.vault.load("bank", f"n{i}", "keystroke_fixed/password")
+        assert enrollment.profile_samples(profile.payload) == a_.added + b_.added == 7

@@ -2,8 +2,9 @@
 
 An async connection pool; a unit of work is one transaction on one pooled
 connection, and `lock_customer` is `SELECT ... FOR UPDATE` on the customer's
-row, so read-check-write sequences of two nodes on one customer run one
-after the other. Migrations run under a transaction-scoped advisory lock, so
+row plus a transaction-scoped advisory lock on its key (which also holds for
+a customer not created yet), so read-check-write sequences of two nodes on
+one customer run one after the other. Migrations run under a transaction-scoped advisory lock, so
 nodes starting together apply each step once.
 
 The DSN's password never reaches a log line or an error: `description` is
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -27,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from authsvc.errors import ConfigError
 from authsvc.store import migrations
-from authsvc.store.base import StoreUnavailable
+from authsvc.store.base import CustomerRecord, StoreUnavailable
 from authsvc.store.sql import SqlTransaction
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,30 @@ DIALECT = "postgresql"
 ACQUIRE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10
 _placeholders: dict[str, str] = {}
+# Every connection: only to a primary, with TCP keepalives so a vanished server is noticed.
+CONNECTION: dict[str, Any] = {
+    "autocommit": True,
+    "target_session_attrs": "read-write",
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+# A unit of work holds a customer's row for milliseconds: a lock held longer (a frozen node)
+# turns into UNAVAILABLE for the waiting request instead of an unbounded wait, and a
+# connection left idle in a transaction is ended by the server.
+SESSION_SETTINGS = (
+    "SET lock_timeout = '3s'",
+    "SET statement_timeout = '15s'",
+    "SET idle_in_transaction_session_timeout = '15s'",
+)
+# Driver errors that mean "the database cannot serve this now", not a bug: retry later.
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction)
+
+
+async def _configure(conn: psycopg.AsyncConnection) -> None:
+    for setting in SESSION_SETTINGS:
+        await conn.execute(setting)
 
 
 def _pg(sql: str) -> str:
@@ -45,21 +72,42 @@ def _pg(sql: str) -> str:
     return out
 
 
-def describe_dsn(dsn: str) -> tuple[str, str]:
-    """-> (the DSN without its password, the password or ""). A malformed DSN is a ConfigError
-    whose message does not repeat it."""
+# scheme://userinfo@rest, userinfo up to the LAST "@": an unencoded "@" or "/" in a password must
+# not let any part of it be read as a host, port or database name (and then printed).
+_URL = re.compile(r"^postgres(?:ql)?://(?:(?P<userinfo>.*)@)?(?P<rest>[^@]*)$", re.S)
+_MALFORMED = (
+    "the PostgreSQL DSN is malformed (it is not repeated here: it may hold a password); "
+    "percent-encode special characters (/ @ : ? #) of the user and password, or give the "
+    "password in PGPASSWORD or ~/.pgpass"
+)
+
+
+def describe_dsn(dsn: str) -> tuple[str, list[str]]:
+    """-> (the DSN without its password, the strings to scrub from any message: the DSN, its
+    user-info and password, raw and decoded). A DSN that libpq would read differently from
+    how it is written (an unencoded special character) is a ConfigError that repeats none of it."""
+    secrets = [dsn]
+    m = _URL.match(dsn)
+    expected: tuple[str, str] | None = None
+    if m and m.group("userinfo") is not None:
+        user, _, password = m.group("userinfo").partition(":")
+        secrets += [m.group("userinfo"), password, urllib.parse.unquote(password)]
+        expected = (urllib.parse.unquote(user), urllib.parse.unquote(password))
     try:
         parts = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        raise ConfigError(
-            "the PostgreSQL DSN is malformed (it is not repeated here: it may hold a password)"
-        ) from None
+        raise ConfigError(_MALFORMED) from None
     password = str(parts.get("password") or "")
-    host = parts.get("host") or parts.get("hostaddr") or "localhost"
-    port = parts.get("port") or "5432"
-    user = parts.get("user") or ""
-    db = parts.get("dbname") or user
-    return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}", password
+    secrets.append(password)
+    if expected is not None and (str(parts.get("user") or ""), password) != expected:
+        raise ConfigError(_MALFORMED)
+    host = str(parts.get("host") or parts.get("hostaddr") or "localhost")
+    port = str(parts.get("port") or "5432")
+    if not re.fullmatch(r"[0-9]+(,[0-9]+)*", port) or "@" in host:
+        raise ConfigError(_MALFORMED)
+    user = str(parts.get("user") or "")
+    db = str(parts.get("dbname") or user)
+    return f"postgresql://{user + '@' if user else ''}{host}:{port}/{db}", [x for x in secrets if x]
 
 
 class PostgresTransaction(SqlTransaction):
@@ -68,6 +116,15 @@ class PostgresTransaction(SqlTransaction):
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         super().__init__()
         self._conn = conn
+
+    async def lock_customer(self, tenant: str, customer_id: str) -> CustomerRecord | None:
+        # FOR UPDATE locks only a row that exists. A customer being created (a first enrollment
+        # racing an opt-out, two first profile writes) has none yet: a transaction-scoped
+        # advisory lock on the customer's key serialises those too.
+        await self._all(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"{tenant}\x1f{customer_id}",)
+        )
+        return await super().lock_customer(tenant, customer_id)
 
     async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         cur = await self._conn.execute(_pg(sql), args)
@@ -80,14 +137,16 @@ class PostgresTransaction(SqlTransaction):
 
 class PostgresStore:
     def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8) -> None:
-        self.description, self._password = describe_dsn(dsn)
+        self.description, self._secrets = describe_dsn(dsn)
+        self._secrets.sort(key=len, reverse=True)
         self._dsn = dsn
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs=CONNECTION,
+            configure=_configure,
             check=AsyncConnectionPool.check_connection,
             timeout=ACQUIRE_TIMEOUT_S,
             name="authsvc",
@@ -98,7 +157,9 @@ class PostgresStore:
         store = cls(dsn, min_size, max_size)
         # One direct connection first: the pool only says "timed out", this says why.
         try:
-            conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = await psycopg.AsyncConnection.connect(
+                dsn, connect_timeout=CONNECT_TIMEOUT_S, **{**CONNECTION, "autocommit": True}
+            )
         except psycopg.Error as exc:
             raise StoreUnavailable(
                 f"cannot connect to PostgreSQL at {store.description}: {store._scrub(exc)}"
@@ -113,9 +174,8 @@ class PostgresStore:
 
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc).strip().replace("\n", " ")
-        for secret in (self._dsn, self._password):
-            if secret:
-                text = text.replace(secret, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text
 
     @contextlib.asynccontextmanager
@@ -125,7 +185,7 @@ class PostgresStore:
                 yield PostgresTransaction(conn)
         except PoolTimeout:
             raise StoreUnavailable(f"no database connection to {self.description} became free") from None
-        except psycopg.OperationalError as exc:
+        except UNAVAILABLE as exc:
             raise StoreUnavailable(f"database {self.description} unavailable: {self._scrub(exc)}") from None
 
     async def schema_version(self) -> int:
@@ -159,7 +219,10 @@ class PostgresStore:
 
     async def ping(self) -> None:
         async with self.transaction() as tx:
-            await tx._all("SELECT 1")
+            # A standby after a failover answers, but cannot take a write: not healthy.
+            (read_only,) = (await tx._all("SHOW transaction_read_only"))[0]
+        if read_only == "on":
+            raise StoreUnavailable(f"database {self.description} is read-only (a standby?)")
 
     async def close(self) -> None:
         await self._pool.close()

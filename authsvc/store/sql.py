@@ -204,6 +204,7 @@ class SqlTransaction(ABC):
                 "DELETE FROM templates WHERE tenant=? AND customer_id=? AND modality=?",
                 (tenant, customer_id, m),
             )
+        self.erased = self.erased or n > 0  # an opt-out erases as much as a deletion does
         return n
 
     # -- per-customer state ----------------------------------------------------------------
@@ -232,10 +233,11 @@ class SqlTransaction(ABC):
         )
 
     async def delete_state(self, tenant: str, customer_id: str, name: str) -> None:
-        await self._count(
+        n = await self._count(
             "DELETE FROM customer_state WHERE tenant=? AND customer_id=? AND name=?",
             (tenant, customer_id, name),
         )
+        self.erased = self.erased or n > 0
 
     # -- service secrets and assertion uses ------------------------------------------------
 

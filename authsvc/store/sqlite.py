@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DIALECT = "sqlite"
 FILE_MODE = 0o600
+BUSY_MS = 5000  # how long a statement waits for another process's lock on the file
+SCRUB_BUSY_MS = 100  # the post-erasure checkpoint waits this long for readers, then retries later
 
 
 def _owner_only(path: Path) -> None:
@@ -69,6 +71,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsvc-sqlite")
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task | None = None  # the task whose unit of work holds the lock
+        self._scrub_pending = False  # an erasure's WAL checkpoint was blocked; retry it
         self._conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
 
     @classmethod
@@ -84,10 +87,12 @@ class SQLiteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
         # Deleted content is overwritten with zeros, not left in free pages.
         conn.execute("PRAGMA secure_delete=ON")
         self._conn = conn
+        # An erasure committed just before a crash was not scrubbed yet: scrub at every open.
+        self._scrub()
 
     async def _run(self, fn: Callable[[], T], shielded: bool = False) -> T:
         """Runs `fn` on the store's thread. A cancelled caller's statement is dropped if it has
@@ -112,7 +117,9 @@ class SQLiteStore:
             try:
                 await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                 yield tx
-                await self._run(lambda: self._conn.execute("COMMIT"))
+                # COMMIT and, after an erasure, the scrub are one job that runs to its end
+                # even if the caller is cancelled: a committed erasure is always scrubbed.
+                await self._run(lambda: self._commit(tx.erased), shielded=True)
             finally:
                 # Undo on error or cancellation, and also when COMMIT itself failed: SQLite then
                 # keeps the transaction open, and every later BEGIN on this connection would fail.
@@ -120,18 +127,30 @@ class SQLiteStore:
                 # it precedes the next BEGIN even if this await is cancelled too.
                 await self._run(self._rollback_if_open, shielded=True)
                 self._owner = None
-            if tx.erased:
-                await self._run(self._scrub)
 
     def _rollback_if_open(self) -> None:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
+    def _commit(self, erased: bool) -> None:
+        self._conn.execute("COMMIT")
+        self._scrub_pending = self._scrub_pending or erased
+        if self._scrub_pending:
+            self._scrub()
+
     def _scrub(self) -> None:
-        """Copies the WAL into the database (where secure_delete zeroed the rows) and truncates it."""
-        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:  # another process holds a read snapshot; the next erasure retries
-            log.warning("%s: WAL checkpoint after erasure was blocked by a reader", self.description)
+        """Copies the WAL into the database (where secure_delete zeroed the rows) and truncates it.
+
+        Another process reading the file can block the checkpoint: then it is not waited for
+        (that would hold the store), but retried after every later commit until it succeeds."""
+        self._conn.execute(f"PRAGMA busy_timeout={SCRUB_BUSY_MS}")
+        try:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        if busy and not self._scrub_pending:
+            log.warning("%s: WAL checkpoint after erasure blocked by a reader; retried", self.description)
+        self._scrub_pending = bool(busy)
 
     # -- schema ----------------------------------------------------------------------------
 
