@@ -107,11 +107,12 @@ class AssertionAuthority:
                     raise IntegrityError("assertion key ring vanished while it was being created")
         self._adopt(self._open(secret), secret.version)
 
-    async def rotate(self) -> str:
-        """A new active key for every node; -> its id."""
-        return await self._rotate(force=True)
+    async def rotate(self, revoke: bool = False) -> str:
+        """A new active key for every node; -> its id. `revoke`: the old keys stop verifying too
+        (on every node within `REFRESH_S`), for a key that may have leaked."""
+        return await self._rotate(force=True, revoke=revoke)
 
-    async def _rotate(self, force: bool) -> str:
+    async def _rotate(self, force: bool, revoke: bool = False) -> str:
         async with self.store.transaction() as tx:
             secret = await tx.get_secret(_RING, for_update=True)
             if secret is None:
@@ -120,6 +121,8 @@ class AssertionAuthority:
             # Another node may have rotated already: then its new key is adopted, not replaced.
             if force or self.clock() - ring.active_created_at > self.rotate_after_s:
                 ring.rotate(self.clock())
+                if revoke:
+                    ring.revoke_retired()
                 if not await tx.put_secret(_RING, self._seal(ring), expected_version=secret.version):
                     raise IntegrityError("assertion key ring changed under its row lock")
                 version = secret.version + 1
@@ -178,7 +181,15 @@ class AssertionAuthority:
             self._unknown_reload_at = time.monotonic()
             await self.reload()
         try:
-            claims = a.check(self.ring, token, policy.tenant, now)
+            claims = a.check(
+                self.ring,
+                token,
+                policy.tenant,
+                now,
+                max_lifetime_s=math.ceil(policy.assertion.lifetime_s),
+                # A node signs with a superseded key until it next re-reads the ring.
+                signing_grace_s=REFRESH_S + a.DEFAULT_CLOCK_SKEW_S,
+            )
             max_uses = policy.assertion.max_uses
             async with self.store.transaction() as tx:
                 counted = await tx.use_assertion(
@@ -204,12 +215,14 @@ class AssertionAuthority:
         return _issued(token, claims)
 
 
-async def rotate_keys(store: Store, master: crypto.MasterKey, actor: str = "operator") -> str:
-    """An operator's rotation (`authsvc keys rotate`), from outside any running node; -> the new key id.
-    Audited platform-wide (tenant "")."""
+async def rotate_keys(
+    store: Store, master: crypto.MasterKey, revoke: bool = False, actor: str = "operator"
+) -> str:
+    """An operator's rotation (`authsvc keys rotate [--revoke]`), from outside any running node;
+    -> the new key id. Audited platform-wide (tenant "")."""
     auditor = Auditor(store)
-    kid = await (await AssertionAuthority.open(store, master, auditor)).rotate()
-    await auditor.record("", "keys.rotate", "", "rotated", actor, kid=kid)
+    kid = await (await AssertionAuthority.open(store, master, auditor)).rotate(revoke=revoke)
+    await auditor.record("", "keys.rotate", "", "revoked" if revoke else "rotated", actor, kid=kid)
     return kid
 
 

@@ -43,8 +43,9 @@ with templates, --totp-customers of them with a confirmed TOTP; seeded once befo
 Each cell (backend x nodes x operation) is --repeats rounds, taken round-robin over the
 operations so that a neighbour's burst spoils one round rather than one operation; a round is
 --warmup-s of load (not counted), then --window-s measured, and an operation counts when it
-completes inside the window. A cell's ops/s is its median round (all rounds are listed), its
-latency percentiles are over the samples of all its rounds. The parent samples the CPU time
+completes inside the window. A cell's ops/s is its median round, its latency percentiles are
+over the samples of its rounds; a round in which other processes used --quiet-cores or more is
+listed but left out (unless all were). The parent samples the CPU time
 of the node processes, of all `postgres` processes and of the whole machine over each window,
 so each round also says how many milliseconds of node and database CPU one operation costs,
 and how busy the rest of this (shared, 2-core) machine was (the busiest other processes are
@@ -440,7 +441,7 @@ def run_topology(
             if p.is_alive():
                 p.terminate()
                 p.join(10)
-    return [combine(rs) for rs in rounds.values()]
+    return [combine(rs, args.quiet_cores) for rs in rounds.values()]
 
 
 def measure(backend, nodes, op, spec, pipes, pids, args, audit_rate: dict) -> dict:
@@ -499,11 +500,17 @@ def measure(backend, nodes, op, spec, pipes, pids, args, audit_rate: dict) -> di
     return out
 
 
-def combine(rounds: list[dict]) -> dict:
+def combine(rounds: list[dict], quiet_cores: float) -> dict:
     """One cell from its rounds: the median round's ops/s (each round listed), latency
-    percentiles over all rounds' samples, errors and notes summed, CPU per round."""
+    percentiles over all rounds' samples, errors and notes summed, CPU per round. Rounds in
+    which other processes used quiet_cores or more are listed but left out of the figures,
+    unless every round was disturbed."""
     first = rounds[0]
-    lat = np.concatenate([r.pop("latencies") for r in rounds])
+    samples = {id(r): r.pop("latencies") for r in rounds}
+    for r in rounds:
+        r["disturbed"] = r["cpu"]["other_cores"] >= quiet_cores
+    all_rounds, rounds = rounds, [r for r in rounds if not r["disturbed"]] or rounds
+    lat = np.concatenate([samples[id(r)] for r in rounds])
     errors: Counter = Counter()
     notes: Counter = Counter()
     for r in rounds:
@@ -520,11 +527,12 @@ def combine(rounds: list[dict]) -> dict:
         "op": first["op"],
         "ops_per_s": round(float(np.median([r["ops_per_s"] for r in rounds])), 1),
         "ops_per_s_rounds": [r["ops_per_s"] for r in rounds],
+        "rounds_used": len(rounds),
         **pct(lat),
         "errors": dict(errors),
         "notes": dict(notes),
         "cpu_median": {k: round(v, 3) for k, v in cpu.items()},
-        "rounds": rounds,
+        "rounds": all_rounds,
     }
 
 
@@ -781,7 +789,10 @@ def table(cells: list[dict]) -> str:
                 spread_text = f"±{50 * spread:.0f}%"
                 row += f"{c['ops_per_s']:>8.0f}{spread_text:>6s}{c['p50_ms']:>8.2f}{c['p99_ms']:>8.2f}"
         lines.append(row)
-    lines.append("ops/s: the median round; spread: half the range of the rounds, as a share of the median")
+    lines.append(
+        "ops/s: the median round; spread: half the range of the rounds, as a share of the median "
+        "(rounds a neighbour disturbed are left out)"
+    )
     return "\n".join(lines)
 
 

@@ -334,3 +334,51 @@ def test_corrupt_key_ring_bytes_are_an_integrity_error():
 def test_issue_refuses_bad_claims(ring, overrides):
     with pytest.raises(InvalidInput):
         _issue(ring, **overrides)
+
+
+# --- a stolen signing key must not outlive its rotation ------------------------------------------
+
+
+def test_a_token_living_longer_than_the_tenant_allows_is_refused():
+    ring = SigningKeyRing.generate(NOW, retire_after_s=90 * 86400)
+    token, _ = _issue(ring, lifetime_s=30 * 86400)  # what a holder of a leaked key would mint
+    assertions.check(ring, token, "acme", NOW + 10)  # without a policy limit it verifies
+    with pytest.raises(AssertionRejected) as err:
+        assertions.check(ring, token, "acme", NOW + 10, max_lifetime_s=300)
+    assert err.value.reason == assertions.ASSERTION_LIFETIME
+
+
+def test_a_superseded_key_signing_after_the_grace_period_is_refused():
+    ring = SigningKeyRing.generate(NOW, retire_after_s=2 * 86400)
+    stolen = RingKeyCopy(ring)
+    before, _ = _issue(ring, now=NOW + 5)
+    ring.rotate(NOW + 10)
+    # Signed before the rotation, or by a node that had not re-read the ring yet: accepted.
+    assertions.check(ring, before, "acme", NOW + 20, signing_grace_s=90)
+    late = stolen.sign_at(NOW + 60)
+    assertions.check(ring, late, "acme", NOW + 70, signing_grace_s=90)
+    forged = stolen.sign_at(NOW + 3600)  # an hour after its rotation, with the copied key
+    with pytest.raises(AssertionRejected) as err:
+        assertions.check(ring, forged, "acme", NOW + 3610, signing_grace_s=90)
+    assert err.value.reason == assertions.ASSERTION_UNKNOWN_KEY and "after it was retired" in str(err.value)
+
+
+def test_revoking_retired_keys_stops_them_verifying_at_once():
+    ring = SigningKeyRing.generate(NOW)
+    token, _ = _issue(ring)
+    ring.rotate(NOW + 1)
+    assertions.check(ring, token, "acme", NOW + 2)
+    assert len(ring.revoke_retired()) == 1
+    with pytest.raises(AssertionRejected) as err:
+        assertions.check(ring, token, "acme", NOW + 3)
+    assert err.value.reason == assertions.ASSERTION_UNKNOWN_KEY
+
+
+class RingKeyCopy:
+    """The active private key of a ring, copied out (as a thief would) before it rotates."""
+
+    def __init__(self, ring: SigningKeyRing) -> None:
+        self.ring = SigningKeyRing.from_bytes(ring.to_bytes())
+
+    def sign_at(self, now: float) -> str:
+        return _issue(self.ring, now=now)[0]

@@ -61,6 +61,24 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
         assert event.details == {"kid": kid} and event.actor == "operator"
     finally:
         await store.close()
+    # After a suspected leak: --revoke leaves only the new key in the ring.
+    revoked = _authsvc(
+        "keys",
+        "rotate",
+        "--revoke",
+        "--store",
+        spec,
+        "--data-dir",
+        str(tmp_path),
+        env={crypto.MASTER_KEY_ENV: key},
+    )
+    assert revoked.returncode == 0 and "no longer verify" in revoked.stdout, revoked.stderr
+    store = await open_store(spec)
+    try:
+        ring = (await AssertionAuthority.open(store, master, Auditor(store))).ring
+        assert ring.kids() == [ring.active_kid] and kid not in ring.kids()
+    finally:
+        await store.close()
 
 
 def test_keys_rotate_with_the_wrong_master_key_is_refused(tmp_path: Path):

@@ -39,6 +39,11 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
 
     keys = sub.add_parser("keys", help="service keys").add_subparsers(dest="action", required=True)
     p = keys.add_parser("rotate", help="rotate the assertion signing key of every node sharing the store")
+    p.add_argument(
+        "--revoke",
+        action="store_true",
+        help="also stop the old keys verifying (after a suspected leak; live assertions then fail)",
+    )
     common(p)
     p.set_defaults(func=rotate)
 
@@ -94,9 +99,11 @@ def rotate(args: argparse.Namespace) -> int:
         config = ServiceConfig(data_dir=args.data_dir or args.data_dir_default(), store=args.store)
         store, master = await open_context_store(config)
         try:
-            return await rotate_keys(store, master)
+            return await rotate_keys(store, master, revoke=args.revoke)
         finally:
             await store.close()
 
-    print(f"new assertion signing key {_run(go())}; every node signs with it within a minute")
+    kid = _run(go())
+    revoked = "; the old keys no longer verify" if args.revoke else ""
+    print(f"new assertion signing key {kid}; every node signs with it within a minute{revoked}")
     return 0

@@ -62,6 +62,7 @@ ASSERTION_BAD_SIGNATURE = "ASSERTION_BAD_SIGNATURE"
 ASSERTION_WRONG_TENANT = "ASSERTION_WRONG_TENANT"
 ASSERTION_REPLAYED = "ASSERTION_REPLAYED"
 ASSERTION_UNKNOWN_KEY = "ASSERTION_UNKNOWN_KEY"
+ASSERTION_LIFETIME = "ASSERTION_LIFETIME"
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _JTI_RE = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -257,6 +258,18 @@ class SigningKeyRing:
 
     def _usable(self, key: RingKey, now: float) -> bool:
         return key.superseded_at is None or now < key.superseded_at + self.retire_after_s
+
+    def revoke_retired(self) -> list[str]:
+        """Forget every key but the active one at once (after a suspected leak): tokens they
+        signed stop verifying. -> their ids."""
+        gone = [kid for kid in self._keys if kid != self._active]
+        for kid in gone:
+            del self._keys[kid]
+        return gone
+
+    def superseded_at(self, kid: str) -> float | None:
+        key = self._keys.get(kid)
+        return None if key is None else key.superseded_at
 
     def prune(self, now: float) -> list[str]:
         """Forget retired keys; -> their ids."""
@@ -490,8 +503,15 @@ def check(
     now: float,
     *,
     clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
+    max_lifetime_s: float | None = None,
+    signing_grace_s: float = DEFAULT_CLOCK_SKEW_S,
 ) -> Assertion:
-    """Everything `validate` checks except use counts: format, key, signature, tenant, time."""
+    """Everything `validate` checks except use counts: format, key, signature, tenant, time.
+
+    A stolen signing key must not outlive its rotation: a token that lives longer than
+    `max_lifetime_s` (the tenant's assertion lifetime), or that a superseded key signed more
+    than `signing_grace_s` after it was superseded, is refused although its signature verifies.
+    """
     if not isinstance(token, str) or not token:
         raise InvalidInput("assertion", "is empty")
     if len(token) > MAX_TOKEN_CHARS:
@@ -522,4 +542,11 @@ def check(
         raise AssertionRejected(ASSERTION_EXPIRED, f"assertion expired {now - claims.expires_at:.0f} s ago")
     if claims.issued_at > now + clock_skew_s:
         raise AssertionRejected(ASSERTION_NOT_YET_VALID, "assertion is issued in the future (clock skew?)")
+    if max_lifetime_s is not None and claims.expires_at - claims.issued_at > max_lifetime_s:
+        raise AssertionRejected(ASSERTION_LIFETIME, "assertion lives longer than its tenant's policy allows")
+    superseded = ring.superseded_at(kid)
+    if superseded is not None and claims.issued_at > superseded + signing_grace_s:
+        raise AssertionRejected(
+            ASSERTION_UNKNOWN_KEY, f"assertion signed by key {kid!r} after it was retired"
+        )
     return claims
