@@ -95,7 +95,13 @@ async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.Maste
     """The store (migrated) and the master key that opens it; refuses a key that does not match."""
     # Only the service account needs the store, key file and outbox.
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = await open_store(store_spec(config.store, config.data_dir))
+    if config.data_dir.stat().st_mode & 0o077:
+        # An operator's own directory is not changed, but its files are 0600 regardless.
+        log.warning("%s is open to group or others; the service's files in it are 0600", config.data_dir)
+    spec = store_spec(config.store, config.data_dir)
+    if _has_password(spec):
+        log.warning("the store DSN holds a password, which `ps` shows: use PGPASSWORD or ~/.pgpass")
+    store = await open_store(spec)
     try:
         if config.migrate:
             await store.migrate()
@@ -115,6 +121,18 @@ async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.Maste
         await store.close()
         raise
     return store, master
+
+
+def _has_password(spec: str) -> bool:
+    if spec.startswith("sqlite:"):
+        return False
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return bool(conninfo_to_dict(spec).get("password"))
+    except psycopg.Error:
+        return False  # open_store says what is wrong with it
 
 
 def _dialect(store: Store) -> str:

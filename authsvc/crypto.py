@@ -127,6 +127,10 @@ def template_aad(
     return _aad("authsvc/template/v1", tenant, customer_id, modality, encoder_id, encoder_version)
 
 
+def label_aad(tenant: str, customer_id: str, modality: str) -> bytes:
+    return _aad("authsvc/label/v1", tenant, customer_id, modality)
+
+
 def state_aad(tenant: str, customer_id: str, name: str) -> bytes:
     return _aad("authsvc/state/v1", tenant, customer_id, name)
 

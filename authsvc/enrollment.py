@@ -150,6 +150,10 @@ async def enroll_keystrokes(
     check_id(customer_id, "customer_id")
     if not samples:
         raise InvalidInput("samples", "at least one keystroke sample is required")
+    if len(samples) > keystroke.MAX_ENROLL_SAMPLES:
+        raise InvalidInput(
+            "samples", f"at most {keystroke.MAX_ENROLL_SAMPLES} per request; send the rest in another"
+        )
     groups: dict[str, list[keystroke.Sample]] = {}
     for name, sample in samples:
         groups.setdefault(keystroke_modality(sample.kind, name), []).append(sample)
@@ -307,15 +311,18 @@ async def describe_customer(
         record = await t.get_customer(tenant, customer_id)
         if record is None:
             raise NotFound(f"customer {tenant}/{customer_id} does not exist")
-        groups: dict[tuple[str, str, str], list[int]] = {}
-        for row in await t.templates(tenant, customer_id):
-            groups.setdefault((row.modality, row.encoder_id, row.encoder_version), []).append(row.created_ms)
-        summaries = []
-        for (m, e, v), stamps in sorted(groups.items()):
-            count = len(stamps)
-            if m != VOICE:  # a keystroke profile is one row holding many samples
-                count = profile_samples((await ctx.vault.load(tenant, customer_id, m, t))[0].payload)
-            summaries.append(TemplateSummary(m, e, v, count, max(stamps)))
+        # One read of all the rows (on PostgreSQL each statement sees the latest commit: a
+        # second read could miss a profile the first one listed).
+        groups: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+        for tpl in await ctx.vault.load(tenant, customer_id, None, t):
+            # A keystroke profile is one row holding many samples; a voice row is one sample.
+            count = 1 if tpl.modality == VOICE else profile_samples(tpl.payload)
+            key = (tpl.modality, tpl.encoder_id, tpl.encoder_version)
+            groups.setdefault(key, []).append((count, tpl.created_ms))
+        summaries = [
+            TemplateSummary(m, e, v, sum(c for c, _ in rows), max(ms for _, ms in rows))
+            for (m, e, v), rows in sorted(groups.items())
+        ]
         factors = await ctx.factors.active(tenant, customer_id, t)
     return CustomerSummary(record, summaries, factors)
 

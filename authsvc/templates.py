@@ -7,6 +7,7 @@ the caller's unit of work (`tx`) or runs in one of its own.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
@@ -21,6 +22,8 @@ from authsvc.store.base import Store, TemplateRow, Transaction, within
 
 # A growing profile has one row; its digest column is this constant.
 PROFILE_DIGEST = "profile"
+# Labels written since 0.2 are sealed; older rows hold them in clear and are read as they are.
+SEALED_LABEL = "sealed:1:"
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,13 @@ class TemplateVault:
         label: str,
     ) -> TemplateRow:
         aad = crypto.template_aad(tenant, customer_id, modality, encoder_id, encoder_version)
-        blob = crypto.seal(await self._data_key(tenant, tx), payload, aad)
+        key = await self._data_key(tenant, tx)
+        blob = crypto.seal(key, payload, aad)
+        # Sealed too: an operator's label (a file name) may name the person, and a database
+        # file or backup must not.
+        if label:
+            sealed = crypto.seal(key, label.encode(), crypto.label_aad(tenant, customer_id, modality))
+            label = SEALED_LABEL + base64.urlsafe_b64encode(sealed).decode()
         return TemplateRow(
             tenant,
             customer_id,
@@ -181,6 +190,11 @@ class TemplateVault:
         for r in rows:
             aad = crypto.template_aad(tenant, customer_id, r.modality, r.encoder_id, r.encoder_version)
             what = f"template of {tenant}/{customer_id} ({r.modality}, {r.encoder_id})"
+            label = r.label
+            if label.startswith(SEALED_LABEL):
+                sealed = base64.urlsafe_b64decode(label.removeprefix(SEALED_LABEL))
+                label_aad = crypto.label_aad(tenant, customer_id, r.modality)
+                label = crypto.open_sealed(key, sealed, label_aad, f"label of {what}").decode()
             out.append(
                 Template(
                     r.modality,
@@ -188,7 +202,7 @@ class TemplateVault:
                     r.encoder_version,
                     crypto.open_sealed(key, r.blob, aad, what),
                     r.created_ms,
-                    r.label,
+                    label,
                 )
             )
         return out

@@ -200,6 +200,8 @@ async def test_vault_round_trips_templates_without_storing_plaintext(store):
     assert tpl.payload == payload and tpl.encoder_id == "ge2e" and tpl.label == "label"
     (row,) = await _templates(store, "acme", "alice")
     assert payload not in row.blob
+    # The label (an operator's file name, which may name the person) is sealed too.
+    assert "label" not in row.label and row.label.startswith("sealed:")
     assert await vault.load("acme", "nobody", "voice") == []
 
 

@@ -68,6 +68,7 @@ async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_o
     assert len(alice) == 3 + 2 + 3  # templates, TOTP secret and destination, labels
     before = _raw(db_path)
     assert all(_found(s, before) for s in alice + bob), "the scan must find stored rows"
+    assert LABEL.encode() not in before, "labels are stored sealed, never in clear"
 
     reply = await enroll.DeleteCustomer(
         enrollment_pb2.DeleteCustomerRequest(tenant="acme", customer_id="alice")

@@ -413,3 +413,13 @@ async def test_an_authenticated_call_after_the_key_is_due_for_rotation_rotates_i
     )
     assert later[-1].outcome == V.OUTCOME_AUTHENTICATED
     assert later[-1].assertion.key_id != first.assertion.key_id
+
+
+@pytest.mark.parametrize("token", ["99999999999999999999", "²", "-1", "1e3"])
+async def test_a_page_token_this_service_did_not_issue_is_invalid_argument(svc, token):
+    channel = svc[0]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await assurance_pb2_grpc.AuditServiceStub(channel).ListAuditEvents(
+            assurance_pb2.ListAuditEventsRequest(tenant="bank", page_token=token)
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.value.details()

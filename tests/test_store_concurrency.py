@@ -247,3 +247,19 @@ async def test_two_first_profile_enrollments_at_once_lose_no_sample(enroll_ctx):
         )
         (profile,) = await enroll_ctx.vault.load("bank", f"n{i}", "keystroke_fixed/password")
         assert enrollment.profile_samples(profile.payload) == a_.added + b_.added == 7
+
+
+async def test_an_enrollment_request_is_bounded_so_it_cannot_hold_the_store(enroll_ctx):
+    import numpy as np
+
+    from authsvc import enrollment, keystroke
+    from authsvc.errors import InvalidInput
+    from tests.typists import Typist
+
+    typist = Typist(np.random.default_rng(3))
+    too_many = [("password", typist.password()) for _ in range(keystroke.MAX_ENROLL_SAMPLES + 1)]
+    with pytest.raises(InvalidInput) as err:
+        await enrollment.enroll_keystrokes(enroll_ctx, "bank", "big", too_many)
+    assert err.value.field == "samples"
+    async with enroll_ctx.store.transaction() as tx:
+        assert await tx.get_customer("bank", "big") is None

@@ -200,22 +200,28 @@ def enroll_keystrokes(args: argparse.Namespace) -> int:
         "free": common_pb2.KEYSTROKE_KIND_FREE_TEXT,
         "dtmf": common_pb2.KEYSTROKE_KIND_DTMF,
     }
-    request = enrollment_pb2.EnrollKeystrokesRequest(
-        tenant=args.tenant,
-        customer_id=args.customer,
-        samples=[
-            common_pb2.KeystrokeSample(
-                kind=kinds[s.kind],
-                profile=args.profile,
-                text=s.text or "",
-                events=[common_pb2.KeyEvent(key=e.key, down_s=e.press, up_s=e.release) for e in s.events],
-            )
-            for s in samples
-        ],
-    )
+    wire = [
+        common_pb2.KeystrokeSample(
+            kind=kinds[s.kind],
+            profile=args.profile,
+            text=s.text or "",
+            events=[common_pb2.KeyEvent(key=e.key, down_s=e.press, up_s=e.release) for e in s.events],
+        )
+        for s in samples
+    ]
+    added = already = 0
     with channel(args) as ch:
-        reply = enrollment_pb2_grpc.EnrollmentServiceStub(ch).EnrollKeystrokes(request, timeout=args.timeout)
-    print(f"{reply.samples_added} sample(s) added, {reply.samples_already_enrolled} already enrolled")
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(ch)
+        # The service takes a bounded number of samples per request.
+        for i in range(0, len(wire), keystroke.MAX_ENROLL_SAMPLES):
+            request = enrollment_pb2.EnrollKeystrokesRequest(
+                tenant=args.tenant,
+                customer_id=args.customer,
+                samples=wire[i : i + keystroke.MAX_ENROLL_SAMPLES],
+            )
+            reply = stub.EnrollKeystrokes(request, timeout=args.timeout)
+            added, already = added + reply.samples_added, already + reply.samples_already_enrolled
+    print(f"{added} sample(s) added, {already} already enrolled")
     print("\n".join(_customer_lines(reply.customer)))
     return EXIT_OK
 

@@ -37,7 +37,12 @@ from authsvc.keystroke.free_text import FreeTextProfile
 
 Profile = FixedTextProfile | FreeTextProfile
 
+# Typing samples per enrollment request: growing a profile is CPU work inside the customer's
+# unit of work (about 0.25 ms a sample), so one request must not hold the store for long.
+MAX_ENROLL_SAMPLES = 200
+
 __all__ = [
+    "MAX_ENROLL_SAMPLES",
     "FixedTextProfile",
     "FreeTextProfile",
     "KeyEvent",

@@ -24,7 +24,6 @@ from authsvc.context import ServiceContext
 from authsvc.server.assurance import AssertionServicer, AuditServicer, StepUpServicer
 from authsvc.server.enrollment import EnrollmentServicer
 from authsvc.server.verification import VerificationServicer
-from authsvc.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,10 @@ class AuthServer:
             try:
                 await asyncio.wait_for(self.ctx.store.ping(), STORE_CHECK_S * 2)
                 ok = True
-            except (StoreUnavailable, TimeoutError) as exc:
+            except Exception as exc:  # whatever the store raises, it is not serving: say so, keep watching
                 ok = False
                 if serving:
-                    log.error("store unavailable, health NOT_SERVING: %s", exc)
+                    log.error("store unavailable, health NOT_SERVING: %s", exc or type(exc).__name__)
             if ok != serving:
                 serving = ok
                 if ok:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc
@@ -62,7 +64,7 @@ class AuditServicer(assurance_pb2_grpc.AuditServiceServicer):
         check_id(request.tenant, "tenant")
         if not 0 <= request.page_size <= MAX_PAGE:
             raise InvalidInput("page_size", f"must be between 0 and {MAX_PAGE}")
-        if request.page_token and not request.page_token.isdigit():
+        if request.page_token and not re.fullmatch(r"[0-9]{1,18}", request.page_token):
             raise InvalidInput("page_token", "is not a token this service issued")
         size = request.page_size or 100
         before = int(request.page_token) if request.page_token else None

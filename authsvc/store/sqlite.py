@@ -192,6 +192,8 @@ class SQLiteStore:
         for m in steps:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._version() >= m.version:  # another process applied it meanwhile
+                    continue
                 for statement in m.statements():
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (m.version, m.name, _now_ms()))
@@ -202,10 +204,10 @@ class SQLiteStore:
                     (str(m.version),),
                 )
                 conn.execute("COMMIT")
+                log.info("%s: applied schema migration %04d_%s", self.description, m.version, m.name)
+                applied.append(m.version)
             finally:
                 self._rollback_if_open()
-            log.info("%s: applied schema migration %04d_%s", self.description, m.version, m.name)
-            applied.append(m.version)
         return applied
 
     async def ping(self) -> None:
