@@ -66,6 +66,8 @@ class ServiceConfig:
     migrate: bool = True
     # Age at which the assertion signing key is rotated (by whichever node notices first).
     key_rotation_s: float = ROTATE_AFTER_S
+    # PostgreSQL connections per node.
+    store_pool_size: int = 8
 
 
 @dataclass
@@ -101,7 +103,7 @@ async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.Maste
     spec = store_spec(config.store, config.data_dir)
     if _has_password(spec):
         log.warning("the store DSN holds a password, which `ps` shows: use PGPASSWORD or ~/.pgpass")
-    store = await open_store(spec)
+    store = await open_store(spec, pool_size=config.store_pool_size)
     try:
         if config.migrate:
             await store.migrate()

@@ -72,6 +72,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -848,6 +849,27 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def code_version() -> dict:
+    """The commit measured and the files that differ from it (the nodes run the working tree)."""
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            root = Path(__file__).resolve().parent.parent
+            return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, timeout=10).stdout
+        return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD").strip(),
+        # The service's code alone: a commit of docs or tests during the run changes nothing measured.
+        "authsvc_tree": git("rev-parse", "HEAD:authsvc").strip(),
+        "authsvc_uncommitted_sha256": hashlib.sha256(
+            git("diff", "HEAD", "--", "authsvc").encode()
+        ).hexdigest(),
+        "uncommitted": [line[3:] for line in git("status", "--porcelain").splitlines()],
+    }
+
+
 def pg_settings(dsn: str) -> dict:
     import psycopg
 
@@ -884,8 +906,8 @@ def main() -> None:
     parser.add_argument(
         "--quiet-wait-s",
         type=float,
-        default=30.0,
-        help="before each cell, wait up to this for a quiet machine",
+        default=20.0,
+        help="before each round, wait up to this long for a quiet machine (default 20)",
     )
     parser.add_argument("--quiet-cores", type=float, default=0.3, help="'quiet': busy under this many cores")
     parser.add_argument("--out", type=Path, default=RESULTS / "store.json")
@@ -924,6 +946,7 @@ def main() -> None:
             "assertion_use": "validate of assertions issued just before the cell, each once",
         },
         "machine": {**machine(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "code": code_version(),
         "cells": [],
         "profile": {},
         "seeding": {},
@@ -963,6 +986,11 @@ def main() -> None:
                     with psycopg.connect(args.postgres, autocommit=True) as conn:
                         conn.execute(f"DROP SCHEMA {schema} CASCADE")
     results["ratios"] = ratios(results["cells"])
+    if code_version()["authsvc_tree"] != results["code"]["authsvc_tree"]:
+        results["code"]["warning"] = (
+            "authsvc/ was committed anew during the run: the figures may mix versions"
+        )
+        print(f"warning: {results['code']['warning']}", flush=True)
     results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = round(time.perf_counter() - started, 1)
     print()

@@ -85,6 +85,13 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "PGPASSWORD or ~/.pgpass) or sqlite:PATH (default $AUTHSVC_STORE, else <data-dir>/authsvc.sqlite3)",
     )
     p.add_argument(
+        "--store-pool-size",
+        type=int,
+        default=8,
+        help="PostgreSQL connections of this node (default 8; units of work beyond it wait up to 5 s, "
+        "then get UNAVAILABLE)",
+    )
+    p.add_argument(
         "--no-migrate",
         action="store_true",
         help="do not apply schema migrations at start; refuse to start on an older schema instead "
@@ -124,6 +131,7 @@ async def _serve(args: argparse.Namespace) -> None:
         store=args.store,
         migrate=not args.no_migrate,
         key_rotation_s=args.key_rotation_s,
+        store_pool_size=args.store_pool_size,
     )
     try:
         ctx = await build_context(config)

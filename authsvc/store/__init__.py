@@ -43,9 +43,12 @@ def store_spec(spec: str | None, data_dir: Path) -> str:
     return spec or f"sqlite:{data_dir / SQLITE_FILE}"
 
 
-async def open_store(spec: str) -> Store:
+async def open_store(spec: str, pool_size: int = 8) -> Store:
     """`postgresql://...` (or `postgres://`, or a libpq key=value string with `host=`) or
-    `sqlite:PATH`. Raises StoreUnavailable when the database cannot be reached."""
+    `sqlite:PATH`. Raises StoreUnavailable when the database cannot be reached. `pool_size`:
+    PostgreSQL connections of this process (units of work beyond it wait for one)."""
+    if pool_size < 1:
+        raise ConfigError(f"the store's pool size must be at least 1, got {pool_size}")
     if spec.startswith("sqlite:"):
         from authsvc.store.sqlite import SQLiteStore
 
@@ -53,5 +56,5 @@ async def open_store(spec: str) -> Store:
     if spec.startswith(("postgresql://", "postgres://")) or "host=" in spec or "dbname=" in spec:
         from authsvc.store.postgres import PostgresStore
 
-        return await PostgresStore.open(spec)
+        return await PostgresStore.open(spec, max_size=pool_size)
     raise ConfigError("store must be sqlite:PATH or a postgresql:// DSN (the value is not repeated here)")

@@ -37,6 +37,7 @@ DIALECT = "sqlite"
 FILE_MODE = 0o600
 BUSY_MS = 5000  # how long a statement waits for another process's lock on the file
 SCRUB_BUSY_MS = 100  # the post-erasure checkpoint waits this long for readers, then retries later
+SCRUB_RETRY_S = 1.0  # a blocked checkpoint is retried after a commit at most this often
 
 
 def _owner_only(path: Path) -> None:
@@ -72,6 +73,7 @@ class SQLiteStore:
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task | None = None  # the task whose unit of work holds the lock
         self._scrub_pending = False  # an erasure's WAL checkpoint was blocked; retry it
+        self._scrub_tried = 0.0
         self._conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
 
     @classmethod
@@ -114,18 +116,20 @@ class SQLiteStore:
         async with self._lock:
             self._owner = asyncio.current_task()
             tx = SQLiteTransaction(self)
+            done = False
             try:
                 await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                 yield tx
                 # COMMIT and, after an erasure, the scrub are one job that runs to its end
                 # even if the caller is cancelled: a committed erasure is always scrubbed.
+                done = True
                 await self._run(lambda: self._commit(tx.erased), shielded=True)
             finally:
-                # Undo on error or cancellation, and also when COMMIT itself failed: SQLite then
-                # keeps the transaction open, and every later BEGIN on this connection would fail.
-                # Shielded and queued before the lock is released (the thread runs in order), so
-                # it precedes the next BEGIN even if this await is cancelled too.
-                await self._run(self._rollback_if_open, shielded=True)
+                if not done:
+                    # Undo on error or cancellation. Shielded and queued before the lock is
+                    # released (the thread runs in order), so it precedes the next BEGIN even if
+                    # this await is cancelled too.
+                    await self._run(self._rollback_if_open, shielded=True)
                 self._owner = None
 
     def _rollback_if_open(self) -> None:
@@ -133,16 +137,23 @@ class SQLiteStore:
             self._conn.execute("ROLLBACK")
 
     def _commit(self, erased: bool) -> None:
-        self._conn.execute("COMMIT")
+        try:
+            self._conn.execute("COMMIT")
+        finally:
+            # A failed COMMIT leaves SQLite's transaction open, and every later BEGIN on this
+            # connection would fail: undo it here, in the same job.
+            self._rollback_if_open()
         self._scrub_pending = self._scrub_pending or erased
-        if self._scrub_pending:
+        if erased or (self._scrub_pending and time.monotonic() - self._scrub_tried > SCRUB_RETRY_S):
             self._scrub()
 
     def _scrub(self) -> None:
         """Copies the WAL into the database (where secure_delete zeroed the rows) and truncates it.
 
         Another process reading the file can block the checkpoint: then it is not waited for
-        (that would hold the store), but retried after every later commit until it succeeds."""
+        (that would hold the store), but retried after later commits (at most once a second)
+        until it succeeds."""
+        self._scrub_tried = time.monotonic()
         self._conn.execute(f"PRAGMA busy_timeout={SCRUB_BUSY_MS}")
         try:
             busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
