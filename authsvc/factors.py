@@ -150,11 +150,20 @@ class Factors:
             return await self._failed(t, policy, tenant, customer_id, what)
 
     async def _failed(
-        self, tx: Transaction, policy: TenantPolicy, tenant: str, customer_id: str, what: str
+        self,
+        tx: Transaction,
+        policy: TenantPolicy,
+        tenant: str,
+        customer_id: str,
+        what: str,
+        state: LockoutState | None = None,
     ) -> Attempt:
+        """Counts a failure; `state`: the lockout state this unit of work already read."""
         lockout = self._lockout(policy)
         now = self.clock()
-        state = lockout.record_failure(await self._lock_state(tx, tenant, customer_id), now)
+        if state is None:
+            state = await self._lock_state(tx, tenant, customer_id)
+        state = lockout.record_failure(state, now)
         await self.vault.put_state(tenant, customer_id, _LOCKOUT, state.to_bytes(), tx)
         left = lockout.attempts_left(state, now)
         retry = self._retry_after(policy, state, now)
@@ -202,7 +211,7 @@ class Factors:
                 await self.auditor.record(tenant, "step_up", customer_id, "passed", factor=factor, tx=tx)
                 left = self._lockout(policy).attempts_left(LockoutState(), self.clock())
                 return Attempt(True, left, 0.0, f"{factor} verified")
-            attempt = await self._failed(tx, policy, tenant, customer_id, what)
+            attempt = await self._failed(tx, policy, tenant, customer_id, what, lock)
             await self.auditor.record(
                 tenant,
                 "step_up",

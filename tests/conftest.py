@@ -160,11 +160,11 @@ async def store(store_spec: str) -> AsyncIterator:
         await s.close()
 
 
-@pytest.fixture
-def service_backend() -> str:
-    """The store of the `service` fixture; modules that test stored state override it with
-    both backends."""
-    return "sqlite"
+@pytest.fixture(params=BACKENDS)
+def service_backend(request) -> str:
+    """The store of the `service` fixture: every service test runs on both backends, except
+    those that read SQLite's files themselves (they parametrize this to "sqlite")."""
+    return request.param
 
 
 @pytest.fixture

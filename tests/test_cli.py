@@ -33,6 +33,7 @@ from authsvc.cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
+from tests.conftest import BACKENDS, schema_dsn
 
 CLI = (sys.executable, "-m", "authsvc.cli.main")
 STARTUP_DEADLINE_S = 180.0
@@ -55,6 +56,7 @@ class Server:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("AUTHSVC_MASTER_KEY", None)  # the server makes its own key file in the data dir
+    env.pop("AUTHSVC_STORE", None)  # the store is the fixture's choice
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -86,15 +88,36 @@ def _shown(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-3000:]}"
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def store_args(request, tmp_path_factory) -> Iterator[list[str]]:
+    """`serve`'s store: its SQLite default, or a PostgreSQL schema of the module's own."""
+    if request.param == "sqlite":
+        yield []
+        return
+    import uuid
+
+    import psycopg
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield ["--store", schema_dsn(dsn, schema)]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
+def server(tmp_path_factory, store_args) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("cli")
     data_dir = root / "data"
     address = f"127.0.0.1:{_free_port()}"
     log = root / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*CLI, "serve", "--data-dir", str(data_dir), "--listen", address],
+            [*CLI, "serve", "--data-dir", str(data_dir), "--listen", address, *store_args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=_env(),

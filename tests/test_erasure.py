@@ -11,8 +11,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from tests.wire import enroll_request
+
+# These tests read SQLite's files; PostgreSQL's side of erasure is in the README.
+pytestmark = pytest.mark.parametrize("service_backend", ["sqlite"])
 
 LABEL = "alice-2026-11-30-branch-recording.wav"
 

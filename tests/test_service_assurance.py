@@ -19,7 +19,6 @@ import pytest
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from authsvc.api.v1 import verification_pb2 as V  # noqa: N812 - the enum-heavy module, short
 from authsvc.stepup import totp
-from tests.conftest import BACKENDS
 from tests.typists import Typist
 from tests.wire import call_requests, enroll_request, keystroke_pb, stream
 
@@ -32,12 +31,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=BACKENDS)
-def service_backend(request) -> str:
-    """Every flow here writes factor, lockout, assertion and audit state: run it on both stores."""
-    return request.param
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 
 import grpc
 import numpy as np
@@ -131,6 +130,7 @@ async def test_customers_can_be_listed_shown_and_deleted(service, speech):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.parametrize("service_backend", ["sqlite"])  # it reads the database files
 async def test_database_holds_no_plaintext_embedding(service, speech, ge2e):
     channel, ctx, data_dir, address = service  # noqa: RUF059
     target, _ = _speakers(speech)
@@ -148,15 +148,14 @@ async def test_database_holds_no_plaintext_embedding(service, speech, ge2e):
 
 
 async def test_swapped_ciphertext_fails_to_decrypt(service, speech):
-    channel, _, data_dir, address = service
+    channel, ctx, _, address = service
     target, other = _speakers(speech)
     await _enroll(channel, "acme", "alice", target[:1])
     await _enroll(channel, "acme", "bob", other[:1])
-    db = sqlite3.connect(data_dir / "authsvc.sqlite3")
-    with db:
-        blobs = dict(db.execute("SELECT customer_id, blob FROM templates").fetchall())
-        db.execute("UPDATE templates SET blob=? WHERE customer_id='alice'", (blobs["bob"],))
-    db.close()
+    # What someone with write access to the database would do, on either backend.
+    async with ctx.store.transaction() as tx:
+        blobs = dict(await tx._all("SELECT customer_id, blob FROM templates"))
+        await tx._count("UPDATE templates SET blob=? WHERE customer_id='alice'", (blobs["bob"],))
     with pytest.raises(grpc.RpcError) as err:
         await _call(address, call_requests("acme", "alice", other[1]))
     assert err.value.code() == grpc.StatusCode.DATA_LOSS
