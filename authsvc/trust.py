@@ -107,12 +107,12 @@ class AssertionAuthority:
                     raise IntegrityError("assertion key ring vanished while it was being created")
         self._adopt(self._open(secret), secret.version)
 
-    async def rotate(self, revoke: bool = False) -> str:
+    async def rotate(self, revoke: bool = False, actor: str = "operator") -> str:
         """A new active key for every node; -> its id. `revoke`: the old keys stop verifying too
         (on every node within `REFRESH_S`), for a key that may have leaked."""
-        return await self._rotate(force=True, revoke=revoke)
+        return await self._rotate(force=True, revoke=revoke, actor=actor)
 
-    async def _rotate(self, force: bool, revoke: bool = False) -> str:
+    async def _rotate(self, force: bool, revoke: bool = False, actor: str = "service") -> str:
         async with self.store.transaction() as tx:
             secret = await tx.get_secret(_RING, for_update=True)
             if secret is None:
@@ -126,6 +126,9 @@ class AssertionAuthority:
                 if not await tx.put_secret(_RING, self._seal(ring), expected_version=secret.version):
                     raise IntegrityError("assertion key ring changed under its row lock")
                 version = secret.version + 1
+                # Platform-wide (tenant ""), in the rotation's own unit of work.
+                outcome = "revoked" if revoke else "rotated"
+                await self.auditor.record("", "keys.rotate", "", outcome, actor, kid=ring.active_kid, tx=tx)
             else:
                 version = secret.version
         self._adopt(ring, version)
@@ -220,10 +223,8 @@ async def rotate_keys(
 ) -> str:
     """An operator's rotation (`authsvc keys rotate [--revoke]`), from outside any running node;
     -> the new key id. Audited platform-wide (tenant "")."""
-    auditor = Auditor(store)
-    kid = await (await AssertionAuthority.open(store, master, auditor)).rotate(revoke=revoke)
-    await auditor.record("", "keys.rotate", "", "revoked" if revoke else "rotated", actor, kid=kid)
-    return kid
+    authority = await AssertionAuthority.open(store, master, Auditor(store))
+    return await authority.rotate(revoke=revoke, actor=actor)
 
 
 def _issued(token: str, c: a.Assertion) -> IssuedAssertion:

@@ -84,8 +84,20 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
 def test_keys_rotate_with_the_wrong_master_key_is_refused(tmp_path: Path):
     spec = f"sqlite:{tmp_path / 'authsvc.sqlite3'}"
     key = {crypto.MASTER_KEY_ENV: new_master_key()}
+    unmigrated = _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key)
+    assert unmigrated.returncode != 0 and "authsvc db migrate" in unmigrated.stderr, (
+        "no migration on the side"
+    )
+    assert _authsvc("db", "migrate", "--store", spec).returncode == 0
     assert _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key).returncode == 0
     other = {crypto.MASTER_KEY_ENV: new_master_key()}
     result = _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=other)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "do not open with master key" in result.stderr, result.stderr
+
+
+def test_db_status_of_a_missing_sqlite_file_is_not_found_and_creates_nothing(tmp_path: Path):
+    path = tmp_path / "typo" / "authsvc.sqlite3"
+    result = _authsvc("db", "status", "--store", f"sqlite:{path}")
+    assert result.returncode == 4 and "no store at" in result.stderr
+    assert not path.parent.exists()

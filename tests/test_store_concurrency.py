@@ -175,6 +175,8 @@ async def test_two_nodes_rotating_at_once_make_one_new_key_and_keep_verifying(no
     assert issued[0].key_id == issued[1].key_id != old.key_id, "one rotation, adopted by both"
     async with store.transaction() as tx:
         assert (await tx.get_secret("assertion-signing-keys")).version == 2
+        rotations = [e for e in await tx.list_audit("", 100) if e.action == "keys.rotate"]
+    assert [(e.outcome, e.details["kid"]) for e in rotations] == [("rotated", issued[0].key_id)]
     # Each node accepts what the other signed, before and after the rotation.
     await second.validate(POLICY, old.token, "chat")
     await first.validate(POLICY, issued[1].token, "chat")

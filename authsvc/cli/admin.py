@@ -12,7 +12,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from authsvc.cli.client import EXIT_ERROR, EXIT_UNAVAILABLE, CliError
+from authsvc.cli.client import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, CliError
 from authsvc.context import ServiceConfig, open_context_store
 from authsvc.errors import ConfigError
 from authsvc.store import migrations, open_store, store_spec
@@ -76,8 +76,12 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    if spec.startswith("sqlite:") and not Path(spec.removeprefix("sqlite:")).exists():
+        raise CliError(f"no store at {spec.removeprefix('sqlite:')}", EXIT_NOT_FOUND)
+
     async def go() -> dict:
-        store = await open_store(_spec(args))
+        store = await open_store(spec)
         try:
             dialect = "sqlite" if store.description.startswith("sqlite:") else "postgresql"
             return {
@@ -96,7 +100,10 @@ def rotate(args: argparse.Namespace) -> int:
     from authsvc.trust import rotate_keys
 
     async def go() -> str:
-        config = ServiceConfig(data_dir=args.data_dir or args.data_dir_default(), store=args.store)
+        # No migration on the side: a store older than this build is refused (`db migrate` first).
+        config = ServiceConfig(
+            data_dir=args.data_dir or args.data_dir_default(), store=args.store, migrate=False
+        )
         store, master = await open_context_store(config)
         try:
             return await rotate_keys(store, master, revoke=args.revoke)
