@@ -17,7 +17,7 @@ from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, enrollment_pb2, en
 from tests.wire import enroll_request
 
 # These tests read SQLite's files; PostgreSQL's side of erasure is in the README.
-pytestmark = pytest.mark.parametrize("service_backend", ["sqlite"])
+ON_SQLITE = pytest.mark.parametrize("service_backend", ["sqlite"])
 
 LABEL = "alice-2026-11-30-branch-recording.wav"
 
@@ -53,6 +53,7 @@ def _found(needle: bytes, haystack: bytes) -> bool:
     return any(needle[i : i + step] in haystack for i in range(0, max(1, len(needle) - step + 1), 8))
 
 
+@ON_SQLITE
 async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_or_shm(service, speech):
     channel, _, data_dir, _ = service
     db_path = data_dir / "authsvc.sqlite3"
@@ -88,6 +89,7 @@ async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_o
     assert not wal.exists() or wal.stat().st_size == 0, "the WAL is checkpointed and truncated"
 
 
+@ON_SQLITE
 async def test_opting_out_leaves_no_template_or_label_in_the_files(service, speech):
     channel, _, data_dir, _ = service
     db_path = data_dir / "authsvc.sqlite3"
@@ -103,3 +105,37 @@ async def test_opting_out_leaves_no_template_or_label_in_the_files(service, spee
     )
     after = _raw(db_path)
     assert not [s[:12].hex() for s in sealed if _found(s, after)], "an opt-out erases like a deletion"
+
+
+async def test_an_erasure_blocked_by_another_reader_is_scrubbed_once_the_reader_is_gone(
+    tmp_path, monkeypatch
+):
+    from authsvc import crypto
+    from authsvc.store import sqlite as sqlite_store
+    from authsvc.templates import TemplateVault
+
+    monkeypatch.setattr(sqlite_store, "SCRUB_RETRY_S", 0.0)
+    db_path = tmp_path / "authsvc.sqlite3"
+    store = await sqlite_store.SQLiteStore.open(db_path)
+    await store.migrate()
+    vault = TemplateVault(store, crypto.MasterKey(b"k" * 32))
+    try:
+        await vault.put("acme", "alice", "voice", "ge2e", "v1", "d1", b"x" * 1024, LABEL)
+        await vault.put("acme", "bob", "voice", "ge2e", "v1", "d1", b"y" * 1024)
+        alice = _sealed(db_path, "alice")
+        reader = sqlite3.connect(db_path)  # another process's read snapshot pins the WAL
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM templates").fetchone()
+        async with store.transaction() as tx:
+            await tx.delete_customer("acme", "alice")
+        assert any(_found(s, _raw(db_path)) for s in alice), "the reader blocks the checkpoint"
+        reader.close()
+        async with store.transaction() as tx:  # the next commit retries the scrub
+            await tx.append_audit(
+                __import__("authsvc.store", fromlist=["AuditEvent"]).AuditEvent(
+                    "acme", 1, "op", "x", "bob", "ok"
+                )
+            )
+        assert not [s[:12].hex() for s in alice if _found(s, _raw(db_path))]
+    finally:
+        await store.close()

@@ -143,7 +143,6 @@ class SQLiteStore:
             # A failed COMMIT leaves SQLite's transaction open, and every later BEGIN on this
             # connection would fail: undo it here, in the same job.
             self._rollback_if_open()
-        self._scrub_pending = self._scrub_pending or erased
         if erased or (self._scrub_pending and time.monotonic() - self._scrub_tried > SCRUB_RETRY_S):
             self._scrub()
 
