@@ -108,7 +108,7 @@ async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.Maste
         if config.migrate:
             await store.migrate()
         else:
-            current, latest = await store.schema_version(), migrations.latest(_dialect(store))
+            current, latest = await store.schema_version(), migrations.latest(store.dialect)
             if current != latest:
                 raise ConfigError(
                     f"{store.description}: schema version {current}, this build needs {latest}; "
@@ -135,10 +135,6 @@ def _has_password(spec: str) -> bool:
         return bool(conninfo_to_dict(spec).get("password"))
     except psycopg.Error:
         return False  # open_store says what is wrong with it
-
-
-def _dialect(store: Store) -> str:
-    return "sqlite" if store.description.startswith("sqlite:") else "postgresql"
 
 
 async def build_context(config: ServiceConfig, encoder: SpeakerEncoder | None = None) -> ServiceContext:

@@ -71,7 +71,7 @@ class Factors:
         secret = totp.new_secret()
         uri = totp.provisioning_uri(secret, account_name or customer_id, issuer or "authsvc")
         async with self.store.transaction() as tx:
-            await self._lock(tx, tenant, customer_id)
+            await tx.lock_customer(tenant, customer_id)
             await self._put_totp(tx, tenant, customer_id, secret, totp.TotpState())
             await self.auditor.record(
                 tenant, "factor.totp.enroll", customer_id, "pending_confirmation", tx=tx
@@ -101,7 +101,7 @@ class Factors:
         if not destination.strip() or len(destination) > 256:
             raise InvalidInput("destination", "must be a phone number or address of at most 256 characters")
         async with self.store.transaction() as tx:
-            await self._lock(tx, tenant, customer_id)
+            await tx.lock_customer(tenant, customer_id)
             await self.vault.put_state(tenant, customer_id, _DESTINATION, destination.strip().encode(), tx)
             await self.auditor.record(tenant, "factor.code_destination.set", customer_id, "set", tx=tx)
 
@@ -247,11 +247,6 @@ class Factors:
         await self.auditor.record(tenant, "step_up.code_sent", customer_id, "sent")
 
     # -- helpers ---------------------------------------------------------------------------
-
-    async def _lock(self, tx: Transaction, tenant: str, customer_id: str) -> None:
-        """Creates the customer if needed and locks it: every writer of its factor state does."""
-        await tx.ensure_customer(tenant, customer_id, int(self.clock() * 1000))
-        await tx.lock_customer(tenant, customer_id)
 
     async def _codes(self, policy: TenantPolicy, tenant: str, tx: Transaction) -> OneTimeCodes:
         rules = policy.step_up

@@ -53,7 +53,6 @@ class AssertionAuthority:
             raise ConfigError(f"key rotation interval must be at least 1 s, got {rotate_after_s!r}")
         self.rotate_after_s = rotate_after_s
         self._ring: a.SigningKeyRing | None = None
-        self._version = 0
         self._loaded_at = -math.inf
         self._unknown_reload_at = -math.inf
 
@@ -90,8 +89,8 @@ class AssertionAuthority:
     def _seal(self, ring: a.SigningKeyRing) -> bytes:
         return crypto.seal(self._master.key, ring.to_bytes(), a.keyring_aad(_RING))
 
-    def _adopt(self, ring: a.SigningKeyRing, version: int) -> None:
-        self._ring, self._version, self._loaded_at = ring, version, self.clock()
+    def _adopt(self, ring: a.SigningKeyRing) -> None:
+        self._ring, self._loaded_at = ring, self.clock()
 
     async def reload(self) -> None:
         """Reads the stored ring, creating it when there is none (the first node to start)."""
@@ -100,12 +99,12 @@ class AssertionAuthority:
             if secret is None:
                 ring = a.SigningKeyRing.generate(self.clock(), retire_after_s=RETIRE_AFTER_S)
                 if await tx.put_secret(_RING, self._seal(ring), expected_version=0):
-                    self._adopt(ring, 1)
+                    self._adopt(ring)
                     return
                 secret = await tx.get_secret(_RING)  # another node created it first
                 if secret is None:
                     raise IntegrityError("assertion key ring vanished while it was being created")
-        self._adopt(self._open(secret), secret.version)
+        self._adopt(self._open(secret))
 
     async def rotate(self, revoke: bool = False, actor: str = "operator") -> str:
         """A new active key for every node; -> its id. `revoke`: the old keys stop verifying too
@@ -125,13 +124,10 @@ class AssertionAuthority:
                     ring.revoke_retired()
                 if not await tx.put_secret(_RING, self._seal(ring), expected_version=secret.version):
                     raise IntegrityError("assertion key ring changed under its row lock")
-                version = secret.version + 1
                 # Platform-wide (tenant ""), in the rotation's own unit of work.
                 outcome = "revoked" if revoke else "rotated"
                 await self.auditor.record("", "keys.rotate", "", outcome, actor, kid=ring.active_kid, tx=tx)
-            else:
-                version = secret.version
-        self._adopt(ring, version)
+        self._adopt(ring)
         return ring.active_kid
 
     async def signing_ready(self) -> None:

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -72,7 +71,7 @@ from authsvc.voice.batcher import BatchConfig, MicroBatcher, default_config
 from authsvc.voice.device import warm_up
 from authsvc.voice.encoder import SpeakerEncoder
 from authsvc.voice.registry import load_encoder
-from bench.common import RESULTS, default_data_dir, load_16k, machine
+from bench.common import RESULTS, default_data_dir, load_16k, machine, write_results
 
 SR = 16000
 LEVELS = (1, 8, 32, 128, 512)
@@ -552,10 +551,7 @@ def main() -> None:
     for name, r in results["encoders"].items():
         cells = "  ".join(f"N={row['concurrency']}: {row['throughput_ratio']}" for row in r["levels"])
         print(f"  {name}: {cells}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {results['seconds']} s")
+    write_results(results, args.out, plot)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -22,6 +24,31 @@ RESULTS = ROOT / "bench" / "results"
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("AUTHSVC_DATA", ROOT.parent / "shared" / "data"))
+
+
+def create_schema(dsn: str, schema: str) -> str:
+    """Creates PostgreSQL schema `schema`; -> a DSN whose connections use it (`authsvc --store`)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return make_conninfo(dsn, options=f"-c search_path={schema}")
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def write_results(results: dict, out: Path, plot: Callable[[dict, Path], None]) -> None:
+    """The results JSON at `out` and its plot beside it (same name, .png)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')} in {results['seconds']} s")
 
 
 def machine() -> dict:

@@ -95,7 +95,7 @@ from authsvc.audio.resample import resample
 from authsvc.audio.vad import SpeechTracker
 from authsvc.policy.schema import PolicyBook
 from authsvc.session import PENDING_STEP_S
-from bench.common import RESULTS, ROOT, default_data_dir, load_16k, machine
+from bench.common import RESULTS, ROOT, create_schema, default_data_dir, drop_schema, load_16k, machine
 
 SR = 16000
 RATE = 8000
@@ -445,17 +445,8 @@ class Server:
         self.data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
         self.store, self.schema = store, ""
         if store != "sqlite":
-            import psycopg
-            from psycopg.conninfo import make_conninfo
-
             self.schema = f"load_{os.getpid()}_{free_port()}"
-            with psycopg.connect(store, autocommit=True) as conn:
-                conn.execute(f"CREATE SCHEMA {self.schema}")
-            extra_args = [
-                *extra_args,
-                "--store",
-                make_conninfo(store, options=f"-c search_path={self.schema}"),
-            ]
+            extra_args = [*extra_args, "--store", create_schema(store, self.schema)]
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -510,10 +501,7 @@ class Server:
         self._log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         if self.schema:
-            import psycopg
-
-            with psycopg.connect(self.store, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {self.schema} CASCADE")
+            drop_schema(self.store, self.schema)
 
 
 def enroll(address: str, speakers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> dict:

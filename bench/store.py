@@ -73,7 +73,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -101,7 +100,7 @@ from authsvc.stepup.senders import load_sender
 from authsvc.store import Store, open_store
 from authsvc.templates import TemplateVault
 from authsvc.trust import AssertionAuthority
-from bench.common import RESULTS, machine
+from bench.common import RESULTS, create_schema, drop_schema, machine, write_results
 
 TENANT = "bench"
 TEMPLATES_PER_CUSTOMER = 5
@@ -962,14 +961,9 @@ def main() -> None:
             if backend == "sqlite":
                 spec = f"sqlite:{Path(tmp) / 'store' / 'authsvc.sqlite3'}"
             else:
-                import psycopg
-                from psycopg.conninfo import make_conninfo
-
                 results["postgres"] = pg_settings(args.postgres)
                 schema = f"bench_{uuid.uuid4().hex[:12]}"
-                with psycopg.connect(args.postgres, autocommit=True) as conn:
-                    conn.execute(f"CREATE SCHEMA {schema}")
-                spec = make_conninfo(args.postgres, options=f"-c search_path={schema}")
+                spec = create_schema(args.postgres, schema)
             try:
                 print(f"== {backend}: seeding {args.customers} customers ...", flush=True)
                 seeded = asyncio.run(seed(spec, master, args.customers, args.totp_customers, args.seed))
@@ -983,8 +977,7 @@ def main() -> None:
                     results["cells"] += run_topology(backend, spec, nodes, args, master, audit_rate)
             finally:
                 if schema:
-                    with psycopg.connect(args.postgres, autocommit=True) as conn:
-                        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+                    drop_schema(args.postgres, schema)
     results["ratios"] = ratios(results["cells"])
     if code_version()["authsvc_tree"] != results["code"]["authsvc_tree"]:
         results["code"]["warning"] = (
@@ -1001,10 +994,7 @@ def main() -> None:
     print("ratio two nodes / one node (ops/s):")
     for k, v in results["ratios"]["two_over_one_node"].items():
         print(f"  {k}: " + "  ".join(f"{op} {x}" for op, x in v.items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {results['seconds']} s")
+    write_results(results, args.out, plot)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Without any PostgreSQL the PostgreSQL tests fail; they are never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -119,19 +120,25 @@ def schema_dsn(dsn: str, schema: str) -> str:
     return make_conninfo(dsn, options=f"-c search_path={schema}")
 
 
-@pytest.fixture
-def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
-    """A DSN whose connections live in a fresh schema of their own (dropped after the test)."""
+@contextlib.contextmanager
+def pg_schema(dsn: str) -> Iterator[str]:
+    """A DSN whose connections live in a fresh schema of their own, dropped afterwards."""
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield schema_dsn(postgres_dsn, schema)
+        yield schema_dsn(dsn, schema)
     finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_schema_dsn(postgres_dsn: str) -> Iterator[str]:
+    with pg_schema(postgres_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=BACKENDS)

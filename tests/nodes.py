@@ -25,6 +25,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an `authsvc` process of a test: the operator's own store and master
+    key settings never leak in; the test gives what it needs in `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTHSVC_MASTER_KEY", "AUTHSVC_STORE")}
+    return {**env, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Runs `authsvc ARGS...` as its own process: what it printed and exited with."""
+    return subprocess.run(
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env),
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def new_master_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
@@ -52,8 +73,7 @@ class Node:
 
     def start(self) -> Node:
         self.address = f"127.0.0.1:{free_port()}"
-        env = dict(os.environ, AUTHSVC_MASTER_KEY=self.master_key, PYTHONUNBUFFERED="1")
-        env.pop("AUTHSVC_STORE", None)
+        env = cli_env({"AUTHSVC_MASTER_KEY": self.master_key})
         args = [*CLI, "serve", "--data-dir", str(self.data_dir), "--listen", self.address, "--no-metrics"]
         args += ["--store", self.store]
         if self.policy_dir:

@@ -7,12 +7,9 @@ are what a shell script would see.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,9 +30,9 @@ from authsvc.cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from tests.conftest import BACKENDS, schema_dsn
+from tests.conftest import BACKENDS, pg_schema
+from tests.nodes import CLI, cli_env, free_port, run_cli
 
-CLI = (sys.executable, "-m", "authsvc.cli.main")
 STARTUP_DEADLINE_S = 180.0
 COMMAND_TIMEOUT_S = 180.0
 TENANT = "acme"
@@ -53,30 +50,9 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("AUTHSVC_MASTER_KEY", None)  # the server makes its own key file in the data dir
-    env.pop("AUTHSVC_STORE", None)  # the store is the fixture's choice
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def authsvc(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Runs `authsvc ARGS...` as its own process and returns what it printed and exited with."""
-    return subprocess.run(
-        [*CLI, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(*args, timeout=COMMAND_TIMEOUT_S)
 
 
 def client(srv: Server, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -94,33 +70,22 @@ def store_args(request, tmp_path_factory) -> Iterator[list[str]]:
     if request.param == "sqlite":
         yield []
         return
-    import uuid
-
-    import psycopg
-
-    dsn = request.getfixturevalue("postgres_dsn")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield ["--store", schema_dsn(dsn, schema)]
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema(request.getfixturevalue("postgres_dsn")) as dsn:
+        yield ["--store", dsn]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, store_args) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("cli")
     data_dir = root / "data"
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     log = root / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [*CLI, "serve", "--data-dir", str(data_dir), "--listen", address, *store_args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=cli_env(),
             stdin=subprocess.DEVNULL,
         )
     channel = grpc.insecure_channel(address)

@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 from authsvc import crypto
 from authsvc.audit import Auditor
 from authsvc.store import migrations, open_store
 from authsvc.trust import AssertionAuthority
-from tests.nodes import CLI, new_master_key
-
-
-def _authsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ, **(env or {}))
-    full.pop("AUTHSVC_STORE", None)
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=120, env=full, stdin=subprocess.DEVNULL
-    )
+from tests.nodes import new_master_key, run_cli
 
 
 def test_db_migrate_applies_every_step_once_and_status_reports_it(store_spec: str, backend: str):
-    first = _authsvc("db", "migrate", "--store", store_spec)
+    first = run_cli("db", "migrate", "--store", store_spec)
     assert first.returncode == 0, first.stderr
     latest = migrations.latest(backend)
     assert f"applied {', '.join(str(v) for v in range(1, latest + 1))}" in first.stdout
-    again = _authsvc("db", "migrate", "--store", store_spec)
+    again = run_cli("db", "migrate", "--store", store_spec)
     assert again.returncode == 0 and "up to date" in again.stdout
-    status = _authsvc("db", "status", "--store", store_spec)
+    status = run_cli("db", "status", "--store", store_spec)
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["schema_version"] == doc["latest"] == latest
@@ -47,7 +37,7 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
     before = (await AssertionAuthority.open(store, master, Auditor(store))).ring.active_kid
     await store.close()
 
-    result = _authsvc(
+    result = run_cli(
         "keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env={crypto.MASTER_KEY_ENV: key}
     )
     assert result.returncode == 0, result.stderr
@@ -62,7 +52,7 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
     finally:
         await store.close()
     # After a suspected leak: --revoke leaves only the new key in the ring.
-    revoked = _authsvc(
+    revoked = run_cli(
         "keys",
         "rotate",
         "--revoke",
@@ -84,20 +74,20 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
 def test_keys_rotate_with_the_wrong_master_key_is_refused(tmp_path: Path):
     spec = f"sqlite:{tmp_path / 'authsvc.sqlite3'}"
     key = {crypto.MASTER_KEY_ENV: new_master_key()}
-    unmigrated = _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key)
+    unmigrated = run_cli("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key)
     assert unmigrated.returncode != 0 and "authsvc db migrate" in unmigrated.stderr, (
         "no migration on the side"
     )
-    assert _authsvc("db", "migrate", "--store", spec).returncode == 0
-    assert _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key).returncode == 0
+    assert run_cli("db", "migrate", "--store", spec).returncode == 0
+    assert run_cli("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key).returncode == 0
     other = {crypto.MASTER_KEY_ENV: new_master_key()}
-    result = _authsvc("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=other)
+    result = run_cli("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=other)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "do not open with master key" in result.stderr, result.stderr
 
 
 def test_db_status_of_a_missing_sqlite_file_is_not_found_and_creates_nothing(tmp_path: Path):
     path = tmp_path / "typo" / "authsvc.sqlite3"
-    result = _authsvc("db", "status", "--store", f"sqlite:{path}")
+    result = run_cli("db", "status", "--store", f"sqlite:{path}")
     assert result.returncode == 4 and "no store at" in result.stderr
     assert not path.parent.exists()

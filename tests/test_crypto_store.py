@@ -473,9 +473,7 @@ async def test_concurrent_units_of_work_on_one_customer_do_not_lose_updates(stor
 
 async def test_migrating_twice_applies_nothing_the_second_time(store):
     assert await store.migrate() == []
-    assert await store.schema_version() == migrations.latest(
-        "sqlite" if store.description.startswith("sqlite:") else "postgresql"
-    )
+    assert await store.schema_version() == migrations.latest(store.dialect)
 
 
 # --- SQLite specifics -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,35 +22,29 @@ from grpc_status import rpc_status
 from authsvc import crypto
 from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.templates import TemplateVault
-from tests.nodes import CLI, Node, free_port, new_master_key
+from tests.nodes import Node, free_port, new_master_key, run_cli
 from tests.wire import call_requests, enroll_request, stream
 
 SECRET = "s3cret-pw-7f2a"
 
 
-def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-
-
 def test_unreachable_postgresql_at_start_names_the_host_not_the_password(tmp_path: Path):
     port = free_port()  # nothing listens there
     dsn = f"postgresql://authsvc:{SECRET}@127.0.0.1:{port}/authsvc"
-    serve = _run(
+    serve = run_cli(
         "serve", "--data-dir", str(tmp_path), "--store", dsn, "--no-metrics", "--listen", "127.0.0.1:0"
     )
     assert serve.returncode != 0
     out = serve.stdout + serve.stderr
     assert f"127.0.0.1:{port}" in out and "cannot connect" in out, out[-2000:]
     assert SECRET not in out
-    migrate = _run("db", "migrate", "--store", dsn)
+    migrate = run_cli("db", "migrate", "--store", dsn)
     assert migrate.returncode == 3 and f"127.0.0.1:{port}" in migrate.stderr
     assert SECRET not in migrate.stdout + migrate.stderr
 
 
 def test_a_malformed_dsn_is_refused_without_repeating_it(tmp_path: Path):
-    result = _run("db", "migrate", "--store", f"postgresql://u:{SECRET}@host:notaport/db")
+    result = run_cli("db", "migrate", "--store", f"postgresql://u:{SECRET}@host:notaport/db")
     assert result.returncode != 0 and SECRET not in result.stdout + result.stderr
 
 

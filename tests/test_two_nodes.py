@@ -22,6 +22,7 @@ import pytest
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from authsvc.api.v1 import verification_pb2 as V  # noqa: N812
 from authsvc.stepup import totp
+from tests.conftest import pg_schema
 from tests.nodes import Node, new_master_key, start_nodes
 from tests.wire import call_requests, enroll_request, stream
 
@@ -36,33 +37,23 @@ ROTATE_S = 5.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, postgres_dsn) -> Iterator[tuple[Node, Node, Path]]:
-    import uuid
-
-    import psycopg
-
-    from tests.conftest import schema_dsn
-
     root = tmp_path_factory.mktemp("nodes")
     policies = root / "policies"
     policies.mkdir()
     for tenant, text in POLICIES.items():
         (policies / f"{tenant}.toml").write_text(text)
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    store, key = schema_dsn(postgres_dsn, schema), new_master_key()
     outbox = root / "codes.jsonl"
     sender = ["--code-sender", f"file:{outbox}"]
-    a = Node(root, "a", store, key, policies, [*sender, "--key-rotation-s", str(ROTATE_S)])
-    b = Node(root, "b", store, key, policies, sender)
-    try:
-        start_nodes(a, b)
-        yield a, b, outbox
-    finally:
-        for n in (a, b):
-            assert n.stop() == 0, n.log_text()
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema(postgres_dsn) as store:
+        key = new_master_key()
+        a = Node(root, "a", store, key, policies, [*sender, "--key-rotation-s", str(ROTATE_S)])
+        b = Node(root, "b", store, key, policies, sender)
+        try:
+            start_nodes(a, b)
+            yield a, b, outbox
+        finally:
+            for n in (a, b):
+                assert n.stop() == 0, n.log_text()
 
 
 def _stubs(node: Node):

@@ -83,11 +83,10 @@ def status(args: argparse.Namespace) -> int:
     async def go() -> dict:
         store = await open_store(spec)
         try:
-            dialect = "sqlite" if store.description.startswith("sqlite:") else "postgresql"
             return {
                 "store": store.description,
                 "schema_version": await store.schema_version(),
-                "latest": migrations.latest(dialect),
+                "latest": migrations.latest(store.dialect),
             }
         finally:
             await store.close()

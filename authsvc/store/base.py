@@ -178,6 +178,8 @@ class Transaction(Protocol):
 class Store(Protocol):
     #: Where the data lives, safe to log (a PostgreSQL DSN without its password).
     description: str
+    #: "sqlite" or "postgresql": which migrations (authsvc/store/migrations/<dialect>) apply.
+    dialect: str
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A unit of work: commits when the block ends, rolls back when it raises."""

@@ -136,6 +136,8 @@ class PostgresTransaction(SqlTransaction):
 
 
 class PostgresStore:
+    dialect = DIALECT
+
     def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8) -> None:
         self.description, self._secrets = describe_dsn(dsn)
         self._secrets.sort(key=len, reverse=True)

@@ -66,6 +66,8 @@ class SQLiteTransaction(SqlTransaction):
 
 
 class SQLiteStore:
+    dialect = DIALECT
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.description = f"sqlite:{self.path}"
