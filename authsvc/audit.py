@@ -1,28 +1,71 @@
-"""The audit trail: decisions, step-up attempts, enrollments, erasures, policy changes.
+"""The audit trail: decisions, step-up attempts, enrollments, erasures, policy changes, refusals.
 
 Records who, when, what and the outcome, never biometric data (no scores of
 templates, no audio, no codes, no labels): details are ids, policy versions
-and reasons. An event is written in the unit of work of the change it
-records, so a change is never stored without its audit row, nor the other
-way round.
+and reasons. The actor is the authenticated principal. An event is written in
+the unit of work of the change it records, so a change is never stored
+without its audit row, nor the other way round: a failed audit write fails
+the change.
+
+Rows are hash-chained per tenant: each holds the previous row's hash and its
+own, an HMAC-SHA256 under a key derived from the tenant's data key (so whoever
+can write the database cannot forge a chain without the master key), and
+`audit_heads` holds the newest. `verify` finds a row deleted, edited or cut off
+the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from authsvc import crypto
 from authsvc.store.base import AuditEvent, Store, Transaction, within
+from authsvc.templates import TemplateVault
+
+CHAIN_PURPOSE = "audit-chain/v1"
+VERIFY_BATCH = 1000
+
+
+def chain_hash(key: bytes, prev: str, e: AuditEvent) -> str:
+    body = json.dumps(
+        [prev, e.tenant, e.time_ms, e.actor, e.action, e.customer_id, e.outcome, e.details],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    intact: bool
+    rows_checked: int
+    first_bad_id: int = 0
+    problem: str = ""
+    head_hash: str = ""
+    # Rows written before the chain existed (schema 0003), at the start of the trail.
+    unchained: int = 0
+
 
 log = logging.getLogger(__name__)
 
 
 class Auditor:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, vault: TemplateVault) -> None:
         self.store = store
+        self.vault = vault
         self._background: set[asyncio.Task] = set()
+
+    @classmethod
+    def with_master(cls, store: Store, master: crypto.MasterKey) -> Auditor:
+        """An auditor of its own (a CLI command, a test), with the vault the chain keys come from."""
+        return cls(store, TemplateVault(store, master))
 
     async def record(
         self,
@@ -34,11 +77,55 @@ class Auditor:
         tx: Transaction | None = None,
         **details: Any,
     ) -> None:
+        # Hashed as the store will give it back (JSON: tuples become lists).
+        stored_details = json.loads(json.dumps(details, sort_keys=True))
         event = AuditEvent(
-            tenant, int(time.time() * 1000), actor or "unknown", action, customer_id, outcome, details
+            tenant, int(time.time() * 1000), actor or "unknown", action, customer_id, outcome, stored_details
         )
         async with within(self.store, tx) as t:
-            await t.append_audit(event)
+            key = await self.vault.subkey(tenant, CHAIN_PURPOSE, t)
+            # Locks the tenant's head until commit: the rows of one tenant chain one after another.
+            _, prev = await t.audit_head(tenant)
+            row_hash = chain_hash(key, prev, event)
+            row_id = await t.append_audit(event, prev, row_hash)
+            await t.set_audit_head(tenant, row_id, row_hash)
+
+    async def verify(self, tenant: str) -> ChainCheck:
+        """Recomputes the tenant's chain from its first row to the head."""
+        async with self.store.transaction() as tx:
+            key = await self.vault.subkey(tenant, CHAIN_PURPOSE, tx)
+            head_id, head_hash = await tx.audit_head(tenant, lock=False)
+            prev, after, checked, unchained, last_id = "", 0, 0, 0, 0
+            while True:
+                rows = await tx.audit_chain(tenant, after, VERIFY_BATCH)
+                if not rows:
+                    break
+                for event, row_prev, row_hash in rows:
+                    after = last_id = event.id
+                    if not row_hash:
+                        if checked:
+                            return ChainCheck(
+                                False, checked, event.id, "row has no hash inside the chain", head_hash
+                            )
+                        unchained += 1
+                        continue
+                    checked += 1
+                    if row_prev != prev:
+                        return ChainCheck(
+                            False, checked, event.id, "the row before it is missing or was changed", head_hash
+                        )
+                    if not hmac.compare_digest(row_hash, chain_hash(key, prev, event)):
+                        return ChainCheck(False, checked, event.id, "row was edited", head_hash)
+                    prev = row_hash
+        if prev != head_hash or (head_hash and last_id != head_id):
+            return ChainCheck(
+                False,
+                checked,
+                last_id or head_id,
+                "rows after this one were removed (head mismatch)",
+                head_hash,
+            )
+        return ChainCheck(True, checked, head_hash=head_hash, unchained=unchained)
 
     def record_soon(self, tenant: str, action: str, customer_id: str, outcome: str, **details: Any) -> None:
         """Records from synchronous code running on the event loop (a policy reload): the write

@@ -14,8 +14,11 @@ from authsvc import crypto
 from authsvc.audit import Auditor
 from authsvc.errors import ConfigError
 from authsvc.factors import Factors
+from authsvc.identity.credentials import Credentials
+from authsvc.identity.refusals import RefusalLog
+from authsvc.identity.tenants import Tenants
 from authsvc.metrics import Metrics
-from authsvc.policy.schema import PolicyBook
+from authsvc.policy.schema import PolicyBook, PolicyUnusable, TenantPolicy
 from authsvc.scoring.calibration import Calibration, load_calibration
 from authsvc.stepup.senders import load_sender
 from authsvc.store import Store, migrations, open_store, store_spec
@@ -83,12 +86,29 @@ class ServiceContext:
     auditor: Auditor
     factors: Factors
     trust: AssertionAuthority
+    tenants: Tenants
+    credentials: Credentials
+    refusals: RefusalLog
     # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
     metrics: Metrics = field(default_factory=Metrics)
+
+    async def policy_for(self, tenant: str) -> TenantPolicy:
+        """The policy of a provisioned tenant, at no less than the sector it was created with.
+
+        A tenant that is not provisioned is NotFound; an unusable policy fails closed: logged at
+        ERROR, audited (summarised like refusals) and raised as PolicyUnusable."""
+        record = await self.tenants.get(tenant)
+        try:
+            return self.policies.get(tenant, record.sector)
+        except PolicyUnusable as exc:
+            log.error("tenant %s fails closed: %s", tenant, exc)
+            await self.refusals.refused(tenant, "", "policy-file", "policy", exc.reason)
+            raise
 
     async def close(self) -> None:
         self.runner.close()
         self.metrics.close()
+        await self.refusals.flush_due(everything=True)
         await self.auditor.drain()
         await self.store.close()
 
@@ -176,8 +196,8 @@ async def _build(
         log.warning("%s", exc)
         calibration = None
     policy_dir = config.policy_dir or config.data_dir / "policies"
-    auditor = Auditor(store)
     vault = TemplateVault(store, master)
+    auditor = Auditor(store, vault)
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()
     trust = await AssertionAuthority.open(store, master, auditor, rotate_after_s=config.key_rotation_s)
@@ -198,6 +218,9 @@ async def _build(
         auditor=auditor,
         factors=Factors(vault, sender, auditor),
         trust=trust,
+        tenants=Tenants(store, auditor),
+        credentials=Credentials(store, auditor),
+        refusals=RefusalLog(auditor),
         metrics=metrics,
     )
 

@@ -9,9 +9,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from authsvc import keystroke
+from authsvc import changes, keystroke
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.quality import Quality, assess
+from authsvc.consent import BIOMETRIC_METHODS, METHODS, require_consent
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
@@ -23,8 +24,6 @@ VOICE = "voice"
 KEYSTROKE_FIXED = "keystroke_fixed"
 KEYSTROKE_FREE = "keystroke_free"
 MAX_ENROLL_SECONDS = 300
-METHODS = ("voice", "typing", "totp", "one_time_code")
-BIOMETRIC_METHODS = ("voice", "typing")
 _PROFILE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -49,14 +48,14 @@ async def enroll_voice(
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
     async with ctx.store.transaction() as tx:
-        _check_biometrics_allowed(await tx.get_customer(tenant, customer_id), "voice")
+        require_consent(await tx.get_customer(tenant, customer_id), tenant, customer_id, "voice")
     check_rate(sample_rate, "format.sample_rate_hz")
     if not audio:
         raise InvalidInput("audio", "is empty")
     samples = decode(audio, encoding)
     if samples.size > MAX_ENROLL_SECONDS * sample_rate:
         raise InvalidInput("audio", f"longer than {MAX_ENROLL_SECONDS} s; split it into samples")
-    rules = ctx.policies.get(tenant).voice
+    rules = (await ctx.policy_for(tenant)).voice
     tracker = track(samples, sample_rate, int(encoding.full_scale * 0.98))
     quality = tuple(assess(tracker, rules.min_enroll_speech_s))
     if Quality.SILENT in quality:
@@ -75,7 +74,7 @@ async def enroll_voice(
     # The customer, the template and its audit row are stored together or not at all.
     async with ctx.store.transaction() as tx:
         # Checked again under the lock: the customer may have opted out while the sample embedded.
-        _check_biometrics_allowed(await tx.lock_customer(tenant, customer_id), "voice")
+        require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "voice")
         added = await ctx.vault.put(
             tenant,
             customer_id,
@@ -100,20 +99,6 @@ async def enroll_voice(
             tx=tx,
         )
     return EnrollResult(customer, added, tracker.net_speech_s, quality)
-
-
-def _check_biometrics_allowed(record: CustomerRecord | None, method: str) -> None:
-    if record is None or not record.registered:
-        return
-    if record.opted_out:
-        raise PreconditionFailed(
-            f"customer {record.tenant}/{record.customer_id} opted out of biometrics; nothing is enrolled"
-        )
-    if method not in record.methods:
-        raise PreconditionFailed(
-            f"customer {record.tenant}/{record.customer_id} did not choose {method!r} at registration "
-            f"(chose: {', '.join(record.methods) or 'nothing'})"
-        )
 
 
 def keystroke_modality(kind: str, profile: str) -> str:
@@ -158,7 +143,7 @@ async def enroll_keystrokes(
     for name, sample in samples:
         groups.setdefault(keystroke_modality(sample.kind, name), []).append(sample)
     async with ctx.store.transaction() as tx:
-        _check_biometrics_allowed(await tx.lock_customer(tenant, customer_id), "typing")
+        require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "typing")
         added, already = 0, 0
         for modality, group in groups.items():
             a, b = await _grow_profile(ctx, tx, tenant, customer_id, modality, group, actor)
@@ -230,6 +215,12 @@ def _sample_bytes(sample: keystroke.Sample) -> bytes:
     return json.dumps([sample.kind, sample.text, events]).encode()
 
 
+@dataclass(frozen=True)
+class Registration:
+    customer: CustomerRecord
+    templates_removed: int
+
+
 async def register_customer(
     ctx: ServiceContext,
     tenant: str,
@@ -238,12 +229,15 @@ async def register_customer(
     opt_out: bool,
     consent_version: str,
     actor: str = "",
-) -> CustomerRecord:
+    confirm_removal: bool = False,
+    change: str | None = None,
+) -> Registration:
     """Stores the customer's choice of methods (or opt-out) with the consent text version.
 
-    Opting out erases any biometric template the customer already had: an
-    opted-out customer is never scored, so keeping their voiceprint would only
-    be a liability.
+    Opting out (or dropping a biometric method) erases the templates of that method: an
+    opted-out customer is never scored, so keeping their voiceprint would only be a
+    liability. Because that also strips the customer's protection, it needs
+    `confirm_removal` and `change` (how it was authorized, authsvc.changes).
     """
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
@@ -256,6 +250,17 @@ async def register_customer(
         raise InvalidInput("consent_text_version", "is required: record which consent text the customer saw")
     async with ctx.store.transaction() as tx:
         await tx.lock_customer(tenant, customer_id)
+        stored = await tx.templates(tenant, customer_id)
+        unwanted = sorted({r.modality for r in stored if _method_of(r.modality) not in methods})
+        doomed = sum(1 for r in stored if r.modality in unwanted)
+        if doomed:
+            if change is None:
+                raise changes.refuse(f"{doomed} biometric template(s) ({', '.join(unwanted)})")
+            if not confirm_removal:
+                raise PreconditionFailed(
+                    f"this registration removes {doomed} template(s) of customer {tenant}/{customer_id} "
+                    f"({', '.join(unwanted)}); confirm it (confirm_template_removal, authsvc register --yes)"
+                )
         record = await tx.set_choices(
             tenant,
             customer_id,
@@ -264,8 +269,6 @@ async def register_customer(
             consent_version,
             int(time.time() * 1000),
         )
-        stored = await tx.templates(tenant, customer_id)
-        unwanted = sorted({r.modality for r in stored if _method_of(r.modality) not in methods})
         removed = await tx.delete_templates(tenant, customer_id, unwanted) if unwanted else 0
         await ctx.auditor.record(
             tenant,
@@ -277,8 +280,9 @@ async def register_customer(
             consent_text_version=consent_version,
             templates_removed=removed,
             tx=tx,
+            **({"authorized_by": change} if removed else {}),
         )
-    return record
+    return Registration(record, removed)
 
 
 def _method_of(modality: str) -> str:
@@ -336,6 +340,13 @@ async def list_customers(
         records = await tx.list_customers(tenant, limit + 1, after)
         page = [await describe_customer(ctx, tenant, r.customer_id, tx) for r in records[:limit]]
     return page, len(records) > limit
+
+
+async def unlock_customer(ctx: ServiceContext, tenant: str, customer_id: str, actor: str) -> list[str]:
+    """Clears the customer's lockouts; -> the factors that were locked."""
+    check_id(tenant, "tenant")
+    check_id(customer_id, "customer_id")
+    return await ctx.factors.unlock(tenant, customer_id, actor)
 
 
 async def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str, actor: str = "") -> Erasure:

@@ -63,3 +63,23 @@ class Overloaded(AuthsvcError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(AuthsvcError):
+    """No credential, or one that does not identify a principal (unknown, revoked, expired)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDenied(AuthsvcError):
+    """The principal is known, but the method or the tenant is outside its grant."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AlreadyExists(AuthsvcError):
+    reason = "ALREADY_EXISTS"

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from authsvc import changes
 from authsvc.audit import Auditor
-from authsvc.errors import InvalidInput, PreconditionFailed
+from authsvc.consent import require_consent
+from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.policy.schema import TenantPolicy
 from authsvc.stepup import totp
@@ -64,21 +66,42 @@ class Factors:
 
     # -- enrollment -------------------------------------------------------------------------
 
-    async def enroll_totp(self, tenant: str, customer_id: str, account_name: str, issuer: str) -> str:
-        """New secret, stored unconfirmed; -> provisioning URI for the authenticator app."""
+    async def enroll_totp(
+        self,
+        tenant: str,
+        customer_id: str,
+        account_name: str,
+        issuer: str,
+        actor: str = "service",
+        change: str | None = None,
+    ) -> str:
+        """New secret, stored unconfirmed; -> provisioning URI for the authenticator app.
+
+        A confirmed secret is replaced only with `change` (how the replacement was authorized,
+        authsvc.changes): otherwise whoever could call this would own the customer's TOTP."""
         check_id(tenant, "tenant")
         check_id(customer_id, "customer_id")
         secret = totp.new_secret()
         uri = totp.provisioning_uri(secret, account_name or customer_id, issuer or "authsvc")
         async with self.store.transaction() as tx:
-            await tx.lock_customer(tenant, customer_id)
+            require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "totp")
+            _, old = await self._totp(tx, tenant, customer_id)
+            replaces = old.confirmed
+            if replaces and change is None:
+                raise changes.refuse("a confirmed TOTP secret")
             await self._put_totp(tx, tenant, customer_id, secret, totp.TotpState())
             await self.auditor.record(
-                tenant, "factor.totp.enroll", customer_id, "pending_confirmation", tx=tx
+                tenant,
+                "factor.totp.enroll",
+                customer_id,
+                "pending_confirmation",
+                actor,
+                tx=tx,
+                **({"replaces_confirmed": True, "authorized_by": change} if replaces else {}),
             )
         return uri
 
-    async def confirm_totp(self, tenant: str, customer_id: str, code: str) -> bool:
+    async def confirm_totp(self, tenant: str, customer_id: str, code: str, actor: str = "service") -> bool:
         check_id(tenant, "tenant")
         check_id(customer_id, "customer_id")
         async with self.store.transaction() as tx:
@@ -92,18 +115,37 @@ class Factors:
             if new is not None:
                 await self._put_totp(tx, tenant, customer_id, secret, new)
             outcome = "confirmed" if new else "wrong_code"
-            await self.auditor.record(tenant, "factor.totp.confirm", customer_id, outcome, tx=tx)
+            await self.auditor.record(tenant, "factor.totp.confirm", customer_id, outcome, actor, tx=tx)
         return new is not None
 
-    async def set_destination(self, tenant: str, customer_id: str, destination: str) -> None:
+    async def set_destination(
+        self,
+        tenant: str,
+        customer_id: str,
+        destination: str,
+        actor: str = "service",
+        change: str | None = None,
+    ) -> None:
+        """Where one-time codes go; an existing destination is replaced only with `change`."""
         check_id(tenant, "tenant")
         check_id(customer_id, "customer_id")
         if not destination.strip() or len(destination) > 256:
             raise InvalidInput("destination", "must be a phone number or address of at most 256 characters")
         async with self.store.transaction() as tx:
-            await tx.lock_customer(tenant, customer_id)
+            require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "one_time_code")
+            replaces = _DESTINATION in await tx.state_names(tenant, customer_id)
+            if replaces and change is None:
+                raise changes.refuse("a one-time code destination")
             await self.vault.put_state(tenant, customer_id, _DESTINATION, destination.strip().encode(), tx)
-            await self.auditor.record(tenant, "factor.code_destination.set", customer_id, "set", tx=tx)
+            await self.auditor.record(
+                tenant,
+                "factor.code_destination.set",
+                customer_id,
+                "replaced" if replaces else "set",
+                actor,
+                tx=tx,
+                **({"authorized_by": change} if replaces else {}),
+            )
 
     async def active(self, tenant: str, customer_id: str, tx: Transaction | None = None) -> tuple[str, ...]:
         """Factors ready to use: a confirmed TOTP, a registered code destination."""
@@ -140,6 +182,21 @@ class Factors:
             state = await self._lock_state(t, tenant, customer_id)
         now = self.clock()
         return self._retry_after(policy, state, now), self._lockout(policy).attempts_left(state, now)
+
+    async def unlock(self, tenant: str, customer_id: str, actor: str) -> list[str]:
+        """An administrator's reset of the customer's lockout (a disabled one included);
+        -> ["lockout"] if there was one to clear."""
+        async with self.store.transaction() as tx:
+            if await tx.lock_customer(tenant, customer_id) is None:
+                raise NotFound(f"customer {tenant}/{customer_id} does not exist")
+            state = await self._lock_state(tx, tenant, customer_id)
+            cleared = state != LockoutState()
+            if cleared:
+                await tx.delete_state(tenant, customer_id, _LOCKOUT)
+            await self.auditor.record(
+                tenant, "lockout.reset", customer_id, "cleared" if cleared else "not_locked", actor, tx=tx
+            )
+        return ["lockout"] if cleared else []
 
     async def record_failure(
         self, policy: TenantPolicy, tenant: str, customer_id: str, what: str, tx: Transaction | None = None

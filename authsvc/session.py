@@ -33,6 +33,7 @@ from authsvc.policy.engine import (
     decide,
     voice_threshold,
 )
+from authsvc.policy.schema import TenantPolicy
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes
 from authsvc.store.base import Transaction
 from authsvc.voice.pipeline import to_encoder_rate
@@ -60,7 +61,7 @@ class SessionStart:
 
 
 class VerificationSession:
-    def __init__(self, ctx: ServiceContext, start: SessionStart) -> None:
+    def __init__(self, ctx: ServiceContext, start: SessionStart, policy: TenantPolicy) -> None:
         check_id(start.tenant, "start.tenant")
         check_id(start.customer_id, "start.customer_id")
         self.has_audio = start.encoding is not None or start.sample_rate != 0
@@ -70,7 +71,7 @@ class VerificationSession:
             check_rate(start.sample_rate, "start.audio_format.sample_rate_hz")
         self.ctx = ctx
         self.start = start
-        self.policy = ctx.policies.get(start.tenant)
+        self.policy = policy
         self.tracker = SpeechTracker(start.sample_rate or 8000, max_speech_s=self.policy.voice.max_window_s)
         self._clip_level = int(start.encoding.full_scale * 0.98) if start.encoding else 0
         self._voice_template: np.ndarray | None = None
@@ -180,6 +181,11 @@ class VerificationSession:
             self._closed_outcome = Decision(
                 Outcome.OPTED_OUT, self.policy.policy_id, reason="the customer opted out of biometrics"
             )
+            return [await self._emit(self._closed_outcome)]
+        if self._step.retry_after_s > 0:
+            # Locked out: no template is loaded and nothing is scored, so a locked session
+            # cannot be used to probe the matcher.
+            self._closed_outcome = self._decide()
             return [await self._emit(self._closed_outcome)]
         chosen = record.methods if registered else ("voice", "typing")
         enrolled = set()

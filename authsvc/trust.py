@@ -219,7 +219,7 @@ async def rotate_keys(
 ) -> str:
     """An operator's rotation (`authsvc keys rotate [--revoke]`), from outside any running node;
     -> the new key id. Audited platform-wide (tenant "")."""
-    authority = await AssertionAuthority.open(store, master, Auditor(store))
+    authority = await AssertionAuthority.open(store, master, Auditor.with_master(store, master))
     return await authority.rotate(revoke=revoke, actor=actor)
 
 

@@ -126,7 +126,7 @@ class Services:
     def __init__(self, store: Store, master: MasterKey) -> None:
         self.store = store
         self.vault = TemplateVault(store, master)
-        self.auditor = Auditor(store)
+        self.auditor = Auditor(store, self.vault)
         # No code is sent here; the log sender's "development only" warning is noise.
         logging.getLogger("authsvc.stepup.senders").setLevel(logging.ERROR)
         self.factors = Factors(self.vault, load_sender("log"), self.auditor)

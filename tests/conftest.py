@@ -186,11 +186,14 @@ async def service(data_dir: Path, ge2e, service_backend: str, request) -> AsyncI
         spec = request.getfixturevalue("pg_schema_dsn")
     else:  # explicit: an operator's $AUTHSVC_STORE must not reach the tests
         spec = f"sqlite:{data_dir / 'authsvc.sqlite3'}"
+    from tests.principals import TenantKeys, provision
+
     ctx = await build_context(ServiceConfig(data_dir=data_dir, store=spec), encoder=ge2e)
     server = AuthServer(ctx, "127.0.0.1:0")
     await server.start()
     address = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(address)
+    await provision(ctx, address)
+    channel = grpc.aio.insecure_channel(address, interceptors=[TenantKeys(address)])
     try:
         yield channel, ctx, data_dir, address
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
+from tests.principals import register
 from tests.wire import enroll_request
 
 # These tests read SQLite's files; PostgreSQL's side of erasure is in the README.
@@ -59,6 +60,8 @@ async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_o
     db_path = data_dir / "authsvc.sqlite3"
     names = sorted(speech)
     enroll = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    await register(channel, "acme", "alice")
+    await register(channel, "acme", "bob")
     for i, u in enumerate(speech[names[0]][:3]):
         await enroll.EnrollVoice(enroll_request("acme", "alice", u, f"{LABEL}-{i}"), timeout=60)
     for u in speech[names[1]][:2]:
@@ -94,13 +97,18 @@ async def test_opting_out_leaves_no_template_or_label_in_the_files(service, spee
     channel, _, data_dir, _ = service
     db_path = data_dir / "authsvc.sqlite3"
     enroll = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    await register(channel, "acme", "olga")
     for i, u in enumerate(speech[sorted(speech)[0]][:2]):
         await enroll.EnrollVoice(enroll_request("acme", "olga", u, f"{LABEL}-olga-{i}"), timeout=60)
     sealed = [s for s in _sealed(db_path, "olga")]
     assert len(sealed) == 4 and all(_found(s, _raw(db_path)) for s in sealed)
     await enroll.RegisterCustomer(
         enrollment_pb2.RegisterCustomerRequest(
-            tenant="acme", customer_id="olga", opt_out_biometrics=True, consent_text_version="c-2"
+            tenant="acme",
+            customer_id="olga",
+            opt_out_biometrics=True,
+            consent_text_version="c-2",
+            confirm_template_removal=True,
         )
     )
     after = _raw(db_path)

@@ -12,6 +12,7 @@ import pytest
 from authsvc.api.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, verification_pb2
 from authsvc.audio.codecs import Encoding, to_int16
 from authsvc.voice.pipeline import encoder_input, track
+from tests.principals import TenantKeys, provision, register
 from tests.wire import call_requests, enroll_request, start_request, stream
 
 V = verification_pb2
@@ -19,6 +20,7 @@ V = verification_pb2
 
 async def _enroll(channel, tenant, customer, utterances):
     stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    await register(channel, tenant, customer)
     replies = [
         await stub.EnrollVoice(enroll_request(tenant, customer, u, f"u{i}"), timeout=60)
         for i, u in enumerate(utterances)
@@ -108,6 +110,7 @@ async def test_customers_can_be_listed_shown_and_deleted(service, speech):
     target, _ = _speakers(speech)
     stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
     for cid in ("c-1", "c-2", "c-3"):
+        await register(channel, "acme", cid)
         await stub.EnrollVoice(enroll_request("acme", cid, target[0]), timeout=60)
     page1 = await stub.ListCustomers(enrollment_pb2.ListCustomersRequest(tenant="acme", page_size=2))
     page2 = await stub.ListCustomers(
@@ -202,29 +205,44 @@ async def test_malformed_streams_get_invalid_argument_naming_the_field(service, 
 async def test_silent_enrollment_sample_is_refused(service):
     channel, _, _, address = service  # noqa: RUF059
     stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    await register(channel, "acme", "c")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.EnrollVoice(enroll_request("acme", "c", np.zeros(16000 * 3, np.float32)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no speech" in err.value.details()
 
 
-async def test_health_and_reflection_are_served(service):
-    channel, _, _, address = service  # noqa: RUF059
+async def test_health_needs_no_credential_and_reflection_is_served_only_when_enabled(service):
+    _, ctx, _, address = service
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    health = health_pb2_grpc.HealthStub(channel)
-    reply = await health.Check(health_pb2.HealthCheckRequest(service="authsvc.v1.VerificationService"))
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    from authsvc.server.app import AuthServer
 
     async def ask():
         yield reflection_pb2.ServerReflectionRequest(list_services="")
 
-    names = [s.name async for r in refl.ServerReflectionInfo(ask()) for s in r.list_services_response.service]
-    assert {"authsvc.v1.EnrollmentService", "authsvc.v1.VerificationService", "grpc.health.v1.Health"} <= set(
-        names
-    )
+    async def services(channel) -> set[str]:
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        return {
+            s.name async for r in refl.ServerReflectionInfo(ask()) for s in r.list_services_response.service
+        }
+
+    async with grpc.aio.insecure_channel(address) as anonymous:
+        health = health_pb2_grpc.HealthStub(anonymous)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service="authsvc.v1.VerificationService"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await services(anonymous)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED, "reflection is off by default"
+    with_reflection = AuthServer(ctx, "127.0.0.1:0", reflection_on=True)
+    await with_reflection.server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{with_reflection.port}") as anonymous:
+            names = await services(anonymous)
+        assert {"authsvc.v1.EnrollmentService", "authsvc.v1.TenantService", "grpc.health.v1.Health"} <= names
+    finally:
+        await with_reflection.server.stop(0)
 
 
 async def test_rolling_decisions_embed_each_second_of_speech_about_once(service, speech):
@@ -300,14 +318,18 @@ async def test_tls_is_served_when_configured(tmp_path, ge2e, speech):
     ctx = await build_context(ServiceConfig(data_dir=tmp_path / "data"), encoder=ge2e)
     server = AuthServer(ctx, "127.0.0.1:0", TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem"))
     await server.start()
+    address = f"127.0.0.1:{server.port}"
+    await provision(ctx, address, ("acme",))
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=cert_pem)
         options = [("grpc.ssl_target_name_override", "localhost")]
-        async with grpc.aio.secure_channel(f"127.0.0.1:{server.port}", creds, options=options) as secure:
+        async with grpc.aio.secure_channel(
+            address, creds, options=options, interceptors=[TenantKeys(address)]
+        ) as secure:
             target, _ = _speakers(speech)
             replies = await _enroll(secure, "acme", "tls-1", target[:1])
             assert replies[0].added
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as plain:
+        async with grpc.aio.insecure_channel(address, interceptors=[TenantKeys(address)]) as plain:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await _enroll(plain, "acme", "tls-2", target[:1])
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -24,6 +24,7 @@ from authsvc.stepup import totp
 from authsvc.stepup.senders import CodeSender
 from authsvc.templates import TemplateVault
 from authsvc.trust import AssertionAuthority
+from tests.principals import register_direct
 
 N = 40
 LIMIT = 5
@@ -56,9 +57,10 @@ def node(store):
     """One node's facades over the store under test, with a clock the test moves."""
     master = crypto.MasterKey(os.urandom(32))
     clock = Clock()
-    auditor = Auditor(store)
+    vault = TemplateVault(store, master)
+    auditor = Auditor(store, vault)
     outbox = Outbox()
-    factors = Factors(TemplateVault(store, master), outbox, auditor, clock)
+    factors = Factors(vault, outbox, auditor, clock)
     return store, master, factors, clock, outbox
 
 
@@ -74,6 +76,7 @@ def _slow(monkeypatch, cls, name: str, delay_s: float = 0.005) -> None:
 
 
 async def _confirmed_totp(factors: Factors, clock: Clock, customer: str = "c-1") -> bytes:
+    await register_direct(factors.store, "bank", customer)
     uri = await factors.enroll_totp("bank", customer, customer, "Bank")
     b32 = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
     secret = __import__("base64").b32decode(b32 + "=" * (-len(b32) % 8))
@@ -123,6 +126,7 @@ async def test_concurrent_wrong_guesses_are_evaluated_exactly_limit_times(node, 
 
 async def test_concurrent_uses_of_one_time_code_accept_exactly_one(node, monkeypatch):
     _, _, factors, _, outbox = node
+    await register_direct(factors.store, "bank", "c-2")
     await factors.set_destination("bank", "c-2", "+447700900000")
     await factors.send_code(POLICY, "bank", "c-2")
     (code,) = outbox.codes
@@ -137,6 +141,7 @@ async def test_concurrent_code_requests_respect_the_rate_limit(node, monkeypatch
     from authsvc.stepup.lockout import RateLimited
 
     _, _, factors, _, outbox = node
+    await register_direct(factors.store, "bank", "c-3")
     await factors.set_destination("bank", "c-3", "+447700900001")
     _slow(monkeypatch, Factors, "_codes")
     results = await asyncio.gather(
@@ -149,7 +154,7 @@ async def test_concurrent_code_requests_respect_the_rate_limit(node, monkeypatch
 
 async def test_an_assertion_with_max_uses_1_is_accepted_once_under_concurrency(node, monkeypatch):
     store, master, _, clock, _ = node
-    authority = await AssertionAuthority.open(store, master, Auditor(store), clock)
+    authority = await AssertionAuthority.open(store, master, Auditor.with_master(store, master), clock)
     issued = await authority.issue(POLICY, "c-1", ("voice", "totp"), "AAL2", "voice")
     results = await asyncio.gather(
         *(authority.validate(POLICY, issued.token, "chat") for _ in range(N)), return_exceptions=True
@@ -163,8 +168,12 @@ async def test_an_assertion_with_max_uses_1_is_accepted_once_under_concurrency(n
 async def test_two_nodes_rotating_at_once_make_one_new_key_and_keep_verifying(node):
     store, master, _, clock, _ = node
     every = 120.0  # shorter than the assertions' 300 s lifetime: old tokens are still live
-    first = await AssertionAuthority.open(store, master, Auditor(store), clock, rotate_after_s=every)
-    second = await AssertionAuthority.open(store, master, Auditor(store), clock, rotate_after_s=every)
+    first = await AssertionAuthority.open(
+        store, master, Auditor.with_master(store, master), clock, rotate_after_s=every
+    )
+    second = await AssertionAuthority.open(
+        store, master, Auditor.with_master(store, master), clock, rotate_after_s=every
+    )
     assert first.ring.active_kid == second.ring.active_kid
     old = await first.issue(POLICY, "c-1", ("voice",), "AAL1", "voice")
     clock.now += every + 1  # both nodes find the active key too old at once
@@ -185,8 +194,8 @@ async def test_two_nodes_rotating_at_once_make_one_new_key_and_keep_verifying(no
 
 async def test_a_node_learns_another_nodes_rotation_from_an_unknown_key_id(node):
     store, master, _, clock, _ = node
-    first = await AssertionAuthority.open(store, master, Auditor(store), clock)
-    second = await AssertionAuthority.open(store, master, Auditor(store), clock)
+    first = await AssertionAuthority.open(store, master, Auditor.with_master(store, master), clock)
+    second = await AssertionAuthority.open(store, master, Auditor.with_master(store, master), clock)
     await first.rotate()
     token = (await first.issue(POLICY, "c-1", ("voice",), "AAL1", "voice")).token
     assert first.ring.active_kid not in second.ring.kids()
@@ -199,15 +208,13 @@ def enroll_ctx(store):
     """What enrollment uses of a service context, over the store under test."""
     import types
 
-    auditor = Auditor(store)
-    return types.SimpleNamespace(
-        store=store, vault=TemplateVault(store, crypto.MasterKey(os.urandom(32))), auditor=auditor
-    )
+    vault = TemplateVault(store, crypto.MasterKey(os.urandom(32)))
+    return types.SimpleNamespace(store=store, vault=vault, auditor=Auditor(store, vault))
 
 
 async def test_an_opt_out_racing_a_first_enrollment_never_keeps_a_template(enroll_ctx, monkeypatch):
-    # A customer not created yet has no row to lock: both would proceed, the opt-out would commit
-    # and the template after it (PostgreSQL, 95 of 100 trials before the advisory lock).
+    # Without the customer's lock both would proceed: the opt-out would commit and the template
+    # after it (PostgreSQL, 95 of 100 trials before the lock covered first enrollments).
     import numpy as np
 
     from authsvc import enrollment
@@ -225,9 +232,11 @@ async def test_an_opt_out_racing_a_first_enrollment_never_keeps_a_template(enrol
 
     for i in range(10):
         cid = f"new-{i}"
-        await asyncio.gather(
-            enrollment.register_customer(enroll_ctx, "bank", cid, [], True, "consent-1"), enroll(cid)
+        await register_direct(enroll_ctx.store, "bank", cid, ("typing",))
+        opt_out = enrollment.register_customer(
+            enroll_ctx, "bank", cid, [], True, "consent-1", confirm_removal=True, change="tenant-admin"
         )
+        await asyncio.gather(opt_out, enroll(cid))
         async with enroll_ctx.store.transaction() as tx:
             record = await tx.get_customer("bank", cid)
             assert record.opted_out and await tx.templates("bank", cid) == [], cid
@@ -243,6 +252,7 @@ async def test_two_first_profile_enrollments_at_once_lose_no_sample(enroll_ctx):
     for i in range(5):
         first = [("password", typist.password()) for _ in range(3)]
         second = [("password", typist.password()) for _ in range(4)]
+        await register_direct(enroll_ctx.store, "bank", f"n{i}", ("typing",))
         a_, b_ = await asyncio.gather(
             enrollment.enroll_keystrokes(enroll_ctx, "bank", f"n{i}", first),
             enrollment.enroll_keystrokes(enroll_ctx, "bank", f"n{i}", second),

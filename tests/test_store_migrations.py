@@ -54,7 +54,7 @@ async def test_every_row_of_a_0_1_store_survives_the_upgrade_and_still_decrypts(
     store, master, _ = upgraded
     assert await store.schema_version() == migrations.latest("sqlite")
     vault = TemplateVault(store, master)
-    auditor = Auditor(store)
+    auditor = Auditor.with_master(store, master)
     factors = Factors(vault, load_sender("log"), auditor)
     for key, expected in MANIFEST["customers"].items():
         tenant, cid = key.split("/")

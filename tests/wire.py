@@ -72,16 +72,31 @@ def keystroke_pb(sample, profile: str = "") -> common_pb2.KeystrokeSample:
     )
 
 
-def stream(address: str, requests) -> list:
+def stream(address: str, requests, key: str | None = None) -> list:
     """Runs one Verify stream with the blocking client (as the CLI does); -> decisions.
 
     grpc.aio's client can replace the server's status with INTERNAL when the
     server ends a stream while writes are in flight (grpc/grpc#36066); the
     blocking client reports the server's status, which is what tests assert on.
     """
+    import itertools
+
     import grpc
 
     from authsvc.api.v1 import verification_pb2_grpc
+    from tests.principals import bearer, key_of_request
 
+    # Peeked, not listed: some tests' request generators wait on the server's replies.
+    requests = iter(requests)
+    first = next(requests, None)
+    if first is not None:
+        requests = itertools.chain([first], requests)
+    if key is None:
+        key = key_of_request(address, first)
+    metadata = bearer(key) if key else None
     with grpc.insecure_channel(address) as ch:
-        return list(verification_pb2_grpc.VerificationServiceStub(ch).Verify(iter(requests), timeout=120))
+        return list(
+            verification_pb2_grpc.VerificationServiceStub(ch).Verify(
+                iter(requests), timeout=120, metadata=metadata
+            )
+        )

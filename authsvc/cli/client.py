@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -20,8 +23,12 @@ EXIT_UNAVAILABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_INVALID = 5
 EXIT_ERROR = 6
+EXIT_DENIED = 7  # no, bad or insufficient credential (UNAUTHENTICATED, PERMISSION_DENIED)
 
 DEFAULT_SERVER = "localhost:50051"
+SERVER_ENV = "AUTHSVC_SERVER"
+CREDENTIAL_ENV = "AUTHSVC_CREDENTIAL"
+CREDENTIAL_FILE_ENV = "AUTHSVC_CREDENTIAL_FILE"
 
 
 class CliError(Exception):
@@ -32,22 +39,71 @@ class CliError(Exception):
 
 def add_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--server", default=DEFAULT_SERVER, help=f"service address (default {DEFAULT_SERVER})"
+        "--server",
+        default=os.environ.get(SERVER_ENV, DEFAULT_SERVER),
+        help=f"service address (default ${SERVER_ENV}, else {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--credential-file",
+        type=Path,
+        default=os.environ.get(CREDENTIAL_FILE_ENV) or None,
+        help=f"file holding the API key (default ${CREDENTIAL_FILE_ENV}; or the key in ${CREDENTIAL_ENV})",
     )
     parser.add_argument("--tls-ca", type=Path, help="CA certificate; enables TLS to the server")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", type=Path, help="client certificate's private key (mutual TLS)")
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds")
+
+
+def read_credential(args: argparse.Namespace) -> str | None:
+    """The API key: --credential-file (or its environment variable), else $AUTHSVC_CREDENTIAL."""
+    path = getattr(args, "credential_file", None)
+    if path:
+        try:
+            mode = stat.S_IMODE(Path(path).stat().st_mode)
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"{path}: cannot read the credential ({exc.strerror})", EXIT_USAGE) from None
+        if mode & 0o077:
+            print(
+                f"authsvc: warning: {path} is readable by others (mode {mode:o}); chmod 600 it",
+                file=sys.stderr,
+            )
+        return key
+    return os.environ.get(CREDENTIAL_ENV, "").strip() or None
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <key>` to every call of the channel."""
+
+    def __init__(self, key: str) -> None:
+        self.header = ("authorization", f"Bearer {key}")
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self.header])
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
 
 
 @contextmanager
 def channel(args: argparse.Namespace) -> Iterator[grpc.Channel]:
     opts = [("grpc.max_send_message_length", 32 * 1024 * 1024)]
     if args.tls_ca:
-        creds = grpc.ssl_channel_credentials(root_certificates=args.tls_ca.read_bytes())
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=args.tls_ca.read_bytes(),
+            private_key=args.tls_key.read_bytes() if args.tls_key else None,
+            certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
+        )
         ch = grpc.secure_channel(args.server, creds, options=opts)
     else:
         ch = grpc.insecure_channel(args.server, options=opts)
+    key = read_credential(args)
     with ch:
-        yield ch
+        yield grpc.intercept_channel(ch, _Bearer(key)) if key else ch
 
 
 def describe_rpc_error(err: grpc.RpcError) -> tuple[str, int]:
@@ -66,9 +122,13 @@ def describe_rpc_error(err: grpc.RpcError) -> tuple[str, int]:
         grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
         grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
         grpc.StatusCode.INVALID_ARGUMENT: EXIT_INVALID,
+        grpc.StatusCode.UNAUTHENTICATED: EXIT_DENIED,
+        grpc.StatusCode.PERMISSION_DENIED: EXIT_DENIED,
     }.get(code, EXIT_ERROR)
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach the service ({message}); is `authsvc serve` running?"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        message += f" (set ${CREDENTIAL_ENV}, ${CREDENTIAL_FILE_ENV} or --credential-file)"
     return f"{code.name}: {message}", exit_code
 
 

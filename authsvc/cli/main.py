@@ -12,6 +12,7 @@ import grpc
 from authsvc.cli import operator
 from authsvc.cli.admin import add_admin_commands
 from authsvc.cli.client import EXIT_ERROR, CliError, add_client_args, describe_rpc_error, fail
+from authsvc.cli.identity import add_identity_commands
 from authsvc.cli.policy import add_policy_commands
 from authsvc.cli.serve import add_serve_args, serve
 from authsvc.errors import AuthsvcError
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_policy_commands(sub)
     add_admin_commands(sub)
+    add_identity_commands(sub)
 
     p = sub.add_parser("register", help="record a customer's chosen methods (or opt-out) and consent")
     p.add_argument("--tenant", required=True)
@@ -75,16 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="", help="comma-separated: voice,typing,totp,one_time_code")
     p.add_argument("--opt-out", action="store_true", help="the customer declines biometrics")
     p.add_argument("--consent-version", required=True, help="version of the consent text the customer saw")
-    p.add_argument("--actor", default="cli", help="who records this (kept in the audit log)")
+    p.add_argument("--yes", action="store_true", help="confirm that templates of dropped methods are erased")
+    p.add_argument(
+        "--assertion",
+        default="",
+        help="an assertion of this customer, authorizing a change that removes templates",
+    )
     add_client_args(p)
     p.set_defaults(func=operator.register)
 
-    p = sub.add_parser("audit", help="list a tenant's audit events, newest first")
+    audit = sub.add_parser("audit", help="a tenant's audit trail").add_subparsers(
+        dest="action", required=True
+    )
+    p = audit.add_parser("list", help="audit events, newest first")
     p.add_argument("--tenant", required=True)
     p.add_argument("--customer", default="", help="only this customer's events")
     p.add_argument("--limit", type=int, default=50)
     add_client_args(p)
     p.set_defaults(func=operator.audit)
+    p = audit.add_parser("verify", help="check the tenant's hash chain (rows deleted, edited, cut off)")
+    p.add_argument("--tenant", required=True)
+    add_client_args(p)
+    p.set_defaults(func=operator.audit_verify)
 
     customers = sub.add_parser("customers", help="list, show or delete customers")
     actions = customers.add_subparsers(dest="action", required=True)
@@ -92,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("list", "list a tenant's customers"),
         ("show", "show a customer's templates"),
         ("delete", "erase a customer and every template of theirs"),
+        ("unlock", "clear a customer's lockout"),
     ):
         p = actions.add_parser(action, help=text)
         p.add_argument("--tenant", required=True)

@@ -175,6 +175,13 @@ def customers(args: argparse.Namespace) -> int:
             )
             print("\n".join(_customer_lines(c)))
             return EXIT_OK
+        if args.action == "unlock":
+            cleared = stub.UnlockCustomer(
+                enrollment_pb2.UnlockCustomerRequest(tenant=args.tenant, customer_id=args.customer),
+                timeout=args.timeout,
+            ).factors
+            print(f"{args.tenant}/{args.customer}: {'unlocked' if cleared else 'was not locked'}")
+            return EXIT_OK
         if not args.yes and sys.stdin.isatty():
             answer = input(f"erase {args.tenant}/{args.customer} and all their templates? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
@@ -236,19 +243,20 @@ def register(args: argparse.Namespace) -> int:
     unknown = [m for m in names if m not in by_name]
     if unknown:
         raise CliError(f"unknown method {unknown[0]!r}; use {', '.join(by_name)}", EXIT_INVALID)
+    request = enrollment_pb2.RegisterCustomerRequest(
+        tenant=args.tenant,
+        customer_id=args.customer,
+        methods=[by_name[m] for m in names],
+        opt_out_biometrics=args.opt_out,
+        consent_text_version=args.consent_version,
+        confirm_template_removal=args.yes,
+        authorization=enrollment_pb2.ChangeAuthorization(assertion=args.assertion),
+    )
     with channel(args) as ch:
-        c = enrollment_pb2_grpc.EnrollmentServiceStub(ch).RegisterCustomer(
-            enrollment_pb2.RegisterCustomerRequest(
-                tenant=args.tenant,
-                customer_id=args.customer,
-                methods=[by_name[m] for m in names],
-                opt_out_biometrics=args.opt_out,
-                consent_text_version=args.consent_version,
-                actor=args.actor,
-            ),
-            timeout=args.timeout,
-        )
-    print("\n".join(_customer_lines(c)))
+        reply = enrollment_pb2_grpc.EnrollmentServiceStub(ch).RegisterCustomer(request, timeout=args.timeout)
+    print("\n".join(_customer_lines(reply.customer)))
+    if reply.templates_removed:
+        print(f"{reply.templates_removed} template(s) of dropped methods erased")
     return EXIT_OK
 
 
@@ -266,6 +274,20 @@ def audit(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.time_unix_ms / 1000))
         print(f"{when}\t{e.action}\t{e.customer_id or '-'}\t{e.outcome}\t{e.actor}\t{e.details}")
     return EXIT_OK
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc
+
+    with channel(args) as ch:
+        r = assurance_pb2_grpc.AuditServiceStub(ch).VerifyAuditChain(
+            assurance_pb2.VerifyAuditChainRequest(tenant=args.tenant), timeout=args.timeout
+        )
+    if r.intact:
+        print(f"{args.tenant}: audit chain intact, {r.rows_checked} row(s); head {r.head_hash or '-'}")
+        return EXIT_OK
+    fail(f"{args.tenant}: audit chain broken at row {r.first_bad_id}: {r.problem} ({r.rows_checked} checked)")
+    return EXIT_NEGATIVE
 
 
 def existing_file(value: str) -> Path:

@@ -113,6 +113,16 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS with --tls-key")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA for client certificates; enables mutual TLS")
+    p.add_argument(
+        "--reflection",
+        action="store_true",
+        help="enable gRPC server reflection (off by default: it maps the whole API for anyone)",
+    )
+    p.add_argument(
+        "--admin-credential-file",
+        type=Path,
+        help="where a first start writes the platform-admin API key (default <data-dir>/admin.credential)",
+    )
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -139,7 +149,18 @@ async def _serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"authsvc: error: {exc}") from None
     await _serve_metrics(ctx, args)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    server = AuthServer(ctx, args.listen, tls)
+    try:
+        await _first_start(ctx, args.admin_credential_file or config.data_dir / ADMIN_CREDENTIAL)
+    except (ConfigError, OSError) as exc:
+        await ctx.close()
+        raise SystemExit(f"authsvc: error: {exc}") from None
+    if tls is None and not _loopback(args.listen):
+        log.warning(
+            "serving plaintext on %s: API keys cross the network in clear; give --tls-cert/--tls-key "
+            "(or terminate TLS in front of the service)",
+            args.listen,
+        )
+    server = AuthServer(ctx, args.listen, tls, reflection_on=args.reflection)
     await server.start()
     log.info(
         "authsvc serving on %s (%s), store %s, encoder %s %s",
@@ -156,6 +177,43 @@ async def _serve(args: argparse.Namespace) -> None:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+
+
+ADMIN_CREDENTIAL = "admin.credential"
+
+
+def _loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+async def _first_start(ctx: ServiceContext, path: Path) -> None:
+    """On a store with no platform credential: a platform-admin key in a new 0600 file."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The file is created before the key exists, so a key is never made that nobody can read.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        key = await ctx.credentials.bootstrap()
+        if key is None:
+            os.close(fd)
+            fd = -1
+            path.unlink()
+            return
+        with os.fdopen(fd, "w") as fh:
+            fd = -1
+            fh.write(key + "\n")
+    finally:
+        if fd >= 0:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+    log.warning(
+        "first start: a platform-admin API key is in %s (mode 0600). Use it with "
+        "`export AUTHSVC_CREDENTIAL_FILE=%s`, create tenants and their credentials, then keep it offline",
+        path,
+        path,
+    )
 
 
 async def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:

@@ -65,6 +65,8 @@ class Decision:
     evidence: tuple[ModalityEvidence, ...] = ()
     quality: tuple[Quality, ...] = ()
     reason: str = ""
+    # The reason without scores or thresholds, for principals not granted evidence ("" = reason).
+    summary: str = ""
     final: bool = False
     sequence: int = 0
     step_up_factors: tuple[str, ...] = ()
@@ -144,18 +146,26 @@ def decide(
         return Decision(
             Outcome.REJECTED,
             reason=f"fused LLR {fused:+.2f} is below {needed:+.2f} ({detail})",
+            summary="the biometric evidence does not match the claimed customer",
             **fusion,
             **base,
         )
     matched = f"biometric match: fused LLR {fused:+.2f} >= {needed:+.2f} ({detail})"
     if not policy.step_up.required:
         return Decision(
-            Outcome.AUTHENTICATED, reason=matched, methods=methods, assurance_level="AAL1", **fusion, **base
+            Outcome.AUTHENTICATED,
+            reason=matched,
+            summary="biometric match",
+            methods=methods,
+            assurance_level="AAL1",
+            **fusion,
+            **base,
         )
     if step.passed_factor:
         return Decision(
             Outcome.AUTHENTICATED,
             reason=f"{matched}; second factor {step.passed_factor} verified",
+            summary=f"biometric match; second factor {step.passed_factor} verified",
             methods=(*methods, step.passed_factor),
             assurance_level="AAL2",
             **fusion,
@@ -170,6 +180,7 @@ def decide(
     return Decision(
         Outcome.STEP_UP_REQUIRED,
         reason=f"{matched}; {why}",
+        summary=f"biometric match; {why}",
         step_up_factors=usable,
         attempts_remaining=step.attempts_remaining,
         methods=methods,

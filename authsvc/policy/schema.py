@@ -24,6 +24,8 @@ from typing import Any
 from authsvc.errors import ConfigError
 
 SECTORS = ("general", "finance", "health")
+# A policy may move a tenant up, or sideways between the regulated sectors, never down.
+SECTOR_RANK = {"general": 0, "finance": 1, "health": 1}
 FACTORS = ("totp", "one_time_code")
 NIST_MAX_FMR = 1e-4
 NIST_MAX_FAILURES = 100
@@ -75,6 +77,9 @@ class AssertionRules:
     lifetime_s: float = field(default=900.0, metadata=_limits(10.0, 86400.0))
     # How many times another channel may accept one assertion.
     max_uses: int = field(default=3, metadata=_limits(1, 1000))
+    # How recent an assertion must be to authorize replacing what protects a customer
+    # (their templates, a confirmed TOTP secret, the code destination).
+    change_window_s: float = field(default=300.0, metadata=_limits(10.0, 3600.0))
 
 
 @dataclass(frozen=True)
@@ -240,21 +245,57 @@ class PolicyBook:
         self.on_change = on_change
         self._cache: dict[str, tuple[tuple[int, int, int] | None, TenantPolicy]] = {}
 
-    def get(self, tenant: str) -> TenantPolicy:
+    def get(self, tenant: str, sector: str = "general") -> TenantPolicy:
+        """The tenant's policy; `sector` is the one the tenant was provisioned with, a floor.
+
+        A regulated tenant (finance, health) with no file, an unreadable or invalid one, or one
+        of a weaker sector, fails closed: PolicyUnusable, never a weaker preset."""
         path = self.directory / f"{tenant}.toml" if self.directory else None
         stamp = None
-        if path is not None and path.exists():
-            st = path.stat()
-            # Size and inode too: an edit within the clock's resolution, or a deploy
-            # that replaces the file keeping its timestamp, must still be seen.
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        cached = self._cache.get(tenant)
-        if cached and cached[0] == stamp:
-            return cached[1]
-        policy = (
-            default_policy(tenant) if stamp is None else parse_policy(path.read_text(), tenant, str(path))
-        )
-        self._cache[tenant] = (stamp, policy)
-        if cached and cached[1].policy_id != policy.policy_id and self.on_change:
-            self.on_change(tenant, cached[1].policy_id, policy.policy_id)
+        try:
+            if path is not None and path.exists():
+                st = path.stat()
+                # Size and inode too: an edit within the clock's resolution, or a deploy
+                # that replaces the file keeping its timestamp, must still be seen.
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            cached = self._cache.get(tenant)
+            if cached and cached[0] == stamp:
+                policy = cached[1]
+            else:
+                if stamp is None:
+                    policy = default_policy(tenant)
+                else:
+                    try:
+                        text = path.read_text()
+                    except (OSError, UnicodeDecodeError) as exc:
+                        raise ConfigError(f"{path}: cannot read ({exc})") from exc
+                    policy = parse_policy(text, tenant, str(path))
+                self._cache[tenant] = (stamp, policy)
+                if cached and cached[1].policy_id != policy.policy_id and self.on_change:
+                    self.on_change(tenant, cached[1].policy_id, policy.policy_id)
+        except ConfigError as exc:
+            raise PolicyUnusable(tenant, str(exc), path) from exc
+        if SECTOR_RANK[policy.sector] < SECTOR_RANK.get(sector, 1):
+            where = f"{path}" if stamp is not None else f"no policy file ({path})"
+            raise PolicyUnusable(
+                tenant,
+                f"tenant {tenant!r} was provisioned as {sector!r}, but {where} gives sector "
+                f"{policy.sector!r}; a policy may not lower the sector, so the tenant fails closed",
+                path,
+            )
         return policy
+
+
+class PolicyUnusable(ConfigError):
+    """The tenant's policy cannot be used; its requests fail closed (FAILED_PRECONDITION).
+
+    The message (with the file's path) is for the operator's log; API callers get
+    `public_message`, which names the file but not where the service keeps it."""
+
+    reason = "POLICY_UNUSABLE"
+
+    def __init__(self, tenant: str, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        public = message.replace(str(path.parent) + "/", "") if path is not None else message
+        self.public_message = f"the tenant's policy is unusable, so its requests are refused: {public}"

@@ -17,12 +17,16 @@ from authsvc.api.v1 import (
     assurance_pb2_grpc,
     enrollment_pb2,
     enrollment_pb2_grpc,
+    identity_pb2,
+    identity_pb2_grpc,
     verification_pb2,
     verification_pb2_grpc,
 )
 from authsvc.context import ServiceContext
 from authsvc.server.assurance import AssertionServicer, AuditServicer, StepUpServicer
+from authsvc.server.auth import AuthInterceptor, Authorizer
 from authsvc.server.enrollment import EnrollmentServicer
+from authsvc.server.identity import CredentialServicer, TenantServicer
 from authsvc.server.verification import VerificationServicer
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ SERVICE_NAMES = (
         assurance_pb2.DESCRIPTOR.services_by_name[n].full_name
         for n in ("StepUpService", "AssertionService", "AuditService")
     ),
+    *(identity_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("TenantService", "CredentialService")),
 )
 # Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -49,26 +54,34 @@ class TlsFiles:
 
 
 class AuthServer:
-    def __init__(self, ctx: ServiceContext, address: str, tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, ctx: ServiceContext, address: str, tls: TlsFiles | None = None, reflection_on: bool = False
+    ) -> None:
         self.ctx = ctx
+        authorizer = Authorizer(ctx.credentials, ctx.refusals)
         self.server = grpc.aio.server(
+            interceptors=[AuthInterceptor(authorizer)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ]
+            ],
         )
         enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(ctx), self.server)
         verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-            VerificationServicer(ctx), self.server
+            VerificationServicer(ctx, authorizer), self.server
         )
+        identity_pb2_grpc.add_TenantServiceServicer_to_server(TenantServicer(ctx), self.server)
+        identity_pb2_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(ctx), self.server)
         assurance_pb2_grpc.add_StepUpServiceServicer_to_server(StepUpServicer(ctx), self.server)
         assurance_pb2_grpc.add_AssertionServiceServicer_to_server(AssertionServicer(ctx), self.server)
         assurance_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ctx), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        if reflection_on:
+            # Off by default: it hands anyone who can connect the full map of the API.
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            )
         if tls is None:
             self.port = self.server.add_insecure_port(address)
         else:
@@ -99,6 +112,8 @@ class AuthServer:
         serving = True
         while True:
             await asyncio.sleep(STORE_CHECK_S)
+            # Summaries of repeated refusals are written when their window closes.
+            await self.ctx.refusals.flush_due()
             try:
                 await asyncio.wait_for(self.ctx.store.ping(), STORE_CHECK_S * 2)
                 ok = True

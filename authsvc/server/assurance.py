@@ -6,12 +6,13 @@ import re
 
 import grpc
 
+from authsvc import changes
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
 from authsvc.identifiers import check_id
 from authsvc.server.convert import CHANNELS, assertion_pb, audit_pb
-from authsvc.server.errors import unary_errors
+from authsvc.server.errors import principal, unary_errors
 
 MAX_PAGE = 1000
 
@@ -20,6 +21,12 @@ class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
+    async def _change(self, request) -> str | None:
+        policy = await self.ctx.policy_for(request.tenant)
+        return await changes.authorize(
+            self.ctx.trust, policy, request.customer_id, principal(), request.authorization.assertion
+        )
+
     @unary_errors
     async def EnrollTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         uri = await self.ctx.factors.enroll_totp(
@@ -27,17 +34,28 @@ class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
             request.customer_id,
             request.account_name,
             request.issuer,
+            principal().id,
+            await self._change(request),
         )
         return assurance_pb2.EnrollTotpResponse(provisioning_uri=uri)
 
     @unary_errors
     async def ConfirmTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        ok = await self.ctx.factors.confirm_totp(request.tenant, request.customer_id, request.code)
+        await self.ctx.policy_for(request.tenant)
+        ok = await self.ctx.factors.confirm_totp(
+            request.tenant, request.customer_id, request.code, principal().id
+        )
         return assurance_pb2.ConfirmTotpResponse(confirmed=ok)
 
     @unary_errors
     async def SetCodeDestination(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        await self.ctx.factors.set_destination(request.tenant, request.customer_id, request.destination)
+        await self.ctx.factors.set_destination(
+            request.tenant,
+            request.customer_id,
+            request.destination,
+            principal().id,
+            await self._change(request),
+        )
         return assurance_pb2.SetCodeDestinationResponse()
 
 
@@ -47,8 +65,7 @@ class AssertionServicer(assurance_pb2_grpc.AssertionServiceServicer):
 
     @unary_errors
     async def ValidateAssertion(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        check_id(request.tenant, "tenant")
-        policy = self.ctx.policies.get(request.tenant)
+        policy = await self.ctx.policy_for(request.tenant)
         claims = await self.ctx.trust.validate(
             policy, request.token, CHANNELS.get(request.channel, "unspecified")
         )
@@ -73,4 +90,16 @@ class AuditServicer(assurance_pb2_grpc.AuditServiceServicer):
         return assurance_pb2.ListAuditEventsResponse(
             events=[audit_pb(e) for e in page],
             next_page_token=str(page[-1].id) if len(events) > size else "",
+        )
+
+    @unary_errors
+    async def VerifyAuditChain(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        check_id(request.tenant, "tenant")
+        result = await self.ctx.auditor.verify(request.tenant)
+        return assurance_pb2.VerifyAuditChainResponse(
+            intact=result.intact,
+            rows_checked=result.rows_checked,
+            first_bad_id=result.first_bad_id,
+            problem=result.problem,
+            head_hash=result.head_hash,
         )

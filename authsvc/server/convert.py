@@ -123,7 +123,25 @@ def customer_pb(summary: CustomerSummary) -> enrollment_pb2.Customer:
     )
 
 
-def decision_pb(decision: Decision, session_id: str) -> verification_pb2.Decision:
+def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> verification_pb2.Decision:
+    """`evidence`: the principal may see scores, LLRs and thresholds; without it the decision
+    carries the outcome, net speech, quality, factors and attempts, and no scoring oracle."""
+    if not evidence:
+        return verification_pb2.Decision(
+            outcome=OUTCOMES[decision.outcome],
+            session_id=session_id,
+            sequence=decision.sequence,
+            net_speech_seconds=decision.net_speech_s,
+            required_net_speech_seconds=decision.required_net_speech_s,
+            step_up_factors=[FACTOR_PB[f] for f in decision.step_up_factors],
+            assertion=assertion_pb(decision.assertion) if decision.assertion else None,
+            attempts_remaining=decision.attempts_remaining,
+            retry_after_seconds=min(decision.retry_after_s, 1e9),
+            quality_issues=[QUALITY[q] for q in decision.quality],
+            policy_id=decision.policy_id,
+            final=decision.final,
+            reason=decision.summary or decision.reason,
+        )
     return verification_pb2.Decision(
         outcome=OUTCOMES[decision.outcome],
         session_id=session_id,

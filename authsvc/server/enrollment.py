@@ -6,12 +6,12 @@ import base64
 
 import grpc
 
-from authsvc import enrollment
+from authsvc import changes, enrollment
 from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
 from authsvc.server.convert import ENCODINGS, QUALITY, customer_pb, keystroke_sample, methods
-from authsvc.server.errors import unary_errors
+from authsvc.server.errors import principal, unary_errors
 
 MAX_PAGE = 1000
 
@@ -33,17 +33,26 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     @unary_errors
     async def RegisterCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        await enrollment.register_customer(
+        who = principal()
+        policy = await self.ctx.policy_for(request.tenant)
+        change = await changes.authorize(
+            self.ctx.trust, policy, request.customer_id, who, request.authorization.assertion
+        )
+        done = await enrollment.register_customer(
             self.ctx,
             request.tenant,
             request.customer_id,
             methods(request.methods, "methods"),
             request.opt_out_biometrics,
             request.consent_text_version,
-            request.actor,
+            who.id,
+            confirm_removal=request.confirm_template_removal,
+            change=change,
         )
         summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
-        return customer_pb(summary)
+        return enrollment_pb2.RegisterCustomerResponse(
+            customer=customer_pb(summary), templates_removed=done.templates_removed
+        )
 
     @unary_errors
     async def EnrollVoice(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -58,7 +67,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             request.format.sample_rate_hz,
             request.audio,
             request.label,
-            request.actor,
+            principal().id,
         )
         summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.EnrollVoiceResponse(
@@ -71,7 +80,9 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     @unary_errors
     async def EnrollKeystrokes(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         samples = [keystroke_sample(s, f"samples[{i}]") for i, s in enumerate(request.samples)]
-        result = await enrollment.enroll_keystrokes(self.ctx, request.tenant, request.customer_id, samples)
+        result = await enrollment.enroll_keystrokes(
+            self.ctx, request.tenant, request.customer_id, samples, principal().id
+        )
         summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.EnrollKeystrokesResponse(
             customer=customer_pb(summary), samples_added=result.added, samples_already_enrolled=result.already
@@ -99,7 +110,16 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     @unary_errors
     async def DeleteCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
-        deleted = await enrollment.delete_customer(self.ctx, request.tenant, request.customer_id)
+        deleted = await enrollment.delete_customer(
+            self.ctx, request.tenant, request.customer_id, principal().id
+        )
         return enrollment_pb2.DeleteCustomerResponse(
             templates_deleted=deleted.templates, secrets_deleted=deleted.secrets
         )
+
+    @unary_errors
+    async def UnlockCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        cleared = await enrollment.unlock_customer(
+            self.ctx, request.tenant, request.customer_id, principal().id
+        )
+        return enrollment_pb2.UnlockCustomerResponse(factors=cleared)

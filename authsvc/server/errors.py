@@ -19,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from authsvc.errors import (
+    AlreadyExists,
     AuthsvcError,
     ConfigError,
     EncoderMismatch,
@@ -26,8 +27,11 @@ from authsvc.errors import (
     InvalidInput,
     NotFound,
     Overloaded,
+    PermissionDenied,
     PreconditionFailed,
+    Unauthenticated,
 )
+from authsvc.identity.principal import CURRENT, Principal
 from authsvc.stepup.assertions import AssertionRejected
 from authsvc.stepup.lockout import LockedOut, RateLimited
 from authsvc.store.base import StoreUnavailable
@@ -36,6 +40,9 @@ log = logging.getLogger(__name__)
 DOMAIN = "authsvc.v1"
 
 _CODES: list[tuple[type[AuthsvcError], int]] = [
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
+    (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (InvalidInput, code_pb2.INVALID_ARGUMENT),
     (NotFound, code_pb2.NOT_FOUND),
     (EncoderMismatch, code_pb2.FAILED_PRECONDITION),
@@ -74,10 +81,29 @@ def to_status(exc: AuthsvcError) -> grpc.Status:
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def _log_unavailable(exc: AuthsvcError, method: str) -> None:
+def principal() -> Principal:
+    """The authenticated caller of the running RPC (set by the auth interceptor)."""
+    p = CURRENT.get()
+    if p is None:  # a servicer reached without the interceptor: a wiring bug, never an open door
+        raise PermissionDenied("NO_PRINCIPAL", "the request was not authenticated")
+    return p
+
+
+async def _log(servicer: Any, exc: AuthsvcError, method: str, request: Any) -> None:
     # The caller is told only that the database is unavailable; the operator needs which and why.
     if isinstance(exc, StoreUnavailable):
         log.warning("%s: %s", method, exc)
+    if isinstance(exc, PermissionDenied | Unauthenticated) and not getattr(exc, "audited", False):
+        # A refusal by the domain (a replacement not authorized): audited like the interceptor's.
+        p = CURRENT.get()
+        await servicer.ctx.refusals.refused(
+            getattr(request, "tenant", "") or (p.tenant if p else ""),
+            p.source if p else "",
+            p.id if p else "anonymous",
+            method,
+            exc.reason,
+            getattr(request, "customer_id", ""),
+        )
 
 
 def unary_errors(fn: F) -> F:
@@ -88,7 +114,7 @@ def unary_errors(fn: F) -> F:
         try:
             return await fn(self, request, context)
         except AuthsvcError as exc:
-            _log_unavailable(exc, fn.__name__)
+            await _log(self, exc, fn.__name__, request)
             await context.abort_with_status(to_status(exc))
         except Exception:
             log.exception("unhandled error in %s", fn.__name__)
@@ -106,7 +132,7 @@ def stream_errors(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
             async for item in fn(self, request, context):
                 yield item
         except AuthsvcError as exc:
-            _log_unavailable(exc, fn.__name__)
+            await _log(self, exc, fn.__name__, None)
             await context.abort_with_status(to_status(exc))
         except Exception:
             log.exception("unhandled error in %s", fn.__name__)

@@ -85,6 +85,33 @@ class TemplateRow:
 
 
 @dataclass(frozen=True)
+class TenantRecord:
+    name: str
+    # "general", "finance" or "health": the floor a policy file may not go below.
+    sector: str
+    created_ms: int
+    created_by: str
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A principal's credential: an API key (only its hash is stored) or a certificate identity."""
+
+    id: str
+    tenant: str  # '' for platform-wide
+    kind: str  # "api_key" | "certificate"
+    roles: tuple[str, ...]
+    created_ms: int
+    created_by: str
+    secret_hash: str = ""
+    subject: str = ""
+    description: str = ""
+    expires_ms: int = 0  # 0: does not expire
+    revoked_ms: int = 0  # 0: not revoked
+    last_used_ms: int = 0
+
+
+@dataclass(frozen=True)
 class Secret:
     """A service-wide sealed secret and its version, for compare-and-swap updates."""
 
@@ -167,7 +194,40 @@ class Transaction(Protocol):
         """Counts one use of an assertion id unless it has been used `max_uses` times already;
         -> whether the use was counted. Expired ids are forgotten."""
 
-    async def append_audit(self, event: AuditEvent) -> int: ...
+    async def create_tenant(self, record: TenantRecord) -> bool:
+        """Inserts the tenant; False (nothing changes) if one of that name exists."""
+
+    async def get_tenant(self, name: str) -> TenantRecord | None: ...
+
+    async def list_tenants(self) -> list[TenantRecord]: ...
+
+    async def set_tenant_sector(self, name: str, sector: str) -> None: ...
+
+    async def put_credential(self, record: CredentialRecord) -> None: ...
+
+    async def get_credential(self, credential_id: str) -> CredentialRecord | None: ...
+
+    async def credentials_by_subject(self, subjects: list[str]) -> list[CredentialRecord]:
+        """Unrevoked certificate credentials whose subject is one of `subjects`."""
+
+    async def list_credentials(self, tenant: str) -> list[CredentialRecord]: ...
+
+    async def revoke_credential(self, credential_id: str, now_ms: int) -> bool:
+        """Marks it revoked; False if unknown or already revoked."""
+
+    async def touch_credential(self, credential_id: str, now_ms: int) -> None:
+        """Records a use (last_used_ms)."""
+
+    async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str]:
+        """-> (id, hash) of the tenant's newest chained audit row ((0, '') for none); `lock` holds
+        the head until the unit of work ends, so the tenant's rows chain one after another."""
+
+    async def set_audit_head(self, tenant: str, last_id: int, last_hash: str) -> None: ...
+
+    async def append_audit(self, event: AuditEvent, prev_hash: str = "", row_hash: str = "") -> int: ...
+
+    async def audit_chain(self, tenant: str, after_id: int, limit: int) -> list[tuple[AuditEvent, str, str]]:
+        """Rows with id > after_id in id order, each with (prev_hash, row_hash)."""
 
     async def list_audit(
         self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""

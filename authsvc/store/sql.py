@@ -15,10 +15,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from authsvc.store.base import AuditEvent, CustomerRecord, Erasure, Secret, TemplateRow
+from authsvc.store.base import (
+    AuditEvent,
+    CredentialRecord,
+    CustomerRecord,
+    Erasure,
+    Secret,
+    TemplateRow,
+    TenantRecord,
+)
 
 PURGE_EVERY = 32
 _CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered"
+_CREDENTIAL_COLUMNS = (
+    "id, tenant, kind, roles, created_ms, created_by, secret_hash, subject, description, expires_ms, "
+    "revoked_ms, last_used_ms"
+)
 _TEMPLATE_KEY = "(tenant, customer_id, modality, encoder_id, digest)"
 _INSERT_TEMPLATE = (
     "INSERT INTO templates (tenant, customer_id, modality, encoder_id, encoder_version, digest, key_id, "
@@ -52,6 +64,24 @@ def _customer_from_row(tenant: str, row: Sequence[Any]) -> CustomerRecord:
         version,
         int(consent_ms),
         bool(registered),
+    )
+
+
+def _credential_from_row(row: Sequence[Any]) -> CredentialRecord:
+    cid, tenant, kind, roles, created, by, secret_hash, subject, description, expires, revoked, used = row
+    return CredentialRecord(
+        cid,
+        tenant,
+        kind,
+        tuple(json.loads(roles)),
+        int(created),
+        by,
+        secret_hash,
+        subject,
+        description,
+        int(expires),
+        int(revoked),
+        int(used),
     )
 
 
@@ -290,12 +320,103 @@ class SqlTransaction(ABC):
         )
         return row is not None
 
+    # -- tenants and credentials -------------------------------------------------------------
+
+    async def create_tenant(self, record: TenantRecord) -> bool:
+        n = await self._count(
+            "INSERT INTO tenants (name, sector, created_ms, created_by) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING",
+            (record.name, record.sector, record.created_ms, record.created_by),
+        )
+        return n == 1
+
+    async def get_tenant(self, name: str) -> TenantRecord | None:
+        row = await self._one(
+            "SELECT name, sector, created_ms, created_by FROM tenants WHERE name=?", (name,)
+        )
+        return TenantRecord(row[0], row[1], int(row[2]), row[3]) if row else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        rows = await self._all("SELECT name, sector, created_ms, created_by FROM tenants ORDER BY name")
+        return [TenantRecord(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+    async def set_tenant_sector(self, name: str, sector: str) -> None:
+        await self._count("UPDATE tenants SET sector=? WHERE name=?", (sector, name))
+
+    async def put_credential(self, record: CredentialRecord) -> None:
+        await self._count(
+            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.id,
+                record.tenant,
+                record.kind,
+                json.dumps(list(record.roles)),
+                record.created_ms,
+                record.created_by,
+                record.secret_hash,
+                record.subject,
+                record.description,
+                record.expires_ms,
+                record.revoked_ms,
+                record.last_used_ms,
+            ),
+        )
+
+    async def get_credential(self, credential_id: str) -> CredentialRecord | None:
+        row = await self._one(f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE id=?", (credential_id,))
+        return _credential_from_row(row) if row else None
+
+    async def credentials_by_subject(self, subjects: list[str]) -> list[CredentialRecord]:
+        if not subjects:
+            return []
+        marks = ",".join("?" * len(subjects))
+        rows = await self._all(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE kind='certificate' AND revoked_ms=0 "
+            f"AND subject IN ({marks}) ORDER BY id",
+            tuple(subjects),
+        )
+        return [_credential_from_row(r) for r in rows]
+
+    async def list_credentials(self, tenant: str) -> list[CredentialRecord]:
+        rows = await self._all(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE tenant=? ORDER BY created_ms, id", (tenant,)
+        )
+        return [_credential_from_row(r) for r in rows]
+
+    async def revoke_credential(self, credential_id: str, now_ms: int) -> bool:
+        n = await self._count(
+            "UPDATE credentials SET revoked_ms=? WHERE id=? AND revoked_ms=0", (now_ms, credential_id)
+        )
+        return n == 1
+
+    async def touch_credential(self, credential_id: str, now_ms: int) -> None:
+        await self._count("UPDATE credentials SET last_used_ms=? WHERE id=?", (now_ms, credential_id))
+
     # -- audit -----------------------------------------------------------------------------
 
-    async def append_audit(self, event: AuditEvent) -> int:
+    async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str]:
+        if lock:
+            # The head row exists before it is locked, so two first writers cannot both miss it.
+            await self._count(
+                "INSERT INTO audit_heads (tenant, last_id, last_hash) VALUES (?, 0, '') "
+                "ON CONFLICT (tenant) DO NOTHING",
+                (tenant,),
+            )
         row = await self._one(
-            "INSERT INTO audit (tenant, time_ms, actor, action, customer_id, outcome, details) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "SELECT last_id, last_hash FROM audit_heads WHERE tenant=?" + (self.for_update if lock else ""),
+            (tenant,),
+        )
+        return (int(row[0]), row[1]) if row else (0, "")
+
+    async def set_audit_head(self, tenant: str, last_id: int, last_hash: str) -> None:
+        await self._count(
+            "UPDATE audit_heads SET last_id=?, last_hash=? WHERE tenant=?", (last_id, last_hash, tenant)
+        )
+
+    async def append_audit(self, event: AuditEvent, prev_hash: str = "", row_hash: str = "") -> int:
+        row = await self._one(
+            "INSERT INTO audit (tenant, time_ms, actor, action, customer_id, outcome, details, prev_hash, "
+            "row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 event.tenant,
                 event.time_ms,
@@ -304,10 +425,24 @@ class SqlTransaction(ABC):
                 event.customer_id,
                 event.outcome,
                 json.dumps(event.details, sort_keys=True),
+                prev_hash,
+                row_hash,
             ),
         )
         assert row is not None
         return int(row[0])
+
+    async def audit_chain(self, tenant: str, after_id: int, limit: int) -> list[tuple[AuditEvent, str, str]]:
+        rows = await self._all(
+            "SELECT id, time_ms, actor, action, customer_id, outcome, details, prev_hash, row_hash "
+            "FROM audit "
+            "WHERE tenant=? AND id>? ORDER BY id LIMIT ?",
+            (tenant, after_id, limit),
+        )
+        return [
+            (AuditEvent(tenant, int(t), actor, action, cid, outcome, json.loads(details), id=int(i)), prev, h)
+            for i, t, actor, action, cid, outcome, details, prev, h in rows
+        ]
 
     async def list_audit(
         self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""

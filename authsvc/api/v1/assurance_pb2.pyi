@@ -1,4 +1,5 @@
 from authsvc.api.v1 import common_pb2 as _common_pb2
+from authsvc.api.v1 import enrollment_pb2 as _enrollment_pb2
 from authsvc.api.v1 import verification_pb2 as _verification_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -9,16 +10,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnrollTotpRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "account_name", "issuer")
+    __slots__ = ("tenant", "customer_id", "account_name", "issuer", "authorization")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_NAME_FIELD_NUMBER: _ClassVar[int]
     ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     account_name: str
     issuer: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., account_name: _Optional[str] = ..., issuer: _Optional[str] = ...) -> None: ...
+    authorization: _enrollment_pb2.ChangeAuthorization
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., account_name: _Optional[str] = ..., issuer: _Optional[str] = ..., authorization: _Optional[_Union[_enrollment_pb2.ChangeAuthorization, _Mapping]] = ...) -> None: ...
 
 class EnrollTotpResponse(_message.Message):
     __slots__ = ("provisioning_uri",)
@@ -43,14 +46,16 @@ class ConfirmTotpResponse(_message.Message):
     def __init__(self, confirmed: _Optional[bool] = ...) -> None: ...
 
 class SetCodeDestinationRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "destination")
+    __slots__ = ("tenant", "customer_id", "destination", "authorization")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     destination: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination: _Optional[str] = ...) -> None: ...
+    authorization: _enrollment_pb2.ChangeAuthorization
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., destination: _Optional[str] = ..., authorization: _Optional[_Union[_enrollment_pb2.ChangeAuthorization, _Mapping]] = ...) -> None: ...
 
 class SetCodeDestinationResponse(_message.Message):
     __slots__ = ()
@@ -111,3 +116,23 @@ class ListAuditEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class VerifyAuditChainRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class VerifyAuditChainResponse(_message.Message):
+    __slots__ = ("intact", "rows_checked", "first_bad_id", "problem", "head_hash")
+    INTACT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    intact: bool
+    rows_checked: int
+    first_bad_id: int
+    problem: str
+    head_hash: str
+    def __init__(self, intact: _Optional[bool] = ..., rows_checked: _Optional[int] = ..., first_bad_id: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ...) -> None: ...

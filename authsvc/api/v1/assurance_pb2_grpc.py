@@ -279,6 +279,11 @@ class AuditServiceStub:
                 request_serializer=authsvc_dot_v1_dot_assurance__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_assurance__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.VerifyAuditChain = channel.unary_unary(
+                '/authsvc.v1.AuditService/VerifyAuditChain',
+                request_serializer=authsvc_dot_v1_dot_assurance__pb2.VerifyAuditChainRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_assurance__pb2.VerifyAuditChainResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -291,6 +296,13 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyAuditChain(self, request, context):
+        """Recomputes the tenant's hash chain: a row deleted, edited or cut off the end is reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +310,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=authsvc_dot_v1_dot_assurance__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_assurance__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'VerifyAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditChain,
+                    request_deserializer=authsvc_dot_v1_dot_assurance__pb2.VerifyAuditChainRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_assurance__pb2.VerifyAuditChainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +345,33 @@ class AuditService:
             '/authsvc.v1.AuditService/ListAuditEvents',
             authsvc_dot_v1_dot_assurance__pb2.ListAuditEventsRequest.SerializeToString,
             authsvc_dot_v1_dot_assurance__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.AuditService/VerifyAuditChain',
+            authsvc_dot_v1_dot_assurance__pb2.VerifyAuditChainRequest.SerializeToString,
+            authsvc_dot_v1_dot_assurance__pb2.VerifyAuditChainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,39 +25,47 @@ _sym_db = _symbol_database.Default()
 from authsvc.api.v1 import common_pb2 as authsvc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61uthsvc/v1/enrollment.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"\x8f\x01\n\x12\x45nrollVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\r\n\x05label\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"\x9a\x01\n\x13\x45nrollVoiceResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\x12\x30\n\x0equality_issues\x18\x04 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\"\xb0\x01\n\x17RegisterCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x07methods\x18\x03 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x1a\n\x12opt_out_biometrics\x18\x04 \x01(\x08\x12\x1c\n\x14\x63onsent_text_version\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"l\n\x17\x45nrollKeystrokesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x07samples\x18\x03 \x03(\x0b\x32\x1b.authsvc.v1.KeystrokeSample\"{\n\x18\x45nrollKeystrokesResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x15\n\rsamples_added\x18\x02 \x01(\x05\x12 \n\x18samples_already_enrolled\x18\x03 \x01(\x05\"U\n\x07\x43onsent\x12\x14\n\x0ctext_version\x18\x01 \x01(\t\x12\x18\n\x10recorded_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12\x62iometrics_allowed\x18\x03 \x01(\x08\"\x95\x01\n\x0fTemplateSummary\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\x12\n\nencoder_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x05\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\x85\x02\n\x08\x43ustomer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12.\n\ttemplates\x18\x04 \x03(\x0b\x32\x1b.authsvc.v1.TemplateSummary\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x11\n\topted_out\x18\x06 \x01(\x08\x12$\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x13.authsvc.v1.Consent\x12)\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\"9\n\x12GetCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"M\n\x14ListCustomersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.authsvc.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x15\x44\x65leteCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"L\n\x16\x44\x65leteCustomerResponse\x12\x19\n\x11templates_deleted\x18\x01 \x01(\x05\x12\x17\n\x0fsecrets_deleted\x18\x02 \x01(\x05\x32\x85\x04\n\x11\x45nrollmentService\x12M\n\x10RegisterCustomer\x12#.authsvc.v1.RegisterCustomerRequest\x1a\x14.authsvc.v1.Customer\x12N\n\x0b\x45nrollVoice\x12\x1e.authsvc.v1.EnrollVoiceRequest\x1a\x1f.authsvc.v1.EnrollVoiceResponse\x12]\n\x10\x45nrollKeystrokes\x12#.authsvc.v1.EnrollKeystrokesRequest\x1a$.authsvc.v1.EnrollKeystrokesResponse\x12\x43\n\x0bGetCustomer\x12\x1e.authsvc.v1.GetCustomerRequest\x1a\x14.authsvc.v1.Customer\x12T\n\rListCustomers\x12 .authsvc.v1.ListCustomersRequest\x1a!.authsvc.v1.ListCustomersResponse\x12W\n\x0e\x44\x65leteCustomer\x12!.authsvc.v1.DeleteCustomerRequest\x1a\".authsvc.v1.DeleteCustomerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61uthsvc/v1/enrollment.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"(\n\x13\x43hangeAuthorization\x12\x11\n\tassertion\x18\x01 \x01(\t\"\x8f\x01\n\x12\x45nrollVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\r\n\x05label\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"\x9a\x01\n\x13\x45nrollVoiceResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\x12\x30\n\x0equality_issues\x18\x04 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\"\x8a\x02\n\x17RegisterCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x07methods\x18\x03 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x1a\n\x12opt_out_biometrics\x18\x04 \x01(\x08\x12\x1c\n\x14\x63onsent_text_version\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12 \n\x18\x63onfirm_template_removal\x18\x07 \x01(\x08\x12\x36\n\rauthorization\x18\x08 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"]\n\x18RegisterCustomerResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x19\n\x11templates_removed\x18\x02 \x01(\x05\"l\n\x17\x45nrollKeystrokesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x07samples\x18\x03 \x03(\x0b\x32\x1b.authsvc.v1.KeystrokeSample\"{\n\x18\x45nrollKeystrokesResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x15\n\rsamples_added\x18\x02 \x01(\x05\x12 \n\x18samples_already_enrolled\x18\x03 \x01(\x05\"U\n\x07\x43onsent\x12\x14\n\x0ctext_version\x18\x01 \x01(\t\x12\x18\n\x10recorded_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12\x62iometrics_allowed\x18\x03 \x01(\x08\"\x95\x01\n\x0fTemplateSummary\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\x12\n\nencoder_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x05\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\x85\x02\n\x08\x43ustomer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12.\n\ttemplates\x18\x04 \x03(\x0b\x32\x1b.authsvc.v1.TemplateSummary\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x11\n\topted_out\x18\x06 \x01(\x08\x12$\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x13.authsvc.v1.Consent\x12)\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\"9\n\x12GetCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"M\n\x14ListCustomersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.authsvc.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x15\x44\x65leteCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"L\n\x16\x44\x65leteCustomerResponse\x12\x19\n\x11templates_deleted\x18\x01 \x01(\x05\x12\x17\n\x0fsecrets_deleted\x18\x02 \x01(\x05\"<\n\x15UnlockCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\")\n\x16UnlockCustomerResponse\x12\x0f\n\x07\x66\x61\x63tors\x18\x01 \x03(\t2\xee\x04\n\x11\x45nrollmentService\x12]\n\x10RegisterCustomer\x12#.authsvc.v1.RegisterCustomerRequest\x1a$.authsvc.v1.RegisterCustomerResponse\x12N\n\x0b\x45nrollVoice\x12\x1e.authsvc.v1.EnrollVoiceRequest\x1a\x1f.authsvc.v1.EnrollVoiceResponse\x12]\n\x10\x45nrollKeystrokes\x12#.authsvc.v1.EnrollKeystrokesRequest\x1a$.authsvc.v1.EnrollKeystrokesResponse\x12\x43\n\x0bGetCustomer\x12\x1e.authsvc.v1.GetCustomerRequest\x1a\x14.authsvc.v1.Customer\x12T\n\rListCustomers\x12 .authsvc.v1.ListCustomersRequest\x1a!.authsvc.v1.ListCustomersResponse\x12W\n\x0e\x44\x65leteCustomer\x12!.authsvc.v1.DeleteCustomerRequest\x1a\".authsvc.v1.DeleteCustomerResponse\x12W\n\x0eUnlockCustomer\x12!.authsvc.v1.UnlockCustomerRequest\x1a\".authsvc.v1.UnlockCustomerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.enrollment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLLVOICEREQUEST']._serialized_start=69
-  _globals['_ENROLLVOICEREQUEST']._serialized_end=212
-  _globals['_ENROLLVOICERESPONSE']._serialized_start=215
-  _globals['_ENROLLVOICERESPONSE']._serialized_end=369
-  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=372
-  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=548
-  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_start=550
-  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_end=658
-  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_start=660
-  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_end=783
-  _globals['_CONSENT']._serialized_start=785
-  _globals['_CONSENT']._serialized_end=870
-  _globals['_TEMPLATESUMMARY']._serialized_start=873
-  _globals['_TEMPLATESUMMARY']._serialized_end=1022
-  _globals['_CUSTOMER']._serialized_start=1025
-  _globals['_CUSTOMER']._serialized_end=1286
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=1288
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=1345
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1347
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1424
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1426
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1515
-  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1517
-  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1577
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1579
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=1655
-  _globals['_ENROLLMENTSERVICE']._serialized_start=1658
-  _globals['_ENROLLMENTSERVICE']._serialized_end=2175
+  _globals['_CHANGEAUTHORIZATION']._serialized_start=68
+  _globals['_CHANGEAUTHORIZATION']._serialized_end=108
+  _globals['_ENROLLVOICEREQUEST']._serialized_start=111
+  _globals['_ENROLLVOICEREQUEST']._serialized_end=254
+  _globals['_ENROLLVOICERESPONSE']._serialized_start=257
+  _globals['_ENROLLVOICERESPONSE']._serialized_end=411
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=414
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=680
+  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_start=682
+  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_end=775
+  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_start=777
+  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_end=885
+  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_start=887
+  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_end=1010
+  _globals['_CONSENT']._serialized_start=1012
+  _globals['_CONSENT']._serialized_end=1097
+  _globals['_TEMPLATESUMMARY']._serialized_start=1100
+  _globals['_TEMPLATESUMMARY']._serialized_end=1249
+  _globals['_CUSTOMER']._serialized_start=1252
+  _globals['_CUSTOMER']._serialized_end=1513
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1515
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1572
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1574
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1651
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1653
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1742
+  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1744
+  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1804
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1806
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=1882
+  _globals['_UNLOCKCUSTOMERREQUEST']._serialized_start=1884
+  _globals['_UNLOCKCUSTOMERREQUEST']._serialized_end=1944
+  _globals['_UNLOCKCUSTOMERRESPONSE']._serialized_start=1946
+  _globals['_UNLOCKCUSTOMERRESPONSE']._serialized_end=1987
+  _globals['_ENROLLMENTSERVICE']._serialized_start=1990
+  _globals['_ENROLLMENTSERVICE']._serialized_end=2612
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ChangeAuthorization(_message.Message):
+    __slots__ = ("assertion",)
+    ASSERTION_FIELD_NUMBER: _ClassVar[int]
+    assertion: str
+    def __init__(self, assertion: _Optional[str] = ...) -> None: ...
+
 class EnrollVoiceRequest(_message.Message):
     __slots__ = ("tenant", "customer_id", "format", "audio", "label", "actor")
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -36,20 +42,32 @@ class EnrollVoiceResponse(_message.Message):
     def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., added: _Optional[bool] = ..., net_speech_seconds: _Optional[float] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ...) -> None: ...
 
 class RegisterCustomerRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "methods", "opt_out_biometrics", "consent_text_version", "actor")
+    __slots__ = ("tenant", "customer_id", "methods", "opt_out_biometrics", "consent_text_version", "actor", "confirm_template_removal", "authorization")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     OPT_OUT_BIOMETRICS_FIELD_NUMBER: _ClassVar[int]
     CONSENT_TEXT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_TEMPLATE_REMOVAL_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     methods: _containers.RepeatedScalarFieldContainer[_common_pb2.AuthMethod]
     opt_out_biometrics: bool
     consent_text_version: str
     actor: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opt_out_biometrics: _Optional[bool] = ..., consent_text_version: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    confirm_template_removal: bool
+    authorization: ChangeAuthorization
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opt_out_biometrics: _Optional[bool] = ..., consent_text_version: _Optional[str] = ..., actor: _Optional[str] = ..., confirm_template_removal: _Optional[bool] = ..., authorization: _Optional[_Union[ChangeAuthorization, _Mapping]] = ...) -> None: ...
+
+class RegisterCustomerResponse(_message.Message):
+    __slots__ = ("customer", "templates_removed")
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    customer: Customer
+    templates_removed: int
+    def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., templates_removed: _Optional[int] = ...) -> None: ...
 
 class EnrollKeystrokesRequest(_message.Message):
     __slots__ = ("tenant", "customer_id", "samples")
@@ -156,3 +174,17 @@ class DeleteCustomerResponse(_message.Message):
     templates_deleted: int
     secrets_deleted: int
     def __init__(self, templates_deleted: _Optional[int] = ..., secrets_deleted: _Optional[int] = ...) -> None: ...
+
+class UnlockCustomerRequest(_message.Message):
+    __slots__ = ("tenant", "customer_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    customer_id: str
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+
+class UnlockCustomerResponse(_message.Message):
+    __slots__ = ("factors",)
+    FACTORS_FIELD_NUMBER: _ClassVar[int]
+    factors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, factors: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -39,7 +39,7 @@ class EnrollmentServiceStub:
         self.RegisterCustomer = channel.unary_unary(
                 '/authsvc.v1.EnrollmentService/RegisterCustomer',
                 request_serializer=authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerRequest.SerializeToString,
-                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.Customer.FromString,
+                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerResponse.FromString,
                 _registered_method=True)
         self.EnrollVoice = channel.unary_unary(
                 '/authsvc.v1.EnrollmentService/EnrollVoice',
@@ -66,6 +66,11 @@ class EnrollmentServiceStub:
                 request_serializer=authsvc_dot_v1_dot_enrollment__pb2.DeleteCustomerRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.DeleteCustomerResponse.FromString,
                 _registered_method=True)
+        self.UnlockCustomer = channel.unary_unary(
+                '/authsvc.v1.EnrollmentService/UnlockCustomer',
+                request_serializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
@@ -75,6 +80,8 @@ class EnrollmentServiceServicer:
 
     def RegisterCustomer(self, request, context):
         """Records a customer's choice of methods (or opt-out) and their consent.
+        Re-registering without a biometric method the customer had removes its templates: that
+        needs confirm_template_removal, and a fresh assertion of the customer or a tenant-admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,13 +120,20 @@ class EnrollmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnlockCustomer(self, request, context):
+        """Clears the customer's lockouts (an administrator's decision after checking who they are).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RegisterCustomer': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterCustomer,
                     request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerRequest.FromString,
-                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.Customer.SerializeToString,
+                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerResponse.SerializeToString,
             ),
             'EnrollVoice': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrollVoice,
@@ -145,6 +159,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.DeleteCustomer,
                     request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.DeleteCustomerRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_enrollment__pb2.DeleteCustomerResponse.SerializeToString,
+            ),
+            'UnlockCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockCustomer,
+                    request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,7 +194,7 @@ class EnrollmentService:
             target,
             '/authsvc.v1.EnrollmentService/RegisterCustomer',
             authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerRequest.SerializeToString,
-            authsvc_dot_v1_dot_enrollment__pb2.Customer.FromString,
+            authsvc_dot_v1_dot_enrollment__pb2.RegisterCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -311,6 +330,33 @@ class EnrollmentService:
             '/authsvc.v1.EnrollmentService/DeleteCustomer',
             authsvc_dot_v1_dot_enrollment__pb2.DeleteCustomerRequest.SerializeToString,
             authsvc_dot_v1_dot_enrollment__pb2.DeleteCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.EnrollmentService/UnlockCustomer',
+            authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerRequest.SerializeToString,
+            authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,163 @@
+"""`authsvc tenants ...` and `authsvc credentials ...`: provisioning, as gRPC clients."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
+from authsvc.cli.client import EXIT_OK, EXIT_USAGE, CliError, add_client_args, channel
+from authsvc.identity.roles import ROLES
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _expiry(text: str | None) -> int:
+    if not text:
+        return 0
+    match = _DURATION.match(text)
+    if not match:
+        raise CliError(f"--expires-in {text!r}: give a number and a unit, e.g. 90d, 12h, 30m", EXIT_USAGE)
+    return int((time.time() + int(match.group(1)) * _UNIT_S[match.group(2)]) * 1000)
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000)) if ms else "-"
+
+
+def _print_credential(c: identity_pb2.Credential) -> None:
+    state = "revoked " + _when(c.revoked_unix_ms) if c.revoked_unix_ms else "active"
+    print(
+        f"{c.id}\t{c.tenant or '(platform)'}\t{','.join(c.roles)}\t{c.kind}"
+        f"{' ' + c.subject if c.subject else ''}\t{state}\texpires {_when(c.expires_unix_ms)}"
+        f"\tlast used {_when(c.last_used_unix_ms)}\t{c.description}"
+    )
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Creates `path` 0600 with `text`; refuses to overwrite (a key shown once must not be lost)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(
+            f"{path} exists; choose another file (keys are never overwritten)", EXIT_USAGE
+        ) from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+
+
+def tenants(args: argparse.Namespace) -> int:
+    with channel(args) as ch:
+        stub = identity_pb2_grpc.TenantServiceStub(ch)
+        if args.action == "create":
+            t = stub.CreateTenant(
+                identity_pb2.CreateTenantRequest(name=args.name, sector=args.sector), timeout=args.timeout
+            )
+            print(f"created tenant {t.name} ({t.sector})")
+        elif args.action == "show":
+            t = stub.GetTenant(identity_pb2.GetTenantRequest(name=args.name), timeout=args.timeout)
+            print(f"{t.name}\t{t.sector}\tcreated {_when(t.created_unix_ms)} by {t.created_by}")
+        else:
+            for t in stub.ListTenants(identity_pb2.ListTenantsRequest(), timeout=args.timeout).tenants:
+                print(f"{t.name}\t{t.sector}\tcreated {_when(t.created_unix_ms)} by {t.created_by}")
+    return EXIT_OK
+
+
+def credentials(args: argparse.Namespace) -> int:
+    with channel(args) as ch:
+        stub = identity_pb2_grpc.CredentialServiceStub(ch)
+        if args.action == "create":
+            reply = stub.CreateApiKey(
+                identity_pb2.CreateApiKeyRequest(
+                    tenant=args.tenant,
+                    roles=args.role,
+                    description=args.description,
+                    expires_unix_ms=_expiry(args.expires_in),
+                ),
+                timeout=args.timeout,
+            )
+            if args.out:
+                write_secret_file(args.out, reply.api_key)
+                print(f"created {reply.credential.id}; the key is in {args.out} (mode 0600)", file=sys.stderr)
+            else:
+                print(f"created {reply.credential.id}; the key is shown once:", file=sys.stderr)
+                print(reply.api_key)
+        elif args.action == "map-cert":
+            _print_credential(
+                stub.MapCertificate(
+                    identity_pb2.MapCertificateRequest(
+                        tenant=args.tenant,
+                        subject=args.subject,
+                        roles=args.role,
+                        description=args.description,
+                        expires_unix_ms=_expiry(args.expires_in),
+                    ),
+                    timeout=args.timeout,
+                )
+            )
+        elif args.action == "list":
+            for c in stub.ListCredentials(
+                identity_pb2.ListCredentialsRequest(tenant=args.tenant), timeout=args.timeout
+            ).credentials:
+                _print_credential(c)
+        else:
+            _print_credential(
+                stub.RevokeCredential(
+                    identity_pb2.RevokeCredentialRequest(tenant=args.tenant, credential_id=args.id),
+                    timeout=args.timeout,
+                )
+            )
+    return EXIT_OK
+
+
+def add_identity_commands(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("tenants", help="provision tenants (platform-admin)").add_subparsers(
+        dest="action", required=True
+    )
+    p = t.add_parser("create", help="provision a tenant and the sector its policy may not go below")
+    p.add_argument("name")
+    p.add_argument("--sector", required=True, choices=["general", "finance", "health"])
+    add_client_args(p)
+    p.set_defaults(func=tenants)
+    p = t.add_parser("show", help="one tenant")
+    p.add_argument("name")
+    add_client_args(p)
+    p.set_defaults(func=tenants)
+    p = t.add_parser("list", help="every tenant")
+    add_client_args(p)
+    p.set_defaults(func=tenants)
+
+    c = sub.add_parser("credentials", help="API keys and certificate identities").add_subparsers(
+        dest="action", required=True
+    )
+
+    def grant(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tenant", default="", help="the tenant (omit for a platform-wide platform-admin)")
+        p.add_argument("--role", action="append", required=True, choices=ROLES, help="repeat for several")
+        p.add_argument("--description", default="", help="what the credential is for (shown in lists)")
+        p.add_argument("--expires-in", help="lifetime, e.g. 90d, 12h (default: until revoked)")
+
+    p = c.add_parser("create", help="create an API key (shown once)")
+    grant(p)
+    p.add_argument("--out", type=Path, help="write the key to this new file (0600) instead of stdout")
+    add_client_args(p)
+    p.set_defaults(func=credentials)
+    p = c.add_parser("map-cert", help="map a client certificate's SAN (URI or DNS name) to a principal")
+    grant(p)
+    p.add_argument("--subject", required=True, help="e.g. spiffe://acme.example/ivr or ivr.acme.example")
+    add_client_args(p)
+    p.set_defaults(func=credentials)
+    p = c.add_parser("list", help="a tenant's credentials (never their keys)")
+    p.add_argument("--tenant", default="")
+    add_client_args(p)
+    p.set_defaults(func=credentials)
+    p = c.add_parser("revoke", help="revoke a credential: refused from the next request on")
+    p.add_argument("--tenant", default="")
+    p.add_argument("id")
+    add_client_args(p)
+    p.set_defaults(func=credentials)
