@@ -87,6 +87,10 @@ class Node:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
+    def admin_key(self) -> str:
+        """The platform-admin key the first node on an empty store wrote at its first start."""
+        return (self.data_dir / "admin.credential").read_text().strip()
+
     def wait_serving(self) -> Node:
         assert self.process is not None
         deadline = time.monotonic() + STARTUP_S

@@ -114,3 +114,66 @@ async def ensure_registered(channel, tenant: str, customer_id: str) -> None:
         if err.code() != grpc.StatusCode.NOT_FOUND:
             raise
     await register(channel, tenant, customer_id)
+
+
+class TenantKeysSync(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """The blocking client's `TenantKeys`: unary calls by their `tenant`, streams by their start."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+
+    def _with_key(self, details, request):
+        tenant = getattr(request, "tenant", "") or ""
+        if not tenant and request is not None and hasattr(request, "start") and request.HasField("start"):
+            tenant = request.start.tenant
+        key = self.keys.get(tenant) or next(iter(self.keys.values()), None)
+        metadata = list(details.metadata or ())
+        if key and not any(k == "authorization" for k, _ in metadata):
+            metadata.append(("authorization", f"Bearer {key}"))
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._with_key(client_call_details, request), request)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        import itertools
+
+        requests = iter(request_iterator)
+        first = next(requests, None)
+        chained = itertools.chain([first] if first is not None else [], requests)
+        return continuation(self._with_key(client_call_details, first), chained)
+
+
+def keyed_channel(address: str, keys: dict[str, str]) -> grpc.Channel:
+    """A blocking channel that sends each request with its tenant's key."""
+    return grpc.intercept_channel(grpc.insecure_channel(address), TenantKeysSync(keys))
+
+
+def provision_remote(
+    address: str, admin_key: str, tenants: tuple[str, ...] = TENANTS, roles: tuple[str, ...] = ALL_ROLES
+) -> dict[str, str]:
+    """Provisions tenants and a key each on a running server, as a platform-admin would."""
+    from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
+
+    keys = {}
+    with grpc.insecure_channel(address) as ch:
+        tenants_stub = identity_pb2_grpc.TenantServiceStub(ch)
+        creds = identity_pb2_grpc.CredentialServiceStub(ch)
+        for t in tenants:
+            try:
+                tenants_stub.CreateTenant(
+                    identity_pb2.CreateTenantRequest(name=t, sector="general"),
+                    metadata=bearer(admin_key),
+                    timeout=30,
+                )
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+            reply = creds.CreateApiKey(
+                identity_pb2.CreateApiKeyRequest(tenant=t, roles=roles, description="test"),
+                metadata=bearer(admin_key),
+                timeout=30,
+            )
+            keys[t] = reply.api_key
+    KEYS[address] = keys
+    return keys

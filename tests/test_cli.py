@@ -32,6 +32,7 @@ from authsvc.cli.client import (
 )
 from tests.conftest import BACKENDS, pg_schema
 from tests.nodes import CLI, cli_env, free_port, run_cli
+from tests.principals import TenantKeysSync
 
 STARTUP_DEADLINE_S = 180.0
 COMMAND_TIMEOUT_S = 180.0
@@ -45,6 +46,8 @@ class Server:
     process: subprocess.Popen
     log: Path
     channel: grpc.Channel
+    # The tenant operator's API key (enrollment, telephony, tenant-admin, evidence).
+    key_file: Path | None = None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -56,8 +59,42 @@ def authsvc(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def client(srv: Server, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """An operator command against the module's server."""
-    return authsvc(*args, "--server", srv.address)
+    """An operator command against the module's server, with the operator's credential."""
+    env = {"AUTHSVC_CREDENTIAL_FILE": str(srv.key_file)}
+    return run_cli(*args, "--server", srv.address, env=env, timeout=COMMAND_TIMEOUT_S)
+
+
+def _provision(srv: Server, root: Path) -> None:
+    """The README's first steps: the first start's platform-admin key creates the tenant and the
+    operator's key."""
+    admin = srv.data_dir / "admin.credential"
+    assert admin.stat().st_mode & 0o777 == 0o600, "the first start's key file is 0600"
+    env = {"AUTHSVC_CREDENTIAL_FILE": str(admin)}
+    made = run_cli("tenants", "create", TENANT, "--sector", "general", "--server", srv.address, env=env)
+    assert made.returncode == 0, _shown(made)
+    srv.key_file = root / "operator.key"
+    roles = [a for r in ("enrollment", "telephony", "tenant-admin", "evidence") for a in ("--role", r)]
+    args = [
+        "credentials",
+        "create",
+        "--tenant",
+        TENANT,
+        *roles,
+        "--out",
+        srv.key_file,
+        "--server",
+        srv.address,
+    ]
+    made = run_cli(*args, env=env)
+    assert made.returncode == 0 and srv.key_file.stat().st_mode & 0o777 == 0o600, _shown(made)
+    key = srv.key_file.read_text().strip()
+    srv.channel = grpc.intercept_channel(srv.channel, TenantKeysSync({TENANT: key}))
+
+
+def _register(srv: Server, customer: str, methods: str = "voice") -> None:
+    args = ["--tenant", TENANT, "--customer", customer, "--methods", methods, "--consent-version", "v1"]
+    result = client(srv, "register", *args)
+    assert result.returncode == 0, _shown(result)
 
 
 def _shown(result: subprocess.CompletedProcess[str]) -> str:
@@ -92,6 +129,7 @@ def server(tmp_path_factory, store_args) -> Iterator[Server]:
     srv = Server(address, data_dir, process, log, channel)
     try:
         _wait_until_serving(srv)
+        _provision(srv, root)
         yield srv
     finally:
         channel.close()
@@ -150,6 +188,7 @@ def _sample_count(srv: Server, customer: str) -> int:
 @pytest.fixture(scope="module")
 def enrolled(server: Server, wavs) -> subprocess.CompletedProcess[str]:
     """Customer "alice" enrolled from four utterances of the target speaker."""
+    _register(server, "alice")
     result = client(server, "enroll", "voice", "--tenant", TENANT, "--customer", "alice", *wavs["target"][:4])
     assert result.returncode == EXIT_OK, _shown(result)
     return result
@@ -198,6 +237,7 @@ def test_verify_other_speaker_is_rejected_with_exit_1(server: Server, enrolled, 
 
 
 def test_customers_list_show_and_delete(server: Server, enrolled, wavs):
+    _register(server, "carol")
     added = client(
         server, "enroll", "voice", "--quiet", "--tenant", TENANT, "--customer", "carol", wavs["other"][1]
     )
@@ -242,6 +282,7 @@ def test_unreadable_files_are_reported_by_name_and_the_rest_still_enroll(server:
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(3 * 16000, dtype=np.float32), 16000, subtype="PCM_16")
     files = [wavs["other"][2], not_audio, silent, missing, wavs["other"][3]]
+    _register(server, "erin")
     result = client(server, "enroll", "voice", "--tenant", TENANT, "--customer", "erin", *files)
     assert result.returncode == EXIT_NEGATIVE, _shown(result)
     assert "2 sample(s) added, 0 already enrolled, 3 failed" in result.stdout, _shown(result)
@@ -336,7 +377,7 @@ def test_register_enroll_keystrokes_and_audit(server: Server, tmp_path):
     assert result.returncode == 0 and "5 sample(s) added" in result.stdout, _shown(result)
     again = client(server, "enroll", "keystrokes", "--tenant", TENANT, "--customer", "kim", path)
     assert "0 sample(s) added, 5 already enrolled" in again.stdout, _shown(again)
-    result = client(server, "audit", "--tenant", TENANT, "--customer", "kim")
+    result = client(server, "audit", "list", "--tenant", TENANT, "--customer", "kim")
     assert result.returncode == 0, _shown(result)
     actions = [line.split("\t")[1] for line in result.stdout.splitlines()]
     assert actions[-1] == "register" and "enroll.keystrokes" in actions

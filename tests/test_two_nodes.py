@@ -24,6 +24,7 @@ from authsvc.api.v1 import verification_pb2 as V  # noqa: N812
 from authsvc.stepup import totp
 from tests.conftest import pg_schema
 from tests.nodes import Node, new_master_key, start_nodes
+from tests.principals import KEYS, keyed_channel, provision_remote
 from tests.wire import call_requests, enroll_request, stream
 
 # "bank": TOTP, lockout after 3; "bank2": one-time codes with a lockout limit above their 3 tries;
@@ -50,6 +51,9 @@ def cluster(tmp_path_factory, postgres_dsn) -> Iterator[tuple[Node, Node, Path]]
         b = Node(root, "b", store, key, policies, sender)
         try:
             start_nodes(a, b)
+            # Either node may have written the first start's platform-admin key (both raced).
+            admin = next(n for n in (a, b) if (n.data_dir / "admin.credential").exists()).admin_key()
+            KEYS[b.address] = provision_remote(a.address, admin)
             yield a, b, outbox
         finally:
             for n in (a, b):
@@ -57,7 +61,7 @@ def cluster(tmp_path_factory, postgres_dsn) -> Iterator[tuple[Node, Node, Path]]
 
 
 def _stubs(node: Node):
-    ch = grpc.insecure_channel(node.address)
+    ch = keyed_channel(node.address, KEYS[node.address])
     return (
         ch,
         enrollment_pb2_grpc.EnrollmentServiceStub(ch),
@@ -113,12 +117,12 @@ def test_a_totp_code_used_on_one_node_is_refused_on_the_other_and_lockout_counts
 
     # The assertion node A issued: node B verifies A's key and accepts it once; A then refuses it.
     token = on_a[-1].assertion.token
-    with grpc.insecure_channel(b.address) as ch:
+    with keyed_channel(b.address, KEYS[b.address]) as ch:
         got = assurance_pb2_grpc.AssertionServiceStub(ch).ValidateAssertion(
             assurance_pb2.ValidateAssertionRequest(tenant="bank", token=token)
         )
         assert got.assertion.id == on_a[-1].assertion.id
-    with grpc.insecure_channel(a.address) as ch, pytest.raises(grpc.RpcError) as err:
+    with keyed_channel(a.address, KEYS[a.address]) as ch, pytest.raises(grpc.RpcError) as err:
         assurance_pb2_grpc.AssertionServiceStub(ch).ValidateAssertion(
             assurance_pb2.ValidateAssertionRequest(tenant="bank", token=token)
         )
@@ -170,7 +174,7 @@ def test_a_rotation_by_one_node_leaves_every_assertion_verifiable_on_the_other(c
     time.sleep(ROTATE_S + 0.5)
     after_a = stream(a.address, call)[-1].assertion  # A finds its key too old and rotates the ring
     assert after_a.key_id not in (before_a.key_id, before_b.key_id)
-    ch_a, ch_b = grpc.insecure_channel(a.address), grpc.insecure_channel(b.address)
+    ch_a, ch_b = keyed_channel(a.address, KEYS[a.address]), keyed_channel(b.address, KEYS[b.address])
     with ch_a, ch_b:
         on = {n: assurance_pb2_grpc.AssertionServiceStub(c) for n, c in (("a", ch_a), ("b", ch_b))}
         for node, token in (("b", after_a.token), ("a", before_b.token), ("b", before_a.token)):
