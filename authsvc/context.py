@@ -71,6 +71,12 @@ class ServiceConfig:
     key_rotation_s: float = ROTATE_AFTER_S
     # PostgreSQL connections per node.
     store_pool_size: int = 8
+    # Where the master key comes from (crypto.KeySource); None: $AUTHSVC_MASTER_KEY_PROVIDER,
+    # $AUTHSVC_MASTER_KEY_FILE, $AUTHSVC_MASTER_KEY, else <data_dir>/master.key.
+    master_key_provider: str | None = None
+    master_key_file: Path | None = None
+    # During a master-key rotation: the key being rotated away from.
+    previous_master_key_file: Path | None = None
 
 
 @dataclass
@@ -136,8 +142,13 @@ async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.Maste
                 )
         async with store.transaction() as tx:
             sealed, sealed_by = await tx.has_sealed_data(), await tx.master_key_ids()
+        source = crypto.KeySource.from_env(
+            provider=config.master_key_provider,
+            key_file=config.master_key_file,
+            previous_file=config.previous_master_key_file,
+        )
         master = crypto.load_master_key(
-            config.data_dir, sealed=sealed, sealed_by=sealed_by, where=store.description
+            config.data_dir, sealed=sealed, sealed_by=sealed_by, where=store.description, source=source
         )
     except BaseException:
         await store.close()
@@ -197,6 +208,7 @@ async def _build(
         calibration = None
     policy_dir = config.policy_dir or config.data_dir / "policies"
     vault = TemplateVault(store, master)
+    await vault.ready()
     auditor = Auditor(store, vault)
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()

@@ -106,7 +106,7 @@ class VerificationSession:
             and (a is None or (a.methods, a.assurance_level) != (decision.methods, decision.assurance_level))
         )
         if issue:
-            await self.ctx.trust.signing_ready()
+            await self.ctx.trust.signing_ready(self.start.tenant)
         if issue or audited:
             async with self.ctx.store.transaction() as tx:
                 if issue:

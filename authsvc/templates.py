@@ -22,8 +22,12 @@ from authsvc.store.base import Store, TemplateRow, Transaction, within
 
 # A growing profile has one row; its digest column is this constant.
 PROFILE_DIGEST = "profile"
-# Labels written since 0.2 are sealed; older rows hold them in clear and are read as they are.
+# Labels written since 0.2 are sealed; older rows' clear labels are sealed by `ready()`.
 SEALED_LABEL = "sealed:1:"
+# The sample-digest key, sealed under the platform's data key (tenant ''), so a master-key
+# rotation leaves it, and every stored digest, as it was.
+DIGEST_SECRET = "sample-digest-key"
+_SERVICE_SECRETS = "service-secrets/v1"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,30 @@ class TemplateVault:
     def master_key_id(self) -> str:
         return self._master.key_id
 
+    async def ready(self) -> None:
+        """Loads the stored sample-digest key (creating it on a new store) and seals any label an
+        older version stored in clear. Called once when a service starts."""
+        aad = crypto.service_secret_aad(DIGEST_SECRET)
+        async with self.store.transaction() as tx:
+            key = await self.subkey("", _SERVICE_SECRETS, tx)
+            secret = await tx.get_secret(DIGEST_SECRET)
+            if secret is None:
+                # Until 0.3 the digest key was this derivation of the master key: storing its
+                # value keeps the digests already stored valid.
+                await tx.put_secret(
+                    DIGEST_SECRET, crypto.seal(key, self._digest_key, aad), expected_version=0
+                )
+                secret = await tx.get_secret(DIGEST_SECRET)
+            assert secret is not None
+            digest_key = crypto.open_sealed(key, secret.blob, aad, "sample-digest key")
+        self._digest_key = digest_key
+        async with self.store.transaction() as tx:
+            for row_id, tenant, customer_id, modality, label in await tx.clear_labels():
+                data_key = await self._data_key(tenant, tx)
+                await tx.set_template_label(
+                    row_id, self._seal_label(data_key, tenant, customer_id, modality, label)
+                )
+
     async def _data_key(self, tenant: str, tx: Transaction) -> bytes:
         key = self._data_keys.get(tenant)
         if key is not None:
@@ -64,13 +92,15 @@ class TemplateVault:
             # Another node may win the race; its key is then the one returned and used.
             stored = await tx.put_data_key(tenant, self._master.key_id, wrapped)
         key_id, wrapped = stored
-        if key_id != self._master.key_id:
+        # During a master-key rotation a data key may still be wrapped by the previous key.
+        master = self._master.by_id(key_id)
+        if master is None:
             raise ConfigError(
                 f"tenant {tenant!r}: data key is wrapped by master key {key_id}, "
                 f"but this service has master key {self._master.key_id}"
             )
         key = crypto.open_sealed(
-            self._master.key, wrapped, crypto.data_key_aad(tenant), f"data key of tenant {tenant!r}"
+            master, wrapped, crypto.data_key_aad(tenant), f"data key of tenant {tenant!r}"
         )
         if cache:
             self._data_keys[tenant] = key
@@ -106,8 +136,7 @@ class TemplateVault:
         # Sealed too: an operator's label (a file name) may name the person, and a database
         # file or backup must not.
         if label:
-            sealed = crypto.seal(key, label.encode(), crypto.label_aad(tenant, customer_id, modality))
-            label = SEALED_LABEL + base64.urlsafe_b64encode(sealed).decode()
+            label = self._seal_label(key, tenant, customer_id, modality, label)
         return TemplateRow(
             tenant,
             customer_id,
@@ -120,6 +149,11 @@ class TemplateVault:
             int(time.time() * 1000),
             label,
         )
+
+    @staticmethod
+    def _seal_label(key: bytes, tenant: str, customer_id: str, modality: str, label: str) -> str:
+        sealed = crypto.seal(key, label.encode(), crypto.label_aad(tenant, customer_id, modality))
+        return SEALED_LABEL + base64.urlsafe_b64encode(sealed).decode()
 
     async def put(
         self,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 from authsvc import crypto
 from authsvc.audit import Auditor
 from authsvc.store import migrations, open_store
+from authsvc.store.base import TenantRecord
 from authsvc.trust import AssertionAuthority
 from tests.nodes import new_master_key, run_cli
 
@@ -34,25 +36,33 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
     master = crypto.MasterKey(base64.b64decode(key))
     store = await open_store(spec)
     await store.migrate()
-    before = (
-        await AssertionAuthority.open(store, master, Auditor.with_master(store, master))
-    ).ring.active_kid
+    async with store.transaction() as tx:
+        for name in ("acme", "globex"):
+            await tx.create_tenant(TenantRecord(name, "general", 0, "test"))
+    authority = await AssertionAuthority.open(store, master, Auditor.with_master(store, master))
+    before = {t: (await authority.ring_of(t)).active_kid for t in ("acme", "globex")}
     await store.close()
 
     result = run_cli(
         "keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env={crypto.MASTER_KEY_ENV: key}
     )
     assert result.returncode == 0, result.stderr
-    (kid,) = re.findall(r"new assertion signing key (\S+);", result.stdout)
+    kids = dict(re.findall(r"(\S+): new assertion signing key (\S+)", result.stdout))
+    assert set(kids) == {"acme", "globex"} and kids["acme"] != kids["globex"], "a ring per tenant"
     store = await open_store(spec)
     try:
-        ring = (await AssertionAuthority.open(store, master, Auditor.with_master(store, master))).ring
-        assert ring.active_kid == kid != before and before in ring.kids(), "the old key still verifies"
-        async with store.transaction() as tx:
-            (event,) = [e for e in await tx.list_audit("", 10) if e.action == "keys.rotate"]
-        assert event.details == {"kid": kid} and event.actor == "operator"
+        authority = await AssertionAuthority.open(store, master, Auditor.with_master(store, master))
+        for tenant, kid in kids.items():
+            ring = await authority.ring_of(tenant)
+            assert ring.active_kid == kid != before[tenant] and before[tenant] in ring.kids(), (
+                "old keys verify"
+            )
+            async with store.transaction() as tx:
+                (event,) = [e for e in await tx.list_audit(tenant, 10) if e.action == "keys.rotate"]
+            assert event.details == {"kid": kid} and event.actor == "operator"
     finally:
         await store.close()
+    kid = kids["acme"]
     # After a suspected leak: --revoke leaves only the new key in the ring.
     revoked = run_cli(
         "keys",
@@ -67,7 +77,8 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
     assert revoked.returncode == 0 and "no longer verify" in revoked.stdout, revoked.stderr
     store = await open_store(spec)
     try:
-        ring = (await AssertionAuthority.open(store, master, Auditor.with_master(store, master))).ring
+        authority = await AssertionAuthority.open(store, master, Auditor.with_master(store, master))
+        ring = await authority.ring_of("acme")
         assert ring.kids() == [ring.active_kid] and kid not in ring.kids()
     finally:
         await store.close()
@@ -81,11 +92,14 @@ def test_keys_rotate_with_the_wrong_master_key_is_refused(tmp_path: Path):
         "no migration on the side"
     )
     assert run_cli("db", "migrate", "--store", spec).returncode == 0
+    sqlite3.connect(tmp_path / "authsvc.sqlite3").execute(
+        "INSERT INTO tenants VALUES ('acme', 'general', 0, 'test')"
+    ).connection.commit()
     assert run_cli("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=key).returncode == 0
     other = {crypto.MASTER_KEY_ENV: new_master_key()}
     result = run_cli("keys", "rotate", "--store", spec, "--data-dir", str(tmp_path), env=other)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    # The rotation's audit row sealed a chain key under the first master key: the other is named.
+    # The rotation sealed acme's ring under the first master key: the other key is named.
     assert "is not the key that sealed the data" in result.stderr, result.stderr
 
 

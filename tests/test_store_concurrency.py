@@ -174,7 +174,7 @@ async def test_two_nodes_rotating_at_once_make_one_new_key_and_keep_verifying(no
     second = await AssertionAuthority.open(
         store, master, Auditor.with_master(store, master), clock, rotate_after_s=every
     )
-    assert first.ring.active_kid == second.ring.active_kid
+    assert (await first.ring_of("bank")).active_kid == (await second.ring_of("bank")).active_kid
     old = await first.issue(POLICY, "c-1", ("voice",), "AAL1", "voice")
     clock.now += every + 1  # both nodes find the active key too old at once
     issued = await asyncio.gather(
@@ -183,8 +183,8 @@ async def test_two_nodes_rotating_at_once_make_one_new_key_and_keep_verifying(no
     )
     assert issued[0].key_id == issued[1].key_id != old.key_id, "one rotation, adopted by both"
     async with store.transaction() as tx:
-        assert (await tx.get_secret("assertion-signing-keys")).version == 2
-        rotations = [e for e in await tx.list_audit("", 100) if e.action == "keys.rotate"]
+        assert (await tx.get_secret("assertion-signing-keys/bank")).version == 2
+        rotations = [e for e in await tx.list_audit("bank", 100) if e.action == "keys.rotate"]
     assert [(e.outcome, e.details["kid"]) for e in rotations] == [("rotated", issued[0].key_id)]
     # Each node accepts what the other signed, before and after the rotation.
     await second.validate(POLICY, old.token, "chat")
@@ -196,11 +196,12 @@ async def test_a_node_learns_another_nodes_rotation_from_an_unknown_key_id(node)
     store, master, _, clock, _ = node
     first = await AssertionAuthority.open(store, master, Auditor.with_master(store, master), clock)
     second = await AssertionAuthority.open(store, master, Auditor.with_master(store, master), clock)
-    await first.rotate()
+    assert await second.ring_of("bank")
+    await first.rotate("bank")
     token = (await first.issue(POLICY, "c-1", ("voice",), "AAL1", "voice")).token
-    assert first.ring.active_kid not in second.ring.kids()
+    assert (await first.ring_of("bank")).active_kid not in (await second.ring_of("bank")).kids()
     claims = await second.validate(POLICY, token, "chat")
-    assert claims.key_id == first.ring.active_kid
+    assert claims.key_id == (await first.ring_of("bank")).active_kid
 
 
 @pytest.fixture

@@ -81,9 +81,10 @@ async def test_every_row_of_a_0_1_store_survives_the_upgrade_and_still_decrypts(
     for tenant, count in MANIFEST["audit"].items():
         async with store.transaction() as tx:
             assert len(await tx.list_audit(tenant, 1000)) == count
-    # The sealed key ring of 0.1 opens, and still verifies what it signed.
+    # The sealed key ring of 0.1 opens and, kept to verify what it signed, signs nothing new.
     trust = await AssertionAuthority.open(store, master, auditor)
-    assert MANIFEST["assertion_kid"] in trust.ring.kids()
+    assert trust.legacy is not None and MANIFEST["assertion_kid"] in trust.legacy.kids()
+    assert MANIFEST["assertion_kid"] not in (await trust.ring_of(tenant)).kids()
 
 
 async def test_an_upgraded_file_is_refused_by_a_build_that_predates_it(upgraded):

@@ -1,8 +1,10 @@
-"""`authsvc db migrate | status` and `authsvc keys rotate`: platform operations on the store itself.
+"""`authsvc db migrate | status` and `authsvc keys rotate | rotate-master | new`: platform
+operations on the store itself.
 
-They open the store directly (the same `--store` / `$AUTHSVC_STORE` and data
-directory as `serve`), so an operator can migrate before a rolling upgrade
-or rotate the assertion signing keys of every node at once.
+They open the store directly (the same `--store` / `$AUTHSVC_STORE`, data
+directory and master key as `serve`), so an operator can migrate before a
+rolling upgrade, rotate the assertion signing keys of every node at once, or
+re-wrap the tenants' data keys under a new master key.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import json
 from pathlib import Path
 
 from authsvc.cli.client import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, CliError
+from authsvc.cli.serve import add_key_args, key_config
 from authsvc.context import ServiceConfig, open_context_store
 from authsvc.errors import ConfigError
 from authsvc.store import migrations, open_store, store_spec
 from authsvc.store.base import StoreUnavailable
+
+
+def new_key(args: argparse.Namespace) -> int:
+    from authsvc import crypto
+
+    key = crypto.new_key_file(args.path)
+    print(f"master key {crypto.key_id_of(key)} written to {args.path} (mode 0600); keep a backup")
+    return 0
 
 
 def add_admin_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +36,7 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--store", help="postgresql://... or sqlite:PATH (default as for `serve`)")
         p.add_argument("--data-dir", type=Path, default=None, help="as for `serve`")
+        add_key_args(p)
         p.set_defaults(data_dir_default=default_data_dir)
 
     db = sub.add_parser("db", help="schema migrations of the store").add_subparsers(
@@ -38,7 +50,8 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=status)
 
     keys = sub.add_parser("keys", help="service keys").add_subparsers(dest="action", required=True)
-    p = keys.add_parser("rotate", help="rotate the assertion signing key of every node sharing the store")
+    p = keys.add_parser("rotate", help="rotate the assertion signing keys (every tenant's, or one)")
+    p.add_argument("--tenant", default="", help="only this tenant's ring")
     p.add_argument(
         "--revoke",
         action="store_true",
@@ -46,6 +59,15 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
     )
     common(p)
     p.set_defaults(func=rotate)
+    p = keys.add_parser(
+        "rotate-master", help="re-wrap every tenant data key under a new master key (online; docs/keys.md)"
+    )
+    p.add_argument("--new-key-file", type=Path, required=True, help="the new key (create it with `keys new`)")
+    common(p)
+    p.set_defaults(func=rotate_master)
+    p = keys.add_parser("new", help="write a new random master key to a new file (mode 0600)")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=new_key)
 
 
 def _spec(args: argparse.Namespace) -> str:
@@ -95,21 +117,52 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> ServiceConfig:
+    # No migration on the side: a store older than this build is refused (`db migrate` first).
+    return ServiceConfig(
+        data_dir=args.data_dir or args.data_dir_default(), store=args.store, migrate=False, **key_config(args)
+    )
+
+
 def rotate(args: argparse.Namespace) -> int:
     from authsvc.trust import rotate_keys
 
-    async def go() -> str:
-        # No migration on the side: a store older than this build is refused (`db migrate` first).
-        config = ServiceConfig(
-            data_dir=args.data_dir or args.data_dir_default(), store=args.store, migrate=False
-        )
-        store, master = await open_context_store(config)
+    async def go() -> dict[str, str]:
+        store, master = await open_context_store(_config(args))
         try:
-            return await rotate_keys(store, master, revoke=args.revoke)
+            if args.tenant:
+                async with store.transaction() as tx:
+                    if await tx.get_tenant(args.tenant) is None:
+                        raise CliError(f"tenant {args.tenant!r} is not provisioned", EXIT_NOT_FOUND)
+            return await rotate_keys(store, master, revoke=args.revoke, tenant=args.tenant)
         finally:
             await store.close()
 
-    kid = _run(go())
+    kids = _run(go())
     revoked = "; the old keys no longer verify" if args.revoke else ""
-    print(f"new assertion signing key {kid}; every node signs with it within a minute{revoked}")
+    for tenant, kid in sorted(kids.items()):
+        print(f"{tenant}: new assertion signing key {kid}")
+    print(f"{len(kids)} tenant(s); every node signs with the new keys within a minute{revoked}")
+    return 0
+
+
+def rotate_master(args: argparse.Namespace) -> int:
+    from authsvc import crypto
+    from authsvc.rekey import rotate_master as rewrap
+
+    new_key = crypto.read_key_file(args.new_key_file)
+
+    async def go():
+        store, master = await open_context_store(_config(args))
+        try:
+            return await rewrap(store, master, new_key)
+        finally:
+            await store.close()
+
+    done = _run(go())
+    print(
+        f"{done.rewrapped} data key(s) re-wrapped from {', '.join(done.old_ids)} to {done.new_id} "
+        f"({done.already} already were); no template was re-encrypted. Give every node "
+        f"--master-key-file {args.new_key_file} and drop its previous key."
+    )
     return 0

@@ -29,6 +29,34 @@ def default_data_dir() -> Path:
     return base / "authsvc"
 
 
+def add_key_args(p: argparse.ArgumentParser) -> None:
+    """Where the master key comes from (docs/keys.md); the first one given wins."""
+    p.add_argument(
+        "--master-key-provider",
+        help="python:package.module:ClassName whose load() returns the key (a KMS client); "
+        "default $AUTHSVC_MASTER_KEY_PROVIDER",
+    )
+    p.add_argument(
+        "--master-key-file",
+        type=Path,
+        help="the master key file, e.g. a mounted secret outside the data directory "
+        "(default $AUTHSVC_MASTER_KEY_FILE, else $AUTHSVC_MASTER_KEY, else <data-dir>/master.key)",
+    )
+    p.add_argument(
+        "--previous-master-key-file",
+        type=Path,
+        help="during a master-key rotation: the key being rotated away from",
+    )
+
+
+def key_config(args: argparse.Namespace) -> dict:
+    return {
+        "master_key_provider": args.master_key_provider,
+        "master_key_file": args.master_key_file,
+        "previous_master_key_file": args.previous_master_key_file,
+    }
+
+
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
@@ -113,6 +141,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS with --tls-key")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="CA for client certificates; enables mutual TLS")
+    add_key_args(p)
     p.add_argument(
         "--reflection",
         action="store_true",
@@ -142,6 +171,7 @@ async def _serve(args: argparse.Namespace) -> None:
         migrate=not args.no_migrate,
         key_rotation_s=args.key_rotation_s,
         store_pool_size=args.store_pool_size,
+        **key_config(args),
     )
     try:
         ctx = await build_context(config)

@@ -8,7 +8,6 @@ it, which is exactly what production must never do.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from authsvc.errors import AuthsvcError, ConfigError
+from authsvc.plugins import instantiate
 
 log = logging.getLogger(__name__)
 
@@ -121,26 +121,4 @@ def load_sender(spec: str) -> CodeSender:
 
 
 def _load_python_sender(spec: str, target: str) -> CodeSender:
-    module_name, sep, class_name = target.partition(":")
-    if not sep or not module_name or not class_name:
-        raise ConfigError(f"code sender {spec!r}: expected 'python:package.module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"code sender {spec!r}: cannot import {module_name!r} ({exc})") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"code sender {spec!r}: module {module_name!r} has no {class_name!r}")
-    if not callable(cls):
-        raise ConfigError(f"code sender {spec!r}: {class_name!r} is not a class")
-    try:
-        sender = cls()
-    except AuthsvcError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"code sender {spec!r}: {class_name}() failed: {exc}") from exc
-    if not callable(getattr(sender, "send", None)):
-        raise ConfigError(
-            f"code sender {spec!r}: {class_name} has no send(destination, code, purpose, tenant)"
-        )
-    return sender
+    return instantiate(spec, target, "code sender", "send")

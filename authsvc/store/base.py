@@ -131,6 +131,12 @@ class Transaction(Protocol):
     async def put_data_key(self, tenant: str, master_key_id: str, wrapped: bytes) -> tuple[str, bytes]:
         """Stores the tenant's data key unless one exists; returns the one that is stored."""
 
+    async def data_keys(self) -> list[tuple[str, str, bytes]]:
+        """Every (tenant, master key id, wrapped data key), locked for a re-wrap."""
+
+    async def rewrap_data_key(self, tenant: str, old_key_id: str, new_key_id: str, wrapped: bytes) -> bool:
+        """Replaces the wrapping if it is still by `old_key_id`; -> whether it was replaced."""
+
     async def master_key_ids(self) -> set[str]:
         """Ids of the master keys that wrap stored data keys (empty: nothing sealed is stored)."""
 
@@ -167,6 +173,11 @@ class Transaction(Protocol):
     async def templates(
         self, tenant: str, customer_id: str, modality: str | None = None
     ) -> list[TemplateRow]: ...
+
+    async def clear_labels(self) -> list[tuple[int, str, str, str, str]]:
+        """(row id, tenant, customer, modality, label) of templates whose label is not sealed."""
+
+    async def set_template_label(self, row_id: int, label: str) -> None: ...
 
     async def replace_template(self, row: TemplateRow) -> None:
         """Inserts or overwrites the template with the same identity (profiles that grow)."""

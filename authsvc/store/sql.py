@@ -194,6 +194,19 @@ class SqlTransaction(ABC):
         assert stored is not None
         return stored
 
+    async def data_keys(self) -> list[tuple[str, str, bytes]]:
+        rows = await self._all(
+            "SELECT tenant, master_key_id, wrapped FROM data_keys ORDER BY tenant" + self.for_update
+        )
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    async def rewrap_data_key(self, tenant: str, old_key_id: str, new_key_id: str, wrapped: bytes) -> bool:
+        n = await self._count(
+            "UPDATE data_keys SET master_key_id=?, wrapped=? WHERE tenant=? AND master_key_id=?",
+            (new_key_id, wrapped, tenant, old_key_id),
+        )
+        return n == 1
+
     async def master_key_ids(self) -> set[str]:
         return {r[0] for r in await self._all("SELECT DISTINCT master_key_id FROM data_keys")}
 
@@ -228,6 +241,16 @@ class SqlTransaction(ABC):
             TemplateRow(tenant, customer_id, m, e, v, d, k, bytes(b), int(t), label)
             for m, e, v, d, k, b, t, label in rows
         ]
+
+    async def clear_labels(self) -> list[tuple[int, str, str, str, str]]:
+        rows = await self._all(
+            "SELECT id, tenant, customer_id, modality, label FROM templates "
+            "WHERE label <> '' AND substr(label, 1, 7) <> 'sealed:'"
+        )
+        return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def set_template_label(self, row_id: int, label: str) -> None:
+        await self._count("UPDATE templates SET label=? WHERE id=?", (label, row_id))
 
     async def replace_template(self, row: TemplateRow) -> None:
         await self._ensure(row.tenant, row.customer_id, row.created_ms)
