@@ -16,7 +16,7 @@ from authsvc.errors import ConfigError
 from authsvc.factors import Factors
 from authsvc.identity.credentials import Credentials
 from authsvc.identity.refusals import RefusalLog
-from authsvc.identity.tenants import Tenants
+from authsvc.identity.tenants import Tenants, adopt_policy_sectors
 from authsvc.metrics import Metrics
 from authsvc.policy.schema import PolicyBook, PolicyUnusable, TenantPolicy
 from authsvc.scoring.calibration import Calibration, load_calibration
@@ -213,24 +213,27 @@ async def _build(
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()
     trust = await AssertionAuthority.open(store, master, auditor, rotate_after_s=config.key_rotation_s)
+    tenants = Tenants(store, auditor)
+    policies = PolicyBook(
+        policy_dir,
+        on_change=lambda tenant, old, new: auditor.record_soon(
+            tenant, "policy.change", "", "reloaded", actor="policy-file", old=old, new=new
+        ),
+    )
+    await adopt_policy_sectors(tenants, policies)
     return ServiceContext(
         config=config,
         encoder=encoder,
         runner=EmbeddingRunner(encoder, batching, metrics, warm_up=config.warm_up),
         store=store,
         vault=vault,
-        policies=PolicyBook(
-            policy_dir,
-            on_change=lambda tenant, old, new: auditor.record_soon(
-                tenant, "policy.change", "", "reloaded", actor="policy-file", old=old, new=new
-            ),
-        ),
+        policies=policies,
         calibration=calibration,
         keystroke_calibrations=load_keystroke_calibrations(),
         auditor=auditor,
         factors=Factors(vault, sender, auditor),
         trust=trust,
-        tenants=Tenants(store, auditor),
+        tenants=tenants,
         credentials=Credentials(store, auditor),
         refusals=RefusalLog(auditor),
         metrics=metrics,

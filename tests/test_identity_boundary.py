@@ -397,3 +397,25 @@ async def test_an_mtls_identity_mapped_to_tenant_a_cannot_touch_tenant_b(tmp_pat
         assert (await asyncio.to_thread(get, "acme-ivr", "acme")).code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await server.stop(grace_s=0.5)
+
+
+async def test_a_tenant_recorded_general_is_raised_for_good_to_its_policy_files_sector(tmp_path, ge2e):
+    from authsvc.context import ServiceConfig, build_context
+    from authsvc.errors import ConfigError
+
+    config = ServiceConfig(data_dir=tmp_path / "data", warm_up=False)
+    ctx = await build_context(config, encoder=ge2e)
+    await ctx.tenants.create("old-bank", "general", "migration")  # as migration 0003 records them
+    await ctx.close()
+    policies = tmp_path / "data" / "policies"
+    policies.mkdir()
+    (policies / "old-bank.toml").write_text('sector = "finance"\n')
+    ctx = await build_context(config, encoder=ge2e)
+    try:
+        assert (await ctx.tenants.get("old-bank")).sector == "finance"
+        (policies / "old-bank.toml").unlink()
+        with pytest.raises(ConfigError, match="may not lower the sector"):
+            await ctx.policy_for("old-bank")
+        assert any(e.action == "tenant.sector" for e in await ctx.auditor.list("old-bank", 10))
+    finally:
+        await ctx.close()

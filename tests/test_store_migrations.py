@@ -114,3 +114,19 @@ async def test_serving_without_migrating_refuses_an_old_schema(tmp_path: Path, m
 def test_both_backends_have_the_same_numbered_steps():
     sqlite, postgres = migrations.load("sqlite"), migrations.load("postgresql")
     assert [(m.version, m.name) for m in sqlite] == [(m.version, m.name) for m in postgres]
+
+
+async def test_an_upgrade_seals_the_labels_0_1_kept_in_clear_and_keeps_its_digests(upgraded):
+    store, master, _ = upgraded
+    vault = TemplateVault(store, master)
+    digest = vault.sample_digest("acme", "c", "voice", b"sample")
+    async with store.transaction() as tx:
+        assert await tx.clear_labels(), "the 0.1 fixture holds labels in clear"
+    await vault.ready()
+    async with store.transaction() as tx:
+        assert await tx.clear_labels() == []
+    assert vault.sample_digest("acme", "c", "voice", b"sample") == digest, "stored digests stay valid"
+    for key, expected in MANIFEST["customers"].items():
+        tenant, cid = key.split("/")
+        voice = await vault.load(tenant, cid, "voice")
+        assert [t.label for t in voice] == [f"call-{i}.wav" for i in range(expected["voice"])]

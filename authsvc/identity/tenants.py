@@ -7,14 +7,17 @@ lower it, and a regulated tenant without a usable policy file fails closed.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from authsvc.audit import Auditor
 from authsvc.errors import AlreadyExists, InvalidInput, NotFound
 from authsvc.identifiers import check_id
 from authsvc.policy.schema import SECTOR_RANK as RANK
-from authsvc.policy.schema import SECTORS
+from authsvc.policy.schema import SECTORS, PolicyBook, PolicyUnusable
 from authsvc.store.base import Store, TenantRecord
+
+log = logging.getLogger(__name__)
 
 # How long a tenant read from the store is trusted: its sector only ever rises.
 CACHE_S = 10.0
@@ -73,3 +76,25 @@ class Tenants:
             )
         self._cache.pop(name, None)
         return True
+
+
+async def adopt_policy_sectors(tenants: Tenants, policies: PolicyBook) -> list[str]:
+    """At start: a tenant whose policy file states a stricter sector than it was recorded with
+    (tenants that predate provisioning were recorded 'general') is raised to it, for good, so
+    losing the file later fails closed. -> the tenants raised."""
+    raised = []
+    for record in await tenants.list():
+        try:
+            policy = policies.get(record.name, record.sector)
+        except PolicyUnusable as exc:
+            log.error("tenant %s: %s", record.name, exc)
+            continue
+        if await tenants.raise_sector(record.name, policy.sector, "policy-file"):
+            log.warning(
+                "tenant %s: sector raised from %s to %s (its policy file)",
+                record.name,
+                record.sector,
+                policy.sector,
+            )
+            raised.append(record.name)
+    return raised
