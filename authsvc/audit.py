@@ -42,6 +42,11 @@ def chain_hash(key: bytes, prev: str, e: AuditEvent) -> str:
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
+def head_mac(key: bytes, tenant: str, last_id: int, last_hash: str) -> str:
+    body = json.dumps(["head", tenant, last_id, last_hash], separators=(",", ":"))
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class ChainCheck:
     intact: bool
@@ -85,17 +90,30 @@ class Auditor:
         async with within(self.store, tx) as t:
             key = await self.vault.subkey(tenant, CHAIN_PURPOSE, t)
             # Locks the tenant's head until commit: the rows of one tenant chain one after another.
-            _, prev = await t.audit_head(tenant)
+            _, prev, _ = await t.audit_head(tenant)
             row_hash = chain_hash(key, prev, event)
             row_id = await t.append_audit(event, prev, row_hash)
-            await t.set_audit_head(tenant, row_id, row_hash)
+            await t.set_audit_head(tenant, row_id, row_hash, head_mac(key, tenant, row_id, row_hash))
 
     async def verify(self, tenant: str) -> ChainCheck:
-        """Recomputes the tenant's chain from its first row to the head."""
+        """Recomputes the tenant's chain from its first row to the head.
+
+        Found: an edited row, a removed row (the next one's link breaks), a row written since
+        the chain began without a hash, and a removed tail or a head pointed elsewhere (the
+        head's MAC). Not found from inside the database: the whole trail and its head removed
+        together, or an old head put back with the rows after it; record `head_hash`
+        elsewhere (a SIEM) to anchor the chain against those."""
         async with self.store.transaction() as tx:
             key = await self.vault.subkey(tenant, CHAIN_PURPOSE, tx)
-            head_id, head_hash = await tx.audit_head(tenant, lock=False)
+            chain_from = await tx.audit_chain_from()
+            head_id, head_hash, mac = await tx.audit_head(tenant, lock=False)
+
+            def broken(row_id: int, problem: str) -> ChainCheck:
+                return ChainCheck(False, checked, row_id, problem, head_hash, unchained)
+
             prev, after, checked, unchained, last_id = "", 0, 0, 0, 0
+            if head_id and not hmac.compare_digest(mac, head_mac(key, tenant, head_id, head_hash)):
+                return broken(head_id, "the chain's head was altered")
             while True:
                 rows = await tx.audit_chain(tenant, after, VERIFY_BATCH)
                 if not rows:
@@ -103,28 +121,18 @@ class Auditor:
                 for event, row_prev, row_hash in rows:
                     after = last_id = event.id
                     if not row_hash:
-                        if checked:
-                            return ChainCheck(
-                                False, checked, event.id, "row has no hash inside the chain", head_hash
-                            )
+                        if checked or event.id >= chain_from:
+                            return broken(event.id, "row has no hash, but was written after the chain began")
                         unchained += 1
                         continue
                     checked += 1
                     if row_prev != prev:
-                        return ChainCheck(
-                            False, checked, event.id, "the row before it is missing or was changed", head_hash
-                        )
+                        return broken(event.id, "the row before it is missing or was changed")
                     if not hmac.compare_digest(row_hash, chain_hash(key, prev, event)):
-                        return ChainCheck(False, checked, event.id, "row was edited", head_hash)
+                        return broken(event.id, "row was edited")
                     prev = row_hash
         if prev != head_hash or (head_hash and last_id != head_id):
-            return ChainCheck(
-                False,
-                checked,
-                last_id or head_id,
-                "rows after this one were removed (head mismatch)",
-                head_hash,
-            )
+            return broken(last_id or head_id, "rows after this one were removed (head mismatch)")
         return ChainCheck(True, checked, head_hash=head_hash, unchained=unchained)
 
     def record_soon(self, tenant: str, action: str, customer_id: str, outcome: str, **details: Any) -> None:

@@ -1,20 +1,29 @@
-"""Who may replace what already protects a customer.
+"""Who may change what already protects a customer.
 
 A confirmed TOTP secret, the one-time code destination and the biometric
-templates are what an account takeover replaces first. Replacing one needs a
-tenant-admin principal, or an assertion of that same customer, issued by this
-service at the assurance level the tenant's policy demands (AAL2 where step-up
-is required) within `assertion.change_window_s`. The assertion is used up like
-any validation, so one authentication authorizes one change.
+templates are what an account takeover replaces, or quietly adds to, first.
+Once a customer is protected (has a template or an active second factor) and
+their enrollment window (`enrollment.window_s` after they first registered) has closed,
+any change to that protection needs a tenant-admin principal, or an assertion
+of that same customer, issued by this service at the assurance level the
+tenant's policy demands (AAL2 where step-up is required) within
+`assertion.change_window_s`: a re-registration, another sample, a new
+modality, a new or replaced factor. Replacing a confirmed TOTP secret or the
+code destination, and dropping templates, need it even inside the window.
+An assertion authorizes a change only if it was never used before, and is
+then used up: one authentication, one change.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from authsvc.errors import PermissionDenied
 from authsvc.identity.principal import Principal
 from authsvc.identity.roles import TENANT_ADMIN
 from authsvc.policy.schema import TenantPolicy
 from authsvc.stepup.assertions import AALS, AssertionRejected
+from authsvc.store.base import CustomerRecord
 from authsvc.trust import AssertionAuthority
 
 CHANNEL = "enrollment"
@@ -34,8 +43,10 @@ async def authorize(
         return TENANT_ADMIN
     if not assertion:
         return None
+    # max_uses = 1: only an assertion used nowhere yet counts, and this use is its only one here.
+    once = replace(policy, assertion=replace(policy.assertion, max_uses=1))
     try:
-        claims = await trust.validate(policy, assertion, CHANNEL)
+        claims = await trust.validate(once, assertion, CHANNEL)
     except AssertionRejected as exc:
         raise PermissionDenied(REASON, f"the authorization assertion was refused: {exc}") from exc
     if claims.customer_id != customer_id:
@@ -55,9 +66,20 @@ async def authorize(
     return f"assertion:{claims.id}"
 
 
+def enrollment_open(policy: TenantPolicy, record: CustomerRecord, now_ms: int) -> bool:
+    """Whether the customer is still in the enrollment window their first registration opened
+    (from the record's creation: re-registering does not extend it)."""
+    return record.registered and now_ms - record.created_ms <= policy.enrollment.window_s * 1000
+
+
+def require(change: str | None, what: str) -> None:
+    if change is None:
+        raise refuse(what)
+
+
 def refuse(what: str) -> PermissionDenied:
     return PermissionDenied(
         REASON,
-        f"{what} already protects this customer; replacing it needs a fresh assertion of the customer "
-        "(authorization.assertion) or a tenant-admin",
+        f"{what}: this customer is already protected, so the change needs a fresh assertion of the "
+        "customer (authorization.assertion) or a tenant-admin",
     )

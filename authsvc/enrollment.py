@@ -44,6 +44,7 @@ async def enroll_voice(
     audio: bytes,
     label: str = "",
     actor: str = "",
+    change: str | None = None,
 ) -> EnrollResult:
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
@@ -55,7 +56,8 @@ async def enroll_voice(
     samples = decode(audio, encoding)
     if samples.size > MAX_ENROLL_SECONDS * sample_rate:
         raise InvalidInput("audio", f"longer than {MAX_ENROLL_SECONDS} s; split it into samples")
-    rules = (await ctx.policy_for(tenant)).voice
+    policy = await ctx.policy_for(tenant)
+    rules = policy.voice
     tracker = track(samples, sample_rate, int(encoding.full_scale * 0.98))
     quality = tuple(assess(tracker, rules.min_enroll_speech_s))
     if Quality.SILENT in quality:
@@ -74,7 +76,8 @@ async def enroll_voice(
     # The customer, the template and its audit row are stored together or not at all.
     async with ctx.store.transaction() as tx:
         # Checked again under the lock: the customer may have opted out while the sample embedded.
-        require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "voice")
+        record = require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "voice")
+        await ctx.factors.gate_addition(tx, policy, record, change, "another voice sample")
         added = await ctx.vault.put(
             tenant,
             customer_id,
@@ -97,6 +100,7 @@ async def enroll_voice(
             actor,
             encoder=f"{enc.encoder_id}/{enc.version}",
             tx=tx,
+            **({"authorized_by": change} if change else {}),
         )
     return EnrollResult(customer, added, tracker.net_speech_s, quality)
 
@@ -125,6 +129,7 @@ async def enroll_keystrokes(
     customer_id: str,
     samples: Sequence[tuple[str, keystroke.Sample]],
     actor: str = "",
+    change: str | None = None,
 ) -> KeystrokeEnrollResult:
     """Adds (profile name, sample) pairs; each profile is created on first use and grown after.
 
@@ -142,8 +147,10 @@ async def enroll_keystrokes(
     groups: dict[str, list[keystroke.Sample]] = {}
     for name, sample in samples:
         groups.setdefault(keystroke_modality(sample.kind, name), []).append(sample)
+    policy = await ctx.policy_for(tenant)
     async with ctx.store.transaction() as tx:
-        require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "typing")
+        record = require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "typing")
+        await ctx.factors.gate_addition(tx, policy, record, change, "more typing samples")
         added, already = 0, 0
         for modality, group in groups.items():
             a, b = await _grow_profile(ctx, tx, tenant, customer_id, modality, group, actor)
@@ -248,14 +255,17 @@ async def register_customer(
         raise InvalidInput("methods", "a customer who opts out of biometrics cannot choose voice or typing")
     if not consent_version:
         raise InvalidInput("consent_text_version", "is required: record which consent text the customer saw")
+    policy = await ctx.policy_for(tenant)
     async with ctx.store.transaction() as tx:
-        await tx.lock_customer(tenant, customer_id)
+        existing = await tx.lock_customer(tenant, customer_id)
         stored = await tx.templates(tenant, customer_id)
         unwanted = sorted({r.modality for r in stored if _method_of(r.modality) not in methods})
         doomed = sum(1 for r in stored if r.modality in unwanted)
+        if existing is not None:
+            await ctx.factors.gate_addition(tx, policy, existing, change, "re-registering the customer")
         if doomed:
             if change is None:
-                raise changes.refuse(f"{doomed} biometric template(s) ({', '.join(unwanted)})")
+                raise changes.refuse(f"removing {doomed} biometric template(s) ({', '.join(unwanted)})")
             if not confirm_removal:
                 raise PreconditionFailed(
                     f"this registration removes {doomed} template(s) of customer {tenant}/{customer_id} "
@@ -280,7 +290,7 @@ async def register_customer(
             consent_text_version=consent_version,
             templates_removed=removed,
             tx=tx,
-            **({"authorized_by": change} if removed else {}),
+            **({"authorized_by": change} if change else {}),
         )
     return Registration(record, removed)
 

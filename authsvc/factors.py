@@ -74,21 +74,25 @@ class Factors:
         issuer: str,
         actor: str = "service",
         change: str | None = None,
+        policy: TenantPolicy | None = None,
     ) -> str:
         """New secret, stored unconfirmed; -> provisioning URI for the authenticator app.
 
-        A confirmed secret is replaced only with `change` (how the replacement was authorized,
+        A confirmed secret is replaced, and a protected customer given one after their enrollment
+        window (`policy`; closed when None), only with `change` (how it was authorized,
         authsvc.changes): otherwise whoever could call this would own the customer's TOTP."""
         check_id(tenant, "tenant")
         check_id(customer_id, "customer_id")
         secret = totp.new_secret()
         uri = totp.provisioning_uri(secret, account_name or customer_id, issuer or "authsvc")
         async with self.store.transaction() as tx:
-            require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "totp")
+            record = require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "totp")
             _, old = await self._totp(tx, tenant, customer_id)
             replaces = old.confirmed
-            if replaces and change is None:
-                raise changes.refuse("a confirmed TOTP secret")
+            if replaces:
+                changes.require(change, "replacing a confirmed TOTP secret")
+            else:
+                await self.gate_addition(tx, policy, record, change, "a new TOTP secret")
             await self._put_totp(tx, tenant, customer_id, secret, totp.TotpState())
             await self.auditor.record(
                 tenant,
@@ -97,9 +101,26 @@ class Factors:
                 "pending_confirmation",
                 actor,
                 tx=tx,
-                **({"replaces_confirmed": True, "authorized_by": change} if replaces else {}),
+                **({"replaces_confirmed": True} if replaces else {}),
+                **({"authorized_by": change} if change else {}),
             )
         return uri
+
+    async def protection(self, tx: Transaction, tenant: str, customer_id: str) -> str:
+        """What already protects the customer ("" for nothing): templates, active factors."""
+        what = ["biometric templates"] if await tx.templates(tenant, customer_id) else []
+        return ", ".join([*what, *await self.active(tenant, customer_id, tx)])
+
+    async def gate_addition(
+        self, tx: Transaction, policy: TenantPolicy | None, record, change: str | None, what: str
+    ) -> None:
+        """A protected customer whose enrollment window has closed (`policy` None: closed)
+        changes only with `change` (authsvc.changes)."""
+        open_ = policy is not None and changes.enrollment_open(policy, record, int(time.time() * 1000))
+        if not open_ and change is None:
+            protected = await self.protection(tx, record.tenant, record.customer_id)
+            if protected:
+                raise changes.refuse(f"{what} after the enrollment window (protected by {protected})")
 
     async def confirm_totp(self, tenant: str, customer_id: str, code: str, actor: str = "service") -> bool:
         check_id(tenant, "tenant")
@@ -125,17 +146,23 @@ class Factors:
         destination: str,
         actor: str = "service",
         change: str | None = None,
+        policy: TenantPolicy | None = None,
     ) -> None:
-        """Where one-time codes go; an existing destination is replaced only with `change`."""
+        """Where one-time codes go; an existing destination is replaced, and a protected customer
+        given one after their enrollment window, only with `change`."""
         check_id(tenant, "tenant")
         check_id(customer_id, "customer_id")
         if not destination.strip() or len(destination) > 256:
             raise InvalidInput("destination", "must be a phone number or address of at most 256 characters")
         async with self.store.transaction() as tx:
-            require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "one_time_code")
+            record = require_consent(
+                await tx.lock_customer(tenant, customer_id), tenant, customer_id, "one_time_code"
+            )
             replaces = _DESTINATION in await tx.state_names(tenant, customer_id)
-            if replaces and change is None:
-                raise changes.refuse("a one-time code destination")
+            if replaces:
+                changes.require(change, "replacing the one-time code destination")
+            else:
+                await self.gate_addition(tx, policy, record, change, "a one-time code destination")
             await self.vault.put_state(tenant, customer_id, _DESTINATION, destination.strip().encode(), tx)
             await self.auditor.record(
                 tenant,
@@ -144,7 +171,7 @@ class Factors:
                 "replaced" if replaces else "set",
                 actor,
                 tx=tx,
-                **({"authorized_by": change} if replaces else {}),
+                **({"authorized_by": change} if change else {}),
             )
 
     async def active(self, tenant: str, customer_id: str, tx: Transaction | None = None) -> tuple[str, ...]:

@@ -19,3 +19,7 @@ def check_id(value: str, field: str) -> str:
             "starting with a letter or digit",
         )
     return value
+
+
+def is_id(value: str) -> bool:
+    return bool(_ID.match(value))

@@ -129,7 +129,8 @@ async def test_every_rpc_refuses_no_credential_a_wrong_role_and_another_tenant(s
     other = await key_for(ctx, "globex", *granted)
     err = await asyncio.to_thread(call, address, method, request_for(method, "acme"), other)
     assert err is not None and err.code() == grpc.StatusCode.PERMISSION_DENIED, method
-    expected = "ROLE_NOT_GRANTED" if rule.scope is Scope.PLATFORM else "TENANT_NOT_GRANTED"
+    holds_role = bool(rule.roles & set(granted))
+    expected = "TENANT_NOT_GRANTED" if holds_role and rule.scope is not Scope.PLATFORM else "ROLE_NOT_GRANTED"
     assert reason_of(err) == expected
 
     # Each refusal is in an audit trail with its source: the tenant the request named, else the
@@ -144,6 +145,13 @@ async def test_every_rpc_refuses_no_credential_a_wrong_role_and_another_tenant(s
         expected,
     }
     assert all(e.details.get("source", "").startswith("ipv4:127.0.0.1") for e in rows)
-    if rule.scope is not Scope.PLATFORM:
-        # The tenant that was knocked on sees who knocked.
+    # An anonymous caller's refusals go to the platform's trail, naming the tenant it claimed:
+    # it cannot write into a tenant's trail. A principal's go to the tenant it knocked on.
+    anonymous = [
+        e for e in await refusals(ctx, "") if e.details.get("method") == method and e.actor == "anonymous"
+    ]
+    assert {e.outcome for e in anonymous} == {"CREDENTIAL_MISSING", "CREDENTIAL_INVALID"}, method
+    if not DECLARED[method].client_streaming and "tenant" in DECLARED[method].input_type.fields_by_name:
+        assert {e.details.get("claimed_tenant") for e in anonymous} == {"acme"}
+    if expected == "TENANT_NOT_GRANTED":
         assert "TENANT_NOT_GRANTED" in {e.outcome for e in await refusals(ctx, "acme")}

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from authsvc.audit import Auditor
+from authsvc.identifiers import is_id
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,23 @@ class RefusalLog:
         self._windows: dict[tuple[str, str, str, str], _Window] = {}
 
     async def refused(
-        self, tenant: str, source: str, actor: str, method: str, reason: str, customer_id: str = ""
+        self,
+        tenant: str,
+        source: str,
+        actor: str,
+        method: str,
+        reason: str,
+        customer_id: str = "",
+        claimed_tenant: str = "",
     ) -> None:
-        """Records one refusal; never raises (the caller is refused whether or not this is written)."""
+        """Records one refusal in `tenant`'s trail (a provisioned tenant, or '' for the platform's);
+        never raises: the caller is refused whether or not this is written. What the request
+        claimed is kept only when it is a well-formed identifier (and so bounded)."""
         await self.flush_due()
         host = source_host(source)
-        key = (tenant, host if len(self._windows) < MAX_WINDOWS else "*", reason, method)
+        key = (tenant, host, reason, method)
+        if key not in self._windows and len(self._windows) >= MAX_WINDOWS:
+            key = (tenant, "*", reason, "*")  # many sources at once: one window per tenant and reason
         now_ms = int(time.time() * 1000)
         window = self._windows.get(key)
         if window is not None:
@@ -57,7 +69,17 @@ class RefusalLog:
             window.last_ms = now_ms
             return
         self._windows[key] = _Window(time.monotonic(), now_ms, actor=actor)
-        await self._write(tenant, "request.refused", customer_id, reason, actor, method=method, source=source)
+        claimed = {"claimed_tenant": claimed_tenant} if claimed_tenant and is_id(claimed_tenant) else {}
+        await self._write(
+            tenant,
+            "request.refused",
+            customer_id if is_id(customer_id) else "",
+            reason,
+            actor,
+            method=method,
+            source=source[:100],
+            **claimed,
+        )
 
     async def flush_due(self, everything: bool = False) -> None:
         now = time.monotonic()

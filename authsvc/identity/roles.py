@@ -67,7 +67,9 @@ METHODS: dict[str, Rule] = {
     f"{_P}AuditService/VerifyAuditChain": _rule(TENANT_ADMIN),
     # Credentials of a tenant: its administrators, or the platform's.
     f"{_P}CredentialService/CreateApiKey": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
-    f"{_P}CredentialService/MapCertificate": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
+    # Certificate identities only by the platform: a SAN is global, and a tenant that could map
+    # one could squat another tenant's (or make its certificate ambiguous, locking it out).
+    f"{_P}CredentialService/MapCertificate": _rule(PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     f"{_P}CredentialService/ListCredentials": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     f"{_P}CredentialService/RevokeCredential": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     # Tenants themselves: the platform's operators only.

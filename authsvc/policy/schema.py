@@ -86,6 +86,9 @@ class AssertionRules:
 class EnrollmentRules:
     # Whether a call that authenticated through a second factor may enroll the caller's voice.
     passive: bool = False
+    # After registering, how long samples and factors may be added without authorization (the
+    # operator's enrollment session); afterwards every change needs a fresh assertion or an admin.
+    window_s: float = field(default=1800.0, metadata=_limits(60.0, 86400.0))
 
 
 @dataclass(frozen=True)

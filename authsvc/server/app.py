@@ -58,7 +58,7 @@ class AuthServer:
         self, ctx: ServiceContext, address: str, tls: TlsFiles | None = None, reflection_on: bool = False
     ) -> None:
         self.ctx = ctx
-        authorizer = Authorizer(ctx.credentials, ctx.refusals)
+        authorizer = Authorizer(ctx.credentials, ctx.refusals, ctx.tenants)
         self.server = grpc.aio.server(
             interceptors=[AuthInterceptor(authorizer)],
             options=[

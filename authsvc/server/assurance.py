@@ -21,21 +21,24 @@ class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def _change(self, request) -> str | None:
+    async def _change(self, request):
         policy = await self.ctx.policy_for(request.tenant)
-        return await changes.authorize(
+        change = await changes.authorize(
             self.ctx.trust, policy, request.customer_id, principal(), request.authorization.assertion
         )
+        return change, policy
 
     @unary_errors
     async def EnrollTotp(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        change, policy = await self._change(request)
         uri = await self.ctx.factors.enroll_totp(
             request.tenant,
             request.customer_id,
             request.account_name,
             request.issuer,
             principal().id,
-            await self._change(request),
+            change,
+            policy,
         )
         return assurance_pb2.EnrollTotpResponse(provisioning_uri=uri)
 
@@ -49,12 +52,9 @@ class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
 
     @unary_errors
     async def SetCodeDestination(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        change, policy = await self._change(request)
         await self.ctx.factors.set_destination(
-            request.tenant,
-            request.customer_id,
-            request.destination,
-            principal().id,
-            await self._change(request),
+            request.tenant, request.customer_id, request.destination, principal().id, change, policy
         )
         return assurance_pb2.SetCodeDestinationResponse()
 
@@ -102,4 +102,5 @@ class AuditServicer(assurance_pb2_grpc.AuditServiceServicer):
             first_bad_id=result.first_bad_id,
             problem=result.problem,
             head_hash=result.head_hash,
+            unchained_rows=result.unchained,
         )

@@ -18,11 +18,13 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from authsvc.errors import AuthsvcError, PermissionDenied, Unauthenticated
+from authsvc.errors import PermissionDenied, Unauthenticated
+from authsvc.identifiers import is_id
 from authsvc.identity.credentials import Credentials
 from authsvc.identity.principal import CURRENT, Principal
 from authsvc.identity.refusals import RefusalLog
 from authsvc.identity.roles import METHODS, PUBLIC_PREFIXES, Scope
+from authsvc.identity.tenants import Tenants
 from authsvc.server.errors import to_status
 from authsvc.store.base import StoreUnavailable
 
@@ -55,9 +57,10 @@ def _bearer(metadata: tuple[Any, ...] | None) -> str | None:
 class Authorizer:
     """Authenticates a call and checks its grant; also the tenant check of streaming RPCs."""
 
-    def __init__(self, credentials: Credentials, refusals: RefusalLog) -> None:
+    def __init__(self, credentials: Credentials, refusals: RefusalLog, tenants: Tenants) -> None:
         self.credentials = credentials
         self.refusals = refusals
+        self.tenants = tenants
 
     async def authenticate(
         self, metadata: tuple[Any, ...] | None, context: grpc.aio.ServicerContext
@@ -99,18 +102,15 @@ class Authorizer:
                 "TENANT_NOT_GRANTED", "the credential does not grant access to this tenant"
             )
 
-    async def refuse(
-        self,
-        context: grpc.aio.ServicerContext,
-        exc: AuthsvcError,
-        method: str,
-        tenant: str,
-        actor: str,
-        customer_id: str = "",
-    ) -> None:
-        """Audits the refusal and aborts the call with its status."""
-        await self.refusals.refused(tenant, context.peer() or "", actor, method, exc.reason, customer_id)
-        await context.abort_with_status(to_status(exc))
+    async def trail(self, principal: Principal | None, tenant: str) -> str:
+        """Whose audit trail a refusal goes to. An anonymous caller's goes to the platform's: it
+        must not be able to write into (or, naming made-up tenants, create) tenants' trails. A
+        principal's goes to the tenant it knocked on when that tenant exists, else its own."""
+        if principal is None:
+            return ""
+        if tenant and tenant != principal.tenant and is_id(tenant) and await self.tenants.find(tenant):
+            return tenant
+        return principal.tenant
 
     async def authorize(
         self,
@@ -132,17 +132,16 @@ class Authorizer:
             await context.abort_with_status(to_status(exc))
             raise  # abort raises; this line is for type checkers
         except (Unauthenticated, PermissionDenied) as exc:
-            # The row goes to the tenant the request named (its operators should see who knocked),
-            # else to the principal's, else to the platform's log.
-            where = tenant or (principal.tenant if principal else "")
-            await self.refuse(
-                context,
-                exc,
-                method,
-                where,
+            await self.refusals.refused(
+                await self.trail(principal, tenant),
+                context.peer() or "",
                 principal.id if principal else "anonymous",
+                method,
+                exc.reason,
                 _field(request, "customer_id"),
+                claimed_tenant=tenant,
             )
+            await context.abort_with_status(to_status(exc))
             raise
 
     async def require_tenant(
@@ -159,7 +158,13 @@ class Authorizer:
             self.check_tenant(principal, METHODS[method].scope, tenant)
         except PermissionDenied as exc:
             await self.refusals.refused(
-                tenant, context.peer() or "", principal.id, method, exc.reason, customer_id
+                await self.trail(principal, tenant),
+                context.peer() or "",
+                principal.id,
+                method,
+                exc.reason,
+                customer_id,
+                claimed_tenant=tenant,
             )
             exc.audited = True
             raise

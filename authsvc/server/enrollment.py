@@ -31,13 +31,16 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
+    async def _change(self, request) -> str | None:
+        policy = await self.ctx.policy_for(request.tenant)
+        return await changes.authorize(
+            self.ctx.trust, policy, request.customer_id, principal(), request.authorization.assertion
+        )
+
     @unary_errors
     async def RegisterCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         who = principal()
-        policy = await self.ctx.policy_for(request.tenant)
-        change = await changes.authorize(
-            self.ctx.trust, policy, request.customer_id, who, request.authorization.assertion
-        )
+        change = await self._change(request)
         done = await enrollment.register_customer(
             self.ctx,
             request.tenant,
@@ -68,6 +71,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             request.audio,
             request.label,
             principal().id,
+            await self._change(request),
         )
         summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.EnrollVoiceResponse(
@@ -81,7 +85,12 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     async def EnrollKeystrokes(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         samples = [keystroke_sample(s, f"samples[{i}]") for i, s in enumerate(request.samples)]
         result = await enrollment.enroll_keystrokes(
-            self.ctx, request.tenant, request.customer_id, samples, principal().id
+            self.ctx,
+            request.tenant,
+            request.customer_id,
+            samples,
+            principal().id,
+            await self._change(request),
         )
         summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
         return enrollment_pb2.EnrollKeystrokesResponse(

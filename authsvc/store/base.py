@@ -229,11 +229,15 @@ class Transaction(Protocol):
     async def touch_credential(self, credential_id: str, now_ms: int) -> None:
         """Records a use (last_used_ms)."""
 
-    async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str]:
-        """-> (id, hash) of the tenant's newest chained audit row ((0, '') for none); `lock` holds
-        the head until the unit of work ends, so the tenant's rows chain one after another."""
+    async def audit_chain_from(self) -> int:
+        """The first audit id written with a hash (rows before it predate the chain)."""
 
-    async def set_audit_head(self, tenant: str, last_id: int, last_hash: str) -> None: ...
+    async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str, str]:
+        """-> (id, hash, MAC) of the tenant's newest chained audit row ((0, '', '') for none);
+        `lock` holds the head until the unit of work ends, so the tenant's rows chain one after
+        another."""
+
+    async def set_audit_head(self, tenant: str, last_id: int, last_hash: str, head_mac: str) -> None: ...
 
     async def append_audit(self, event: AuditEvent, prev_hash: str = "", row_hash: str = "") -> int: ...
 

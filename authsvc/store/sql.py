@@ -417,7 +417,11 @@ class SqlTransaction(ABC):
 
     # -- audit -----------------------------------------------------------------------------
 
-    async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str]:
+    async def audit_chain_from(self) -> int:
+        row = await self._one("SELECT value FROM meta WHERE key='audit_chain_from'")
+        return int(row[0]) if row else 1
+
+    async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str, str]:
         if lock:
             # The head row exists before it is locked, so two first writers cannot both miss it.
             await self._count(
@@ -426,14 +430,16 @@ class SqlTransaction(ABC):
                 (tenant,),
             )
         row = await self._one(
-            "SELECT last_id, last_hash FROM audit_heads WHERE tenant=?" + (self.for_update if lock else ""),
+            "SELECT last_id, last_hash, head_mac FROM audit_heads WHERE tenant=?"
+            + (self.for_update if lock else ""),
             (tenant,),
         )
-        return (int(row[0]), row[1]) if row else (0, "")
+        return (int(row[0]), row[1], row[2]) if row else (0, "", "")
 
-    async def set_audit_head(self, tenant: str, last_id: int, last_hash: str) -> None:
+    async def set_audit_head(self, tenant: str, last_id: int, last_hash: str, head_mac: str) -> None:
         await self._count(
-            "UPDATE audit_heads SET last_id=?, last_hash=? WHERE tenant=?", (last_id, last_hash, tenant)
+            "UPDATE audit_heads SET last_id=?, last_hash=?, head_mac=? WHERE tenant=?",
+            (last_id, last_hash, head_mac, tenant),
         )
 
     async def append_audit(self, event: AuditEvent, prev_hash: str = "", row_hash: str = "") -> int:

@@ -124,15 +124,17 @@ class VerifyAuditChainRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditChainResponse(_message.Message):
-    __slots__ = ("intact", "rows_checked", "first_bad_id", "problem", "head_hash")
+    __slots__ = ("intact", "rows_checked", "first_bad_id", "problem", "head_hash", "unchained_rows")
     INTACT_FIELD_NUMBER: _ClassVar[int]
     ROWS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_ID_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    UNCHAINED_ROWS_FIELD_NUMBER: _ClassVar[int]
     intact: bool
     rows_checked: int
     first_bad_id: int
     problem: str
     head_hash: str
-    def __init__(self, intact: _Optional[bool] = ..., rows_checked: _Optional[int] = ..., first_bad_id: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ...) -> None: ...
+    unchained_rows: int
+    def __init__(self, intact: _Optional[bool] = ..., rows_checked: _Optional[int] = ..., first_bad_id: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., unchained_rows: _Optional[int] = ...) -> None: ...

@@ -14,20 +14,22 @@ class ChangeAuthorization(_message.Message):
     def __init__(self, assertion: _Optional[str] = ...) -> None: ...
 
 class EnrollVoiceRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "format", "audio", "label", "actor")
+    __slots__ = ("tenant", "customer_id", "format", "audio", "label", "actor", "authorization")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     format: _common_pb2.AudioFormat
     audio: bytes
     label: str
     actor: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[bytes] = ..., label: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+    authorization: ChangeAuthorization
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[bytes] = ..., label: _Optional[str] = ..., actor: _Optional[str] = ..., authorization: _Optional[_Union[ChangeAuthorization, _Mapping]] = ...) -> None: ...
 
 class EnrollVoiceResponse(_message.Message):
     __slots__ = ("customer", "added", "net_speech_seconds", "quality_issues")
@@ -70,14 +72,16 @@ class RegisterCustomerResponse(_message.Message):
     def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., templates_removed: _Optional[int] = ...) -> None: ...
 
 class EnrollKeystrokesRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "samples")
+    __slots__ = ("tenant", "customer_id", "samples", "authorization")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.KeystrokeSample]
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.KeystrokeSample, _Mapping]]] = ...) -> None: ...
+    authorization: ChangeAuthorization
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.KeystrokeSample, _Mapping]]] = ..., authorization: _Optional[_Union[ChangeAuthorization, _Mapping]] = ...) -> None: ...
 
 class EnrollKeystrokesResponse(_message.Message):
     __slots__ = ("customer", "samples_added", "samples_already_enrolled")

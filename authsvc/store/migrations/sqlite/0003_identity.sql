@@ -34,12 +34,14 @@ CREATE TABLE credentials (
 CREATE INDEX credentials_by_tenant ON credentials (tenant, id);
 CREATE UNIQUE INDEX credentials_by_subject ON credentials (subject) WHERE kind = 'certificate' AND revoked_ms = 0;
 -- Each audit row carries the hash of the tenant's previous row and its own (HMAC under a key
--- derived from the tenant's data key); audit_heads holds the newest hash, so a removed tail
--- is detected too.
+-- derived from the tenant's data key); audit_heads holds the newest hash under that key too, so
+-- a removed tail is detected. Rows from before this step are unchained; every later one is.
 ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN row_hash TEXT NOT NULL DEFAULT '';
 CREATE TABLE audit_heads (
     tenant TEXT PRIMARY KEY,
     last_id INTEGER NOT NULL,
-    last_hash TEXT NOT NULL
+    last_hash TEXT NOT NULL,
+    head_mac TEXT NOT NULL DEFAULT ''
 );
+INSERT INTO meta (key, value) SELECT 'audit_chain_from', CAST(COALESCE(MAX(id), 0) + 1 AS TEXT) FROM audit;

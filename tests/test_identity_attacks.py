@@ -1,0 +1,189 @@
+"""Regression tests of an adversarial review of the identity boundary: each was a way in.
+
+* adding (not only replacing) protection after the enrollment window: a new modality, more
+  samples (voiceprint dilution), a new factor, all need authorization;
+* one assertion authorizes one change, however many channel uses the policy allows;
+* an anonymous flood naming made-up tenants creates no tenant trail, data key or unbounded state;
+* the audit chain cannot be blanked out, nor its head moved;
+* certificate identities are mapped by the platform only (no squatting another tenant's SAN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from authsvc.api.v1 import assurance_pb2, common_pb2, enrollment_pb2, identity_pb2
+from authsvc.api.v1 import verification_pb2 as V  # noqa: N812
+from authsvc.identity import refusals as refusal_module
+from authsvc.identity import roles
+from tests.principals import key_for, register
+from tests.test_identity import call, invoke, reason_of
+from tests.typists import Typist
+from tests.wire import call_requests, enroll_request, keystroke_pb, stream
+
+P = "/authsvc.v1."
+M = common_pb2
+
+
+def _speakers(speech):
+    names = sorted(speech)
+    return speech[names[0]], speech[names[1]]
+
+
+async def _close_window(ctx, tenant: str, customer: str) -> None:
+    """As if the customer had registered two hours ago: their enrollment window is over."""
+    async with ctx.store.transaction() as tx:
+        await tx._count(
+            "UPDATE customers SET created_ms=? WHERE tenant=? AND customer_id=?",
+            (int(time.time() * 1000) - 7_200_000, tenant, customer),
+        )
+
+
+async def _protected_customer(service, speech):
+    channel = service[0]
+    from authsvc.api.v1 import enrollment_pb2_grpc
+
+    await register(channel, "shop", "carol", ("voice",))
+    target, intruder = _speakers(speech)
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    for u in target[:2]:
+        await stub.EnrollVoice(enroll_request("shop", "carol", u), timeout=60)
+    return target, intruder
+
+
+async def test_after_the_enrollment_window_nothing_is_added_without_authorization(service, speech):
+    _, ctx, _, address = service
+    target, intruder = await _protected_customer(service, speech)
+    insider = await key_for(ctx, "shop", roles.ENROLLMENT)
+    more = enroll_request("shop", "carol", target[2])
+    assert (
+        await asyncio.to_thread(call, address, f"{P}EnrollmentService/EnrollVoice", more, insider) is None
+    ), "inside the window the operator's enrollment session goes on"
+    await _close_window(ctx, "shop", "carol")
+    typist = Typist(__import__("numpy").random.default_rng(4))
+    attempts = {
+        "EnrollmentService/EnrollVoice": enroll_request("shop", "carol", intruder[0]),
+        "EnrollmentService/RegisterCustomer": enrollment_pb2.RegisterCustomerRequest(
+            tenant="shop",
+            customer_id="carol",
+            methods=[M.AUTH_METHOD_VOICE, M.AUTH_METHOD_TYPING],
+            consent_text_version="x",
+        ),
+        "EnrollmentService/EnrollKeystrokes": enrollment_pb2.EnrollKeystrokesRequest(
+            tenant="shop", customer_id="carol", samples=[keystroke_pb(typist.password(), "password")]
+        ),
+        "StepUpService/EnrollTotp": assurance_pb2.EnrollTotpRequest(tenant="shop", customer_id="carol"),
+        "StepUpService/SetCodeDestination": assurance_pb2.SetCodeDestinationRequest(
+            tenant="shop", customer_id="carol", destination="+4930666666"
+        ),
+    }
+    for method, request in attempts.items():
+        err = await asyncio.to_thread(call, address, P + method, request, insider)
+        assert err is not None and err.code() != grpc.StatusCode.OK, method
+        # Typing and factors were never chosen: refused for consent; the rest for authorization.
+        assert reason_of(err) in ("CHANGE_NOT_AUTHORIZED", "FAILED_PRECONDITION"), (method, err.details())
+    voice = await ctx.vault.load("shop", "carol", "voice")
+    assert len(voice) == 3, "no intruder sample was added to the voiceprint"
+    async with ctx.store.transaction() as tx:
+        assert (await tx.get_customer("shop", "carol")).methods == ("voice",)
+
+
+async def test_one_assertion_authorizes_one_change_even_where_channels_may_use_it_thrice(service, speech):
+    _, ctx, _, address = service
+    target, _ = await _protected_customer(service, speech)
+    await _close_window(ctx, "shop", "carol")
+    assert (await ctx.policy_for("shop")).assertion.max_uses == 3
+    insider = await key_for(ctx, "shop", roles.ENROLLMENT)
+    decisions = await asyncio.to_thread(stream, address, call_requests("shop", "carol", target[4]))
+    assert decisions[-1].outcome == V.OUTCOME_AUTHENTICATED
+    token = decisions[-1].assertion.token
+    first = enroll_request("shop", "carol", target[3])
+    first.authorization.assertion = token
+    assert await asyncio.to_thread(call, address, f"{P}EnrollmentService/EnrollVoice", first, insider) is None
+    second = enroll_request("shop", "carol", target[2])
+    second.authorization.assertion = token
+    err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/EnrollVoice", second, insider)
+    assert err is not None and reason_of(err) == "CHANGE_NOT_AUTHORIZED"
+    # An assertion a channel already used does not authorize a change either.
+    used = (await asyncio.to_thread(stream, address, call_requests("shop", "carol", target[4])))[
+        -1
+    ].assertion.token
+    validate = assurance_pb2.ValidateAssertionRequest(tenant="shop", token=used, channel=M.CHANNEL_CHAT)
+    telephony = await key_for(ctx, "shop", roles.TELEPHONY)
+    assert (
+        await asyncio.to_thread(call, address, f"{P}AssertionService/ValidateAssertion", validate, telephony)
+        is None
+    )
+    second.authorization.assertion = used
+    err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/EnrollVoice", second, insider)
+    assert err is not None and reason_of(err) == "CHANGE_NOT_AUTHORIZED"
+
+
+async def test_an_anonymous_flood_naming_made_up_tenants_creates_no_tenant_state(service, monkeypatch):
+    _, ctx, _, address = service
+    monkeypatch.setattr(refusal_module, "MAX_WINDOWS", 5)
+
+    async def count(table: str) -> int:
+        column = "name" if table == "tenants" else "tenant"
+        async with ctx.store.transaction() as tx:
+            return int((await tx._one(f"SELECT count(*) FROM {table} WHERE {column} <> ''"))[0])
+
+    before = {t: await count(t) for t in ("data_keys", "audit_heads", "tenants")}
+    for i in range(30):
+        get = enrollment_pb2.GetCustomerRequest(tenant=f"made-up-{i}-" + "x" * 2000, customer_id="c" * 500)
+        err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/GetCustomer", get, None)
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    for i in range(30):
+        get = enrollment_pb2.GetCustomerRequest(tenant=f"made-up-{i}", customer_id="c")
+        await asyncio.to_thread(call, address, f"{P}EnrollmentService/GetCustomer", get, None)
+    assert {t: await count(t) for t in ("data_keys", "audit_heads", "tenants")} == before
+    assert len(ctx.refusals._windows) <= 5 + 1, "past the cap, windows collapse"
+    await ctx.refusals.flush_due(everything=True)
+    rows = [e for e in await ctx.auditor.list("", 1000) if e.action.startswith("request.refused")]
+    assert rows and all(len(str(e.details)) < 1000 for e in rows), "what a request claims is bounded"
+    assert sum(e.details.get("count", 1) for e in rows) == 60, "every refusal is counted"
+
+
+async def test_blanking_the_whole_chain_or_moving_its_head_is_detected(service):
+    _, ctx, _, _ = service
+    for i in range(4):
+        await ctx.auditor.record("acme", "test.event", "c", "ok", actor="test", n=i)
+    assert (await ctx.auditor.verify("acme")).intact
+
+    async def tamper(sql: str, args=()) -> None:
+        async with ctx.store.transaction() as tx:
+            await tx._count(sql, args)
+
+    async with ctx.store.transaction() as tx:
+        head_id, _, _ = await tx.audit_head("acme", lock=False)
+        ids = sorted(e.id for e in await tx.list_audit("acme", 100))
+    await tamper("DELETE FROM audit WHERE id=?", (head_id,))
+    (prev_id,) = [i for i in ids if i < head_id][-1:]
+    async with ctx.store.transaction() as tx:
+        prev_hash = (await tx.audit_chain("acme", prev_id - 1, 1))[0][2]
+    await tamper("UPDATE audit_heads SET last_id=?, last_hash=? WHERE tenant='acme'", (prev_id, prev_hash))
+    moved = await ctx.auditor.verify("acme")
+    assert not moved.intact and "head" in moved.problem
+    await tamper("UPDATE audit SET prev_hash='', row_hash='' WHERE tenant='acme'")
+    await tamper("DELETE FROM audit_heads WHERE tenant='acme'")
+    blanked = await ctx.auditor.verify("acme")
+    assert not blanked.intact and "after the chain began" in blanked.problem
+
+
+async def test_only_the_platform_maps_certificate_identities(service):
+    _, ctx, _, address = service
+    admin = await key_for(ctx, "globex", roles.TENANT_ADMIN)
+    squat = identity_pb2.MapCertificateRequest(
+        tenant="globex", subject="spiffe://acme.example/ivr", roles=["enrollment"]
+    )
+    err = await asyncio.to_thread(call, address, f"{P}CredentialService/MapCertificate", squat, admin)
+    assert err is not None and reason_of(err) == "ROLE_NOT_GRANTED"
+    platform = await key_for(ctx, "", roles.PLATFORM_ADMIN)
+    squat.tenant = "acme"
+    mapped = await asyncio.to_thread(invoke, address, f"{P}CredentialService/MapCertificate", squat, platform)
+    assert mapped.tenant == "acme" and mapped.kind == "certificate"
+    again = await asyncio.to_thread(call, address, f"{P}CredentialService/MapCertificate", squat, platform)
+    assert again.code() == grpc.StatusCode.ALREADY_EXISTS
