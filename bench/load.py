@@ -296,6 +296,7 @@ class StreamResult:
 class ClientJob:
     worker: int
     address: str
+    key: str  # the telephony platform's API key
     # (stream index, variant index, start offset from t0 in seconds)
     streams: list[tuple[int, int, float]]
     variants: dict[int, tuple[str, list[bytes], list[int]]]  # variant -> (speaker, chunks, marked chunks)
@@ -327,7 +328,7 @@ async def _one_call(stub, job: ClientJob, messages, marked, speaker, res: Stream
         await asyncio.sleep(delay)
     lateness = np.full(len(messages), np.nan, dtype=np.float32)
     res.lateness = lateness
-    call = stub.Verify(timeout=job.call_timeout_s)
+    call = stub.Verify(timeout=job.call_timeout_s, metadata=(("authorization", f"Bearer {job.key}"),))
     res.started = True
 
     async def reader() -> None:
@@ -486,6 +487,25 @@ class Server:
                 time.sleep(0.3)
         raise SystemExit(f"authsvc serve not ready after {timeout_s:.0f} s: {self.log_tail()}")
 
+    def provision(self) -> str:
+        """The tenant and one key for it (telephony, enrollment), made with the platform-admin
+        key the server's first start wrote, as an operator's first steps are."""
+        import grpc
+
+        from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
+
+        admin = (("authorization", f"Bearer {(self.data_dir / 'admin.credential').read_text().strip()}"),)
+        with grpc.insecure_channel(self.address) as ch:
+            identity_pb2_grpc.TenantServiceStub(ch).CreateTenant(
+                identity_pb2.CreateTenantRequest(name=TENANT, sector="general"), metadata=admin, timeout=30
+            )
+            reply = identity_pb2_grpc.CredentialServiceStub(ch).CreateApiKey(
+                identity_pb2.CreateApiKeyRequest(tenant=TENANT, roles=["telephony", "enrollment"]),
+                metadata=admin,
+                timeout=30,
+            )
+        return reply.api_key
+
     def log_tail(self, n: int = 2000) -> str:
         self._log.flush()
         return self.log_path.read_text()[-n:]
@@ -504,16 +524,27 @@ class Server:
             drop_schema(self.store, self.schema)
 
 
-def enroll(address: str, speakers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> dict:
+def enroll(address: str, key: str, speakers: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> dict:
     import grpc
 
     from authsvc.api.v1 import enrollment_pb2_grpc
 
     started = time.monotonic()
     net = {}
+    auth = (("authorization", f"Bearer {key}"),)
     with grpc.insecure_channel(address) as ch:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(ch)
         for spk, (wavs, _) in speakers.items():
+            stub.RegisterCustomer(
+                enrollment_pb2.RegisterCustomerRequest(
+                    tenant=TENANT,
+                    customer_id=f"spk-{spk}",
+                    methods=[common_pb2.AUTH_METHOD_VOICE],
+                    consent_text_version="bench",
+                ),
+                metadata=auth,
+                timeout=60,
+            )
             for j, wav in enumerate(wavs):
                 r = stub.EnrollVoice(
                     enrollment_pb2.EnrollVoiceRequest(
@@ -525,6 +556,7 @@ def enroll(address: str, speakers: dict[str, tuple[list[np.ndarray], list[np.nda
                         audio=encode(wav, Encoding.PCM16_LE),
                         label=f"utt-{j}",
                     ),
+                    metadata=auth,
                     timeout=60,
                 )
                 net[spk] = net.get(spk, 0.0) + r.net_speech_seconds
@@ -754,7 +786,8 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
     server = Server(args.server_arg, dict(kv.split("=", 1) for kv in args.server_env), workdir, args.store)
     try:
         server.wait_ready()
-        enrolled = enroll(server.address, plan.speakers)
+        key = server.provision()
+        enrolled = enroll(server.address, key, plan.speakers)
         startup_s = time.monotonic() - level_started
 
         streams = []
@@ -772,6 +805,7 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
             job = ClientJob(
                 worker=w,
                 address=server.address,
+                key=key,
                 streams=mine,
                 variants={
                     v: (

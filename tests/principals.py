@@ -8,6 +8,8 @@ boundary itself create narrower keys with `key_for`.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from authsvc.identity.roles import AGENT, ENROLLMENT, EVIDENCE, TELEPHONY, TENANT_ADMIN
@@ -81,7 +83,9 @@ async def register_direct(
     """Records a registration with consent straight in the store (tests below the API)."""
     async with store.transaction() as tx:
         await tx.lock_customer(tenant, customer_id)
-        await tx.set_choices(tenant, customer_id, list(methods), False, "test-consent", 0)
+        await tx.set_choices(
+            tenant, customer_id, list(methods), False, "test-consent", int(time.time() * 1000)
+        )
 
 
 async def register(channel, tenant: str, customer_id: str, methods: tuple[str, ...] = ALL_METHODS):

@@ -395,3 +395,31 @@ def test_register_enroll_keystrokes_and_audit(server: Server, tmp_path):
         "v3",
     )
     assert refused.returncode == 5 and "opts out" in refused.stderr, _shown(refused)
+
+
+def test_audit_verify_detects_a_row_edited_in_the_database(server: Server, store_args):
+    ok = client(server, "audit", "verify", "--tenant", TENANT)
+    assert ok.returncode == EXIT_OK and "intact" in ok.stdout, _shown(ok)
+    pick = "SELECT id, outcome FROM audit WHERE tenant='acme' AND row_hash <> '' ORDER BY id LIMIT 1"
+
+    def execute(sql: str, args=()):
+        if store_args:
+            import psycopg
+
+            with psycopg.connect(store_args[1], autocommit=True) as conn:
+                cur = conn.execute(sql.replace("?", "%s"), args)
+                return cur.fetchone() if cur.description else None
+        import sqlite3
+
+        with sqlite3.connect(server.data_dir / "authsvc.sqlite3") as conn:
+            return conn.execute(sql, args).fetchone()
+
+    row_id, outcome = execute(pick)
+    execute("UPDATE audit SET outcome='tampered' WHERE id=?", (row_id,))
+    try:
+        bad = client(server, "audit", "verify", "--tenant", TENANT)
+        assert bad.returncode == EXIT_NEGATIVE, _shown(bad)
+        assert f"broken at row {row_id}" in bad.stderr and "edited" in bad.stderr, _shown(bad)
+    finally:
+        execute("UPDATE audit SET outcome=? WHERE id=?", (outcome, row_id))
+    assert client(server, "audit", "verify", "--tenant", TENANT).returncode == EXIT_OK

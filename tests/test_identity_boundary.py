@@ -419,3 +419,25 @@ async def test_a_tenant_recorded_general_is_raised_for_good_to_its_policy_files_
         assert any(e.action == "tenant.sector" for e in await ctx.auditor.list("old-bank", 10))
     finally:
         await ctx.close()
+
+
+async def test_a_failed_audit_write_fails_the_change_it_belongs_to(service, monkeypatch):
+    _, ctx, _, address = service
+    from authsvc.store.base import StoreUnavailable
+
+    real = ctx.auditor.record
+
+    async def failing(tenant, action, *args, **kwargs):
+        if action == "register":
+            raise StoreUnavailable("the audit table is full")
+        return await real(tenant, action, *args, **kwargs)
+
+    monkeypatch.setattr(ctx.auditor, "record", failing)
+    key = await key_for(ctx, "acme", roles.ENROLLMENT)
+    request = enrollment_pb2.RegisterCustomerRequest(
+        tenant="acme", customer_id="newcomer", consent_text_version="v1"
+    )
+    err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/RegisterCustomer", request, key)
+    assert err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
+    async with ctx.store.transaction() as tx:
+        assert await tx.get_customer("acme", "newcomer") is None, "no change without its audit row"

@@ -44,7 +44,9 @@ async def test_rotating_the_master_key_online_keeps_every_template_readable(
             await ensure_tenant(a, tenant)
             await register_direct(a.store, tenant, "c1", ALL_METHODS)
             await enroll_voice(a, tenant, "c1", Encoding.PCM16_LE, 16000, pcm, "first.wav", "test")
-            await a.factors.set_destination(tenant, "c1", "+4930000001", "test")
+            await a.factors.set_destination(
+                tenant, "c1", "+4930000001", "test", policy=await a.policy_for(tenant)
+            )
             before[tenant] = [t.payload for t in await a.vault.load(tenant, "c1", None)]
             policy = await a.policy_for(tenant)
             issued = await a.trust.issue(policy, "c1", ("voice",), "AAL1", "voice")

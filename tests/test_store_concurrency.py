@@ -209,8 +209,21 @@ def enroll_ctx(store):
     """What enrollment uses of a service context, over the store under test."""
     import types
 
+    from authsvc.policy.schema import default_policy
+
     vault = TemplateVault(store, crypto.MasterKey(os.urandom(32)))
-    return types.SimpleNamespace(store=store, vault=vault, auditor=Auditor(store, vault))
+    auditor = Auditor(store, vault)
+
+    async def policy_for(tenant: str):
+        return default_policy(tenant)
+
+    return types.SimpleNamespace(
+        store=store,
+        vault=vault,
+        auditor=auditor,
+        factors=Factors(vault, Outbox(), auditor),
+        policy_for=policy_for,
+    )
 
 
 async def test_an_opt_out_racing_a_first_enrollment_never_keeps_a_template(enroll_ctx, monkeypatch):

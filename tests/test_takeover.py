@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 import urllib.parse
 
 import grpc
@@ -25,19 +24,12 @@ from authsvc.identity import roles
 from authsvc.stepup import totp
 from tests.principals import key_for, register
 from tests.test_identity import call, invoke, reason_of, refusals
+from tests.test_service_assurance import Clock
 from tests.wire import call_requests, enroll_request, stream
 
 POLICY = 'sector = "finance"\n[assertion]\nlifetime_s = 900\nchange_window_s = 120\n'
 M = common_pb2
 P = "/authsvc.v1."
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _speakers(speech):

@@ -253,7 +253,20 @@ def register(args: argparse.Namespace) -> int:
         authorization=enrollment_pb2.ChangeAuthorization(assertion=args.assertion),
     )
     with channel(args) as ch:
-        reply = enrollment_pb2_grpc.EnrollmentServiceStub(ch).RegisterCustomer(request, timeout=args.timeout)
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(ch)
+        try:
+            reply = stub.RegisterCustomer(request, timeout=args.timeout)
+        except grpc.RpcError as err:
+            # The service says how many templates the registration would erase; ask once.
+            removal = err.code() == grpc.StatusCode.FAILED_PRECONDITION and "--yes" in (err.details() or "")
+            if not (removal and not args.yes and sys.stdin.isatty()):
+                raise
+            answer = input(f"{err.details()}\nerase them? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                fail("not registered")
+                return EXIT_NEGATIVE
+            request.confirm_template_removal = True
+            reply = stub.RegisterCustomer(request, timeout=args.timeout)
     print("\n".join(_customer_lines(reply.customer)))
     if reply.templates_removed:
         print(f"{reply.templates_removed} template(s) of dropped methods erased")

@@ -126,29 +126,25 @@ def customer_pb(summary: CustomerSummary) -> enrollment_pb2.Customer:
 def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> verification_pb2.Decision:
     """`evidence`: the principal may see scores, LLRs and thresholds; without it the decision
     carries the outcome, net speech, quality, factors and attempts, and no scoring oracle."""
-    if not evidence:
-        return verification_pb2.Decision(
-            outcome=OUTCOMES[decision.outcome],
-            session_id=session_id,
-            sequence=decision.sequence,
-            net_speech_seconds=decision.net_speech_s,
-            required_net_speech_seconds=decision.required_net_speech_s,
-            step_up_factors=[FACTOR_PB[f] for f in decision.step_up_factors],
-            assertion=assertion_pb(decision.assertion) if decision.assertion else None,
-            attempts_remaining=decision.attempts_remaining,
-            retry_after_seconds=min(decision.retry_after_s, 1e9),
-            quality_issues=[QUALITY[q] for q in decision.quality],
-            policy_id=decision.policy_id,
-            final=decision.final,
-            reason=decision.summary or decision.reason,
-        )
-    return verification_pb2.Decision(
+    out = verification_pb2.Decision(
         outcome=OUTCOMES[decision.outcome],
         session_id=session_id,
         sequence=decision.sequence,
         net_speech_seconds=decision.net_speech_s,
         required_net_speech_seconds=decision.required_net_speech_s,
-        evidence=[
+        step_up_factors=[FACTOR_PB[f] for f in decision.step_up_factors],
+        assertion=assertion_pb(decision.assertion) if decision.assertion else None,
+        attempts_remaining=decision.attempts_remaining,
+        retry_after_seconds=min(decision.retry_after_s, 1e9),
+        quality_issues=[QUALITY[q] for q in decision.quality],
+        policy_id=decision.policy_id,
+        final=decision.final,
+        reason=decision.reason if evidence else decision.summary or decision.reason,
+    )
+    if evidence:
+        out.fused_llr = decision.fused_llr
+        out.fused_threshold_llr = decision.fused_threshold_llr
+        out.evidence.extend(
             verification_pb2.ModalityEvidence(
                 modality=modality_pb(e.modality),
                 score=e.score,
@@ -161,18 +157,8 @@ def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> 
                 profile=e.profile,
             )
             for e in decision.evidence
-        ],
-        step_up_factors=[FACTOR_PB[f] for f in decision.step_up_factors],
-        fused_llr=decision.fused_llr,
-        fused_threshold_llr=decision.fused_threshold_llr,
-        assertion=assertion_pb(decision.assertion) if decision.assertion else None,
-        attempts_remaining=decision.attempts_remaining,
-        retry_after_seconds=min(decision.retry_after_s, 1e9),
-        quality_issues=[QUALITY[q] for q in decision.quality],
-        policy_id=decision.policy_id,
-        final=decision.final,
-        reason=decision.reason,
-    )
+        )
+    return out
 
 
 def assertion_pb(a: IssuedAssertion) -> verification_pb2.Assertion:
