@@ -108,3 +108,49 @@ def test_db_status_of_a_missing_sqlite_file_is_not_found_and_creates_nothing(tmp
     result = run_cli("db", "status", "--store", f"sqlite:{path}")
     assert result.returncode == 4 and "no store at" in result.stderr
     assert not path.parent.exists()
+
+
+async def test_a_lost_platform_admin_key_is_replaced_offline_and_never_overwritten(tmp_path: Path):
+    from authsvc.identity.credentials import Credentials
+
+    spec = f"sqlite:{tmp_path / 'authsvc.sqlite3'}"
+    key = new_master_key()
+    env = {crypto.MASTER_KEY_ENV: key}
+    assert run_cli("db", "migrate", "--store", spec).returncode == 0
+    out = tmp_path / "recovered.key"
+    made = run_cli(
+        "keys", "admin-credential", "--out", str(out), "--store", spec, "--data-dir", str(tmp_path), env=env
+    )
+    assert made.returncode == 0, made.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    again = run_cli(
+        "keys", "admin-credential", "--out", str(out), "--store", spec, "--data-dir", str(tmp_path), env=env
+    )
+    assert again.returncode == 2 and "exists" in again.stderr
+    store = await open_store(spec)
+    try:
+        master = crypto.MasterKey(base64.b64decode(key))
+        principal = await Credentials(store, Auditor.with_master(store, master)).authenticate_key(
+            out.read_text().strip(), "test"
+        )
+        assert principal.platform and principal.tenant == ""
+    finally:
+        await store.close()
+
+
+async def test_the_first_start_key_file_is_replaced_when_it_opens_nothing_in_this_store(tmp_path: Path, ge2e):
+    from authsvc.cli.serve import _first_start
+    from authsvc.context import ServiceConfig, build_context
+
+    path = tmp_path / "admin.credential"
+    path.write_text("ask_0123456789abcdef_" + "A" * 43 + "\n")  # left from a store since deleted
+    ctx = await build_context(ServiceConfig(data_dir=tmp_path / "data", warm_up=False), encoder=ge2e)
+    try:
+        await _first_start(ctx, path)
+        key = path.read_text().strip()
+        assert not key.endswith("A" * 43) and path.stat().st_mode & 0o777 == 0o600
+        assert (await ctx.credentials.authenticate_key(key, "test")).platform
+        await _first_start(ctx, path)
+        assert path.read_text().strip() == key, "a store with a live platform key gets no new one"
+    finally:
+        await ctx.close()

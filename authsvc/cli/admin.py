@@ -22,6 +22,31 @@ from authsvc.store import migrations, open_store, store_spec
 from authsvc.store.base import StoreUnavailable
 
 
+def admin_credential(args: argparse.Namespace) -> int:
+    """A new platform-admin key straight in the store, for an operator who lost theirs (whoever
+    can run this can read the database and the master key already)."""
+    from authsvc.audit import Auditor
+    from authsvc.cli.identity import write_secret_file
+    from authsvc.identity.credentials import Credentials
+    from authsvc.identity.roles import PLATFORM_ADMIN
+
+    if args.out.exists():
+        raise CliError(f"{args.out} exists; choose another file (keys are never overwritten)", 2)
+
+    async def go():
+        store, master = await open_context_store(_config(args))
+        try:
+            credentials = Credentials(store, Auditor.with_master(store, master))
+            return await credentials.create_api_key("", [PLATFORM_ADMIN], args.description, actor="operator")
+        finally:
+            await store.close()
+
+    record, key = _run(go())
+    write_secret_file(args.out, key)
+    print(f"platform-admin credential {record.id} written to {args.out} (mode 0600)")
+    return 0
+
+
 def new_key(args: argparse.Namespace) -> int:
     from authsvc import crypto
 
@@ -65,6 +90,13 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--new-key-file", type=Path, required=True, help="the new key (create it with `keys new`)")
     common(p)
     p.set_defaults(func=rotate_master)
+    p = keys.add_parser(
+        "admin-credential", help="mint a platform-admin API key directly in the store (a lost key)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="new file for the key (mode 0600)")
+    p.add_argument("--description", default="minted by keys admin-credential")
+    common(p)
+    p.set_defaults(func=admin_credential)
     p = keys.add_parser("new", help="write a new random master key to a new file (mode 0600)")
     p.add_argument("path", type=Path)
     p.set_defaults(func=new_key)

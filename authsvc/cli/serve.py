@@ -218,32 +218,40 @@ def _loopback(listen: str) -> bool:
 
 
 async def _first_start(ctx: ServiceContext, path: Path) -> None:
-    """On a store with no platform credential: a platform-admin key in a new 0600 file."""
-    if path.exists():
+    """On a store with no live platform credential (a first start): a platform-admin key,
+    written to `path` (0600). A key file left from another store is replaced: its key opens
+    nothing here. Should the file not be written, the key is revoked again, so no key exists
+    that nobody holds."""
+    made = await ctx.credentials.bootstrap()
+    if made is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The file is created before the key exists, so a key is never made that nobody can read.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    record, key = made
     try:
-        key = await ctx.credentials.bootstrap()
-        if key is None:
-            os.close(fd)
-            fd = -1
-            path.unlink()
-            return
-        with os.fdopen(fd, "w") as fh:
-            fd = -1
-            fh.write(key + "\n")
-    finally:
-        if fd >= 0:
-            os.close(fd)
-            path.unlink(missing_ok=True)
+        write_secret(path, key)
+    except OSError:
+        await ctx.credentials.revoke("", record.id, "first-start")
+        raise
     log.warning(
         "first start: a platform-admin API key is in %s (mode 0600). Use it with "
         "`export AUTHSVC_CREDENTIAL_FILE=%s`, create tenants and their credentials, then keep it offline",
         path,
         path,
     )
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a new 0600 file renamed into place (never a moment
+    with the secret in a file others can read, nor a half-written one)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 async def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:

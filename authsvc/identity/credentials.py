@@ -200,15 +200,14 @@ class Credentials:
             await tx.touch_credential(record.id, now)
         return Principal(record.id, record.tenant, frozenset(record.roles), source, record.kind)
 
-    async def bootstrap(self, actor: str = "first-start") -> str | None:
+    async def bootstrap(self, actor: str = "first-start") -> tuple[CredentialRecord, str] | None:
         """A platform-admin API key when the store has no live platform credential (first start);
-        -> the key, or None when one exists."""
+        -> (its record, the key), or None when one exists."""
         async with self.store.transaction() as tx:
             live = [r for r in await tx.list_credentials("") if not r.revoked_ms]
         if live:
             return None
-        _, key = await self.create_api_key("", [PLATFORM_ADMIN], "created at first start", actor=actor)
-        return key
+        return await self.create_api_key("", [PLATFORM_ADMIN], "created at first start", actor=actor)
 
 
 def redacted(record: CredentialRecord) -> CredentialRecord:
