@@ -42,6 +42,10 @@ def chain_hash(key: bytes, prev: str, e: AuditEvent) -> str:
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
+def start_mac(key: bytes, chain_from: int) -> str:
+    return hmac.new(key, f"chain-from:{chain_from}".encode(), hashlib.sha256).hexdigest()
+
+
 def head_mac(key: bytes, tenant: str, last_id: int, last_hash: str) -> str:
     body = json.dumps(["head", tenant, last_id, last_hash], separators=(",", ":"))
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
@@ -95,6 +99,15 @@ class Auditor:
             row_id = await t.append_audit(event, prev, row_hash)
             await t.set_audit_head(tenant, row_id, row_hash, head_mac(key, tenant, row_id, row_hash))
 
+    async def ready(self) -> None:
+        """Seals where the chain began (recorded by migration 0003) under the platform's chain
+        key, once, so moving it later to pass off blanked rows as pre-chain is detected."""
+        async with self.store.transaction() as tx:
+            key = await self.vault.subkey("", CHAIN_PURPOSE, tx)
+            chain_from, mac = await tx.audit_chain_from()
+            if not mac:
+                await tx.seal_audit_chain_from(start_mac(key, chain_from))
+
     async def verify(self, tenant: str) -> ChainCheck:
         """Recomputes the tenant's chain from its first row to the head.
 
@@ -105,13 +118,16 @@ class Auditor:
         elsewhere (a SIEM) to anchor the chain against those."""
         async with self.store.transaction() as tx:
             key = await self.vault.subkey(tenant, CHAIN_PURPOSE, tx)
-            chain_from = await tx.audit_chain_from()
+            chain_from, from_mac = await tx.audit_chain_from()
+            platform_key = await self.vault.subkey("", CHAIN_PURPOSE, tx)
             head_id, head_hash, mac = await tx.audit_head(tenant, lock=False)
 
             def broken(row_id: int, problem: str) -> ChainCheck:
                 return ChainCheck(False, checked, row_id, problem, head_hash, unchained)
 
             prev, after, checked, unchained, last_id = "", 0, 0, 0, 0
+            if not hmac.compare_digest(from_mac, start_mac(platform_key, chain_from)):
+                return broken(0, "where the chain began was altered (meta audit_chain_from)")
             if head_id and not hmac.compare_digest(mac, head_mac(key, tenant, head_id, head_hash)):
                 return broken(head_id, "the chain's head was altered")
             while True:

@@ -10,8 +10,9 @@ tenant's policy demands (AAL2 where step-up is required) within
 `assertion.change_window_s`: a re-registration, another sample, a new
 modality, a new or replaced factor. Replacing a confirmed TOTP secret or the
 code destination, and dropping templates, need it even inside the window.
-An assertion authorizes a change only if it was never used before, and is
-then used up: one authentication, one change.
+An assertion authorizes a change only if it was never used before, and its
+authentication event (shared by every assertion one session issues) is then
+used up: one authentication, one change.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def authorize(
     # max_uses = 1: only an assertion used nowhere yet counts, and this use is its only one here.
     once = replace(policy, assertion=replace(policy.assertion, max_uses=1))
     try:
-        claims = await trust.validate(once, assertion, CHANNEL)
+        claims = await trust.validate(once, assertion, CHANNEL, once_per_authentication=True)
     except AssertionRejected as exc:
         raise PermissionDenied(REASON, f"the authorization assertion was refused: {exc}") from exc
     if claims.customer_id != customer_id:

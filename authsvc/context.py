@@ -210,6 +210,7 @@ async def _build(
     vault = TemplateVault(store, master)
     await vault.ready()
     auditor = Auditor(store, vault)
+    await auditor.ready()
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()
     trust = await AssertionAuthority.open(store, master, auditor, rotate_after_s=config.key_rotation_s)

@@ -109,7 +109,7 @@ def keystroke_modality(kind: str, profile: str) -> str:
     """Template modality of a typing sample: fixed-text profiles are named, free text is one profile."""
     if kind == "free":
         return KEYSTROKE_FREE
-    if not _PROFILE.match(profile):
+    if not _PROFILE.fullmatch(profile):
         raise InvalidInput(
             "profile", "fixed-text and DTMF samples need a profile name like 'password' or 'pin'"
         )
@@ -262,7 +262,9 @@ async def register_customer(
         unwanted = sorted({r.modality for r in stored if _method_of(r.modality) not in methods})
         doomed = sum(1 for r in stored if r.modality in unwanted)
         if existing is not None:
-            await ctx.factors.gate_addition(tx, policy, existing, change, "re-registering the customer")
+            await ctx.factors.gate_addition(
+                tx, policy, existing, change, "re-registering the customer", adds=False
+            )
         if doomed:
             if change is None:
                 raise changes.refuse(f"removing {doomed} biometric template(s) ({', '.join(unwanted)})")

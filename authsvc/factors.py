@@ -38,6 +38,8 @@ ONE_TIME_CODE = "one_time_code"
 _TOTP_STATE = "factor.totp"
 _DESTINATION = "factor.code_destination"
 _CODES = "factor.codes"
+# Set with the customer's first template or factor, kept when they are removed, gone on erasure.
+_ENROLLED = "enrollment.began"
 _LOCKOUT = "lockout"
 CODE_PURPOSE = "step-up"
 
@@ -107,20 +109,34 @@ class Factors:
         return uri
 
     async def protection(self, tx: Transaction, tenant: str, customer_id: str) -> str:
-        """What already protects the customer ("" for nothing): templates, active factors."""
+        """What protects, or protected, the customer ("" for nothing): templates, active factors,
+        or an earlier enrollment whose protection was removed since (removing it must not open
+        the customer to free additions)."""
         what = ["biometric templates"] if await tx.templates(tenant, customer_id) else []
-        return ", ".join([*what, *await self.active(tenant, customer_id, tx)])
+        what += await self.active(tenant, customer_id, tx)
+        if not what and _ENROLLED in await tx.state_names(tenant, customer_id):
+            what = ["an earlier enrollment"]
+        return ", ".join(what)
 
     async def gate_addition(
-        self, tx: Transaction, policy: TenantPolicy | None, record, change: str | None, what: str
+        self,
+        tx: Transaction,
+        policy: TenantPolicy | None,
+        record,
+        change: str | None,
+        what: str,
+        adds: bool = True,
     ) -> None:
         """A protected customer whose enrollment window has closed (`policy` None: closed)
-        changes only with `change` (authsvc.changes)."""
+        changes only with `change` (authsvc.changes). `adds`: the change adds protection, which
+        is remembered for good (see `protection`)."""
         open_ = policy is not None and changes.enrollment_open(policy, record, int(time.time() * 1000))
         if not open_ and change is None:
             protected = await self.protection(tx, record.tenant, record.customer_id)
             if protected:
                 raise changes.refuse(f"{what} after the enrollment window (protected by {protected})")
+        if adds and _ENROLLED not in await tx.state_names(record.tenant, record.customer_id):
+            await self.vault.put_state(record.tenant, record.customer_id, _ENROLLED, b"1", tx)
 
     async def confirm_totp(self, tenant: str, customer_id: str, code: str, actor: str = "service") -> bool:
         check_id(tenant, "tenant")

@@ -12,7 +12,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 def check_id(value: str, field: str) -> str:
     if not value:
         raise InvalidInput(field, "is required")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise InvalidInput(
             field,
             f"{value[:40]!r} is not a valid identifier: 1-128 characters of letters, digits and ._:@- "
@@ -22,4 +22,4 @@ def check_id(value: str, field: str) -> str:
 
 
 def is_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))

@@ -117,6 +117,8 @@ class VerificationSession:
                         decision.assurance_level,
                         self.start.channel,
                         tx=tx,
+                        # One session, one authentication event: its later assertions share it.
+                        auth_id=a.auth_id if a is not None else None,
                     )
                 if audited:
                     await self.ctx.auditor.record(

@@ -176,10 +176,12 @@ class AssertionAuthority:
         aal: str,
         channel: str,
         tx: Transaction | None = None,
+        auth_id: str | None = None,
     ) -> IssuedAssertion:
         """A signed assertion, audited in `tx` (or a unit of work of its own). Inside a caller's
         unit of work the ring is not re-read (that would need a second one): call
-        `signing_ready(tenant)` before opening it."""
+        `signing_ready(tenant)` before opening it. `auth_id`: the authentication event of an
+        earlier assertion of the same session (None: a new event)."""
         if tx is None:
             await self.signing_ready(policy.tenant)
         loaded = self._rings.get(policy.tenant)
@@ -194,6 +196,7 @@ class AssertionAuthority:
             channel=channel,
             now=self.clock(),
             lifetime_s=math.ceil(policy.assertion.lifetime_s),
+            auth_id=auth_id,
         )
         await self.auditor.record(
             policy.tenant, "assertion.issue", customer_id, "issued", id=claims.jti, channel=channel, tx=tx
@@ -216,11 +219,15 @@ class AssertionAuthority:
             ring = await self.reload(tenant)
         return ring
 
-    async def validate(self, policy: TenantPolicy, token: str, channel: str) -> IssuedAssertion:
+    async def validate(
+        self, policy: TenantPolicy, token: str, channel: str, once_per_authentication: bool = False
+    ) -> IssuedAssertion:
         """The assertion if `policy.tenant` may accept it on `channel` now; raises otherwise.
 
-        A refusal is audited in a unit of work of its own, so it is recorded although the
-        request fails."""
+        `once_per_authentication`: also use up its authentication event, so no other assertion
+        of the same session is accepted for this purpose again (changes to a customer's
+        protection). A refusal is audited in a unit of work of its own, so it is recorded
+        although the request fails."""
         now = self.clock()
         kid = a.key_id_of(token) if isinstance(token, str) else ""
         try:
@@ -236,9 +243,14 @@ class AssertionAuthority:
             )
             max_uses = policy.assertion.max_uses
             async with self.store.transaction() as tx:
-                counted = await tx.use_assertion(
-                    claims.jti, policy.tenant, max_uses, int(a.forget_at(claims) * 1000), int(now * 1000)
-                )
+                forget_ms, now_ms = int(a.forget_at(claims) * 1000), int(now * 1000)
+                counted = await tx.use_assertion(claims.jti, policy.tenant, max_uses, forget_ms, now_ms)
+                if counted and once_per_authentication:
+                    # The same statement, on the event's id: a second assertion of one session
+                    # finds it used. Both counts roll back together when this one refuses.
+                    event = f"auth:{claims.auth_id or claims.jti}"
+                    if not await tx.use_assertion(event, policy.tenant, 1, forget_ms, now_ms):
+                        raise a.replayed(1)
                 if counted:
                     await self.auditor.record(
                         policy.tenant,
@@ -299,4 +311,5 @@ def _issued(token: str, c: a.Assertion) -> IssuedAssertion:
         issued_at=float(c.issued_at),
         expires_at=float(c.expires_at),
         key_id=c.kid,
+        auth_id=c.auth_id or c.jti,
     )

@@ -86,6 +86,8 @@ def test_token_is_three_base64url_parts_with_canonical_json(ring):
         "iat": int(NOW),
         "exp": int(NOW) + 300,
         "jti": issued.jti,
+        # A first assertion is its own authentication event.
+        "aid": issued.jti,
     }
     assert len(_b64d(sig_b64)) == 64
     assert len(_b64d(issued.jti)) == 16

@@ -23,6 +23,17 @@ ON_SQLITE = pytest.mark.parametrize("service_backend", ["sqlite"])
 LABEL = "alice-2026-11-30-branch-recording.wav"
 
 
+def _sealed_state(db_path: Path, customer: str) -> list[bytes]:
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return [
+            bytes(b)
+            for (b,) in db.execute("SELECT blob FROM customer_state WHERE customer_id=?", (customer,))
+        ]
+    finally:
+        db.close()
+
+
 def _sealed(db_path: Path, customer: str) -> list[bytes]:
     """Every ciphertext and label of the customer, read straight from the file."""
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -74,7 +85,7 @@ async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_o
         )
     )
     alice, bob = _sealed(db_path, "alice"), _sealed(db_path, "bob")
-    assert len(alice) == 3 + 2 + 3  # templates, TOTP secret and destination, labels
+    assert len(alice) == 3 + 3 + 3  # templates; TOTP secret, destination, enrollment marker; labels
     before = _raw(db_path)
     assert all(_found(s, before) for s in alice + bob), "the scan must find stored rows"
     assert LABEL.encode() not in before, "labels are stored sealed, never in clear"
@@ -100,7 +111,9 @@ async def test_opting_out_leaves_no_template_or_label_in_the_files(service, spee
     await register(channel, "acme", "olga")
     for i, u in enumerate(speech[sorted(speech)[0]][:2]):
         await enroll.EnrollVoice(enroll_request("acme", "olga", u, f"{LABEL}-olga-{i}"), timeout=60)
-    sealed = [s for s in _sealed(db_path, "olga")]
+    # Its templates and labels (the enrollment marker in customer_state stays: it is no template).
+    marker = _sealed_state(db_path, "olga")
+    sealed = [s for s in _sealed(db_path, "olga") if s not in marker]
     assert len(sealed) == 4 and all(_found(s, _raw(db_path)) for s in sealed)
     await enroll.RegisterCustomer(
         enrollment_pb2.RegisterCustomerRequest(

@@ -187,3 +187,95 @@ async def test_only_the_platform_maps_certificate_identities(service):
     assert mapped.tenant == "acme" and mapped.kind == "certificate"
     again = await asyncio.to_thread(call, address, f"{P}CredentialService/MapCertificate", squat, platform)
     assert again.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_the_assertions_of_one_session_authorize_one_change_between_them(service, speech):
+    channel, ctx, _, address = service
+    from authsvc.api.v1 import enrollment_pb2_grpc
+
+    target, _ = _speakers(speech)
+    typist = Typist(__import__("numpy").random.default_rng(9))
+    await register(channel, "shop", "dora", ("voice", "typing", "totp", "one_time_code"))
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    for u in target[:3]:
+        await stub.EnrollVoice(enroll_request("shop", "dora", u), timeout=60)
+    await stub.EnrollKeystrokes(
+        enrollment_pb2.EnrollKeystrokesRequest(
+            tenant="shop",
+            customer_id="dora",
+            samples=[keystroke_pb(typist.password(), "password") for _ in range(6)],
+        )
+    )
+    await _close_window(ctx, "shop", "dora")
+    call_ = [
+        *call_requests("shop", "dora", target[4]),
+        V.VerifyRequest(keystrokes=keystroke_pb(typist.password(), "password")),
+    ]
+    decisions = await asyncio.to_thread(stream, address, call_)
+    tokens = list(dict.fromkeys(d.assertion.token for d in decisions if d.assertion.token))
+    assert len(tokens) == 2, "voice, then voice and typing: two assertions of one authentication"
+    insider = await key_for(ctx, "shop", roles.ENROLLMENT)
+    first = assurance_pb2.EnrollTotpRequest(tenant="shop", customer_id="dora")
+    first.authorization.assertion = tokens[0]
+    assert await asyncio.to_thread(call, address, f"{P}StepUpService/EnrollTotp", first, insider) is None
+    second = assurance_pb2.SetCodeDestinationRequest(
+        tenant="shop", customer_id="dora", destination="+4930666666"
+    )
+    second.authorization.assertion = tokens[1]
+    err = await asyncio.to_thread(call, address, f"{P}StepUpService/SetCodeDestination", second, insider)
+    assert err is not None and reason_of(err) == "CHANGE_NOT_AUTHORIZED", "one authentication, one change"
+
+
+async def test_removing_the_protection_does_not_open_the_customer_to_free_additions(service, speech):
+    _, ctx, _, address = service
+    await _protected_customer(service, speech)
+    admin = await key_for(ctx, "shop", roles.TENANT_ADMIN)
+    drop = enrollment_pb2.RegisterCustomerRequest(
+        tenant="shop", customer_id="carol", methods=[M.AUTH_METHOD_VOICE], consent_text_version="v2"
+    )
+    drop.opt_out_biometrics, drop.confirm_template_removal = True, True
+    drop.ClearField("methods")
+    reply = await asyncio.to_thread(invoke, address, f"{P}EnrollmentService/RegisterCustomer", drop, admin)
+    assert reply.templates_removed == 2
+    await _close_window(ctx, "shop", "carol")
+    insider = await key_for(ctx, "shop", roles.ENROLLMENT)
+    again = enrollment_pb2.RegisterCustomerRequest(
+        tenant="shop", customer_id="carol", methods=[M.AUTH_METHOD_VOICE], consent_text_version="v3"
+    )
+    err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/RegisterCustomer", again, insider)
+    assert (
+        err is not None
+        and reason_of(err) == "CHANGE_NOT_AUTHORIZED"
+        and "earlier enrollment" in err.details()
+    )
+
+
+async def test_an_identifier_with_a_trailing_newline_is_refused(service):
+    _, ctx, _, address = service
+    key = await key_for(ctx, "acme", roles.ENROLLMENT)
+    get = enrollment_pb2.GetCustomerRequest(tenant="acme", customer_id="carol\n")
+    err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/GetCustomer", get, key)
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_refusal_rows_per_window_are_capped_however_many_sources_there_are(service, monkeypatch):
+    _, ctx, _, _ = service
+    monkeypatch.setattr(refusal_module, "MAX_ROWS_PER_WINDOW", 10)
+    log = ctx.refusals
+    for i in range(200):  # as if from 200 addresses
+        await log.refused("", f"ipv6:[2001:db8::{i:x}]:5000", "anonymous", f"{P}X/Y", "CREDENTIAL_MISSING")
+    await log.flush_due(everything=True)
+    rows = [e for e in await ctx.auditor.list("", 1000) if e.action.startswith("request.refused")]
+    assert len(rows) <= 12 and sum(e.details.get("count", 1) for e in rows) == 200
+
+
+async def test_moving_where_the_chain_began_to_pass_off_blanked_rows_is_detected(service):
+    _, ctx, _, _ = service
+    for i in range(3):
+        await ctx.auditor.record("acme", "test.event", "c", "ok", actor="test", n=i)
+    async with ctx.store.transaction() as tx:
+        await tx._count("UPDATE audit SET prev_hash='', row_hash='' WHERE tenant='acme'")
+        await tx._count("DELETE FROM audit_heads WHERE tenant='acme'")
+        await tx._count("UPDATE meta SET value='999999999' WHERE key='audit_chain_from'")
+    result = await ctx.auditor.verify("acme")
+    assert not result.intact and "where the chain began" in result.problem

@@ -347,7 +347,7 @@ async def test_audit_lists_decisions_step_ups_enrollments_erasures_and_policy_ch
     erased = await enrollment_pb2_grpc.EnrollmentServiceStub(channel).DeleteCustomer(
         enrollment_pb2.DeleteCustomerRequest(tenant="bank", customer_id="alice")
     )
-    assert erased.templates_deleted == 4 and erased.secrets_deleted >= 2, "templates and factor secrets go"
+    assert erased.templates_deleted == 4 and erased.secrets_deleted >= 1, "templates and factor secrets go"
     audit = assurance_pb2_grpc.AuditServiceStub(channel)
     events = (
         await audit.ListAuditEvents(assurance_pb2.ListAuditEventsRequest(tenant="bank", page_size=500))

@@ -20,7 +20,7 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _expiry(text: str | None) -> int:
     if not text:
         return 0
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise CliError(f"--expires-in {text!r}: give a number and a unit, e.g. 90d, 12h, 30m", EXIT_USAGE)
     return int((time.time() + int(match.group(1)) * _UNIT_S[match.group(2)]) * 1000)

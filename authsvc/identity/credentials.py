@@ -108,7 +108,7 @@ class Credentials:
         expires_ms: int = 0,
         actor: str = "service",
     ) -> CredentialRecord:
-        if not _SUBJECT.match(subject):
+        if not _SUBJECT.fullmatch(subject):
             raise InvalidInput("subject", "must be a certificate SAN: a URI (spiffe://…) or a DNS name")
         now = _now_ms()
         record = CredentialRecord(
@@ -164,7 +164,7 @@ class Credentials:
         return revoked
 
     async def authenticate_key(self, key: str, source: str) -> Principal:
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if not match:
             raise Unauthenticated("CREDENTIAL_INVALID", "the bearer credential is not an authsvc API key")
         ident = f"key_{match.group(1)}"

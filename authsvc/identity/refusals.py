@@ -18,8 +18,11 @@ from authsvc.identifiers import is_id
 log = logging.getLogger(__name__)
 
 WINDOW_S = 60.0
-# Beyond this many open windows (many sources at once) new ones share one per tenant and reason.
+# Beyond this many open windows (many sources at once), or this many rows written in a window
+# (sources that change address), new refusals share one window per tenant and reason: they are
+# counted into its summary row instead of each opening a row of its own.
 MAX_WINDOWS = 10_000
+MAX_ROWS_PER_WINDOW = 600
 
 
 @dataclass
@@ -43,6 +46,8 @@ class RefusalLog:
         self.auditor = auditor
         self.window_s = window_s
         self._windows: dict[tuple[str, str, str, str], _Window] = {}
+        self._rows_since = time.monotonic()
+        self._rows = 0
 
     async def refused(
         self,
@@ -60,8 +65,12 @@ class RefusalLog:
         await self.flush_due()
         host = source_host(source)
         key = (tenant, host, reason, method)
-        if key not in self._windows and len(self._windows) >= MAX_WINDOWS:
-            key = (tenant, "*", reason, "*")  # many sources at once: one window per tenant and reason
+        if time.monotonic() - self._rows_since >= self.window_s:
+            self._rows_since, self._rows = time.monotonic(), 0
+        if key not in self._windows and (
+            len(self._windows) >= MAX_WINDOWS or self._rows >= MAX_ROWS_PER_WINDOW
+        ):
+            key = (tenant, "*", reason, "*")
         now_ms = int(time.time() * 1000)
         window = self._windows.get(key)
         if window is not None:
@@ -69,6 +78,7 @@ class RefusalLog:
             window.last_ms = now_ms
             return
         self._windows[key] = _Window(time.monotonic(), now_ms, actor=actor)
+        self._rows += 1
         claimed = {"claimed_tenant": claimed_tenant} if claimed_tenant and is_id(claimed_tenant) else {}
         await self._write(
             tenant,

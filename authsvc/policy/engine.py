@@ -54,6 +54,8 @@ class IssuedAssertion:
     issued_at: float
     expires_at: float
     key_id: str
+    # The authentication event (shared by the assertions one session issues).
+    auth_id: str = ""
 
 
 @dataclass(frozen=True)

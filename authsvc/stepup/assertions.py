@@ -134,6 +134,10 @@ class Assertion:
     expires_at: int
     jti: str
     kid: str
+    # The authentication event: every assertion one session issues (more methods, higher
+    # assurance) shares it, so "once per authentication" can be enforced. Tokens without it
+    # (before 0.3) are their own event.
+    auth_id: str = ""
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -145,6 +149,7 @@ class Assertion:
             "iat": self.issued_at,
             "exp": self.expires_at,
             "jti": self.jti,
+            "aid": self.auth_id or self.jti,
         }
 
 
@@ -174,12 +179,15 @@ def _int_time(value: object, name: str) -> int:
 
 def _parse_payload(doc: dict[str, Any], kid: str) -> Assertion:
     expected = {"tenant", "sub", "methods", "aal", "channel", "iat", "exp", "jti"}
-    if set(doc) != expected:
-        raise InvalidInput("assertion", f"payload fields must be {sorted(expected)}, got {sorted(doc)}")
+    if set(doc) not in (expected, expected | {"aid"}):
+        raise InvalidInput(
+            "assertion", f"payload fields must be {sorted(expected)} (and aid), got {sorted(doc)}"
+        )
     f = "assertion"
     jti = _text(doc["jti"], f)
-    if not _JTI_RE.fullmatch(jti):
-        raise InvalidInput(f, "jti is not a 128-bit urlsafe id")
+    auth_id = _text(doc.get("aid", jti), f)
+    if not _JTI_RE.fullmatch(jti) or not _JTI_RE.fullmatch(auth_id):
+        raise InvalidInput(f, "jti and aid must be 128-bit urlsafe ids")
     a = Assertion(
         tenant=_text(doc["tenant"], f),
         customer_id=_text(doc["sub"], f),
@@ -190,6 +198,7 @@ def _parse_payload(doc: dict[str, Any], kid: str) -> Assertion:
         expires_at=_int_time(doc["exp"], f),
         jti=jti,
         kid=kid,
+        auth_id=auth_id,
     )
     if a.expires_at <= a.issued_at:
         raise InvalidInput(f, "exp is not after iat")
@@ -418,8 +427,10 @@ def issue(
     channel: str,
     now: float,
     lifetime_s: int = DEFAULT_LIFETIME_S,
+    auth_id: str | None = None,
 ) -> tuple[str, Assertion]:
-    """A signed assertion valid from `now` for `lifetime_s` seconds -> (token, Assertion)."""
+    """A signed assertion valid from `now` for `lifetime_s` seconds -> (token, Assertion).
+    `auth_id`: the authentication event it belongs to (None: a new one, its own id)."""
     if isinstance(lifetime_s, bool) or not isinstance(lifetime_s, int) or lifetime_s < 1:
         raise ConfigError(f"assertion lifetime_s must be a positive integer, got {lifetime_s!r}")
     if lifetime_s > ring.retire_after_s:
@@ -430,6 +441,9 @@ def issue(
     if not math.isfinite(now) or now < 0:
         raise ValueError(f"now must be a non-negative epoch time, got {now!r}")
     iat = math.floor(now)
+    jti = _b64e(secrets.token_bytes(16))
+    if auth_id is not None and not _JTI_RE.fullmatch(auth_id):
+        raise ValueError("auth_id must be an assertion id")
     claims = Assertion(
         tenant=_text(tenant, "tenant"),
         customer_id=_text(customer_id, "customer_id"),
@@ -438,8 +452,9 @@ def issue(
         channel=_text(channel, "channel"),
         issued_at=iat,
         expires_at=iat + lifetime_s,
-        jti=_b64e(secrets.token_bytes(16)),
+        jti=jti,
         kid=ring.active_kid,
+        auth_id=auth_id or jti,
     )
     header = _b64e(canonical_json({"alg": ALG, "kid": ring.active_kid, "typ": TYP}))
     body = _b64e(canonical_json(claims.payload()))

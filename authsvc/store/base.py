@@ -229,8 +229,12 @@ class Transaction(Protocol):
     async def touch_credential(self, credential_id: str, now_ms: int) -> None:
         """Records a use (last_used_ms)."""
 
-    async def audit_chain_from(self) -> int:
-        """The first audit id written with a hash (rows before it predate the chain)."""
+    async def audit_chain_from(self) -> tuple[int, str]:
+        """(The first audit id written with a hash: rows before it predate the chain, its MAC
+        ('' until a node of this version first started))."""
+
+    async def seal_audit_chain_from(self, mac: str) -> None:
+        """Stores the MAC of the chain's start unless one is stored."""
 
     async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str, str]:
         """-> (id, hash, MAC) of the tenant's newest chained audit row ((0, '', '') for none);

@@ -172,7 +172,14 @@ class SqlTransaction(ABC):
             return None
         key = (tenant, customer_id)
         n = await self._count("DELETE FROM templates WHERE tenant=? AND customer_id=?", key)
-        m = await self._count("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key)
+        # Secrets are the factors' state; lockout counters and markers go too, uncounted.
+        secrets = await self._all(
+            "SELECT name FROM customer_state WHERE tenant=? AND customer_id=? "
+            "AND substr(name, 1, 7)='factor.'",
+            key,
+        )
+        m = len(secrets)
+        await self._count("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key)
         await self._count("DELETE FROM customers WHERE tenant=? AND customer_id=?", key)
         self._existing.discard(key)
         self.erased = True
@@ -417,9 +424,19 @@ class SqlTransaction(ABC):
 
     # -- audit -----------------------------------------------------------------------------
 
-    async def audit_chain_from(self) -> int:
-        row = await self._one("SELECT value FROM meta WHERE key='audit_chain_from'")
-        return int(row[0]) if row else 1
+    async def audit_chain_from(self) -> tuple[int, str]:
+        rows = dict(
+            await self._all(
+                "SELECT key, value FROM meta WHERE key IN ('audit_chain_from', 'audit_chain_from_mac')"
+            )
+        )
+        return int(rows.get("audit_chain_from", 1)), rows.get("audit_chain_from_mac", "")
+
+    async def seal_audit_chain_from(self, mac: str) -> None:
+        await self._count(
+            "INSERT INTO meta (key, value) VALUES ('audit_chain_from_mac', ?) ON CONFLICT (key) DO NOTHING",
+            (mac,),
+        )
 
     async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str, str]:
         if lock:
