@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authsvc import crypto
+from authsvc.identity import principal
 from authsvc.store.base import AuditEvent, Store, Transaction, within
 from authsvc.templates import TemplateVault
 
@@ -82,14 +83,22 @@ class Auditor:
         action: str,
         customer_id: str,
         outcome: str,
-        actor: str = "service",
+        actor: str | None = None,
         tx: Transaction | None = None,
         **details: Any,
     ) -> None:
+        """`actor`: None (or empty) records the principal of the request being served (a
+        decision, a step-up attempt, an assertion), or "service" outside any request."""
         # Hashed as the store will give it back (JSON: tuples become lists).
         stored_details = json.loads(json.dumps(details, sort_keys=True))
         event = AuditEvent(
-            tenant, int(time.time() * 1000), actor or "unknown", action, customer_id, outcome, stored_details
+            tenant,
+            int(time.time() * 1000),
+            actor or principal.actor(),
+            action,
+            customer_id,
+            outcome,
+            stored_details,
         )
         async with within(self.store, tx) as t:
             key = await self.vault.subkey(tenant, CHAIN_PURPOSE, t)

@@ -52,6 +52,10 @@ async def test_a_telephony_principal_gets_outcomes_never_scores_llrs_or_threshol
         assert plain[-1].net_speech_seconds > 0 and plain[-1].required_net_speech_seconds > 0
         assert full[-1].evidence and full[-1].evidence[0].threshold != 0, "the evidence grant sees scores"
     assert plain[-1].outcome == V.OUTCOME_REJECTED
+    # Decisions and assertions are audited with the principal that asked, never "service".
+    events = await ctx.auditor.list("shop", 1000, customer_id="carol")
+    actors = {e.actor for e in events if e.action in ("decision", "assertion.issue")}
+    assert actors == {f"key_{telephony.split('_')[1]}", f"key_{scored.split('_')[1]}"}, actors
 
 
 async def test_a_locked_out_session_computes_no_score(service, speech, monkeypatch):
