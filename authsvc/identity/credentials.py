@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 
 from authsvc.audit import Auditor
-from authsvc.errors import InvalidInput, NotFound, Unauthenticated
+from authsvc.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from authsvc.identifiers import check_id
 from authsvc.identity.principal import Principal
 from authsvc.identity.roles import PLATFORM_ADMIN, check_roles
@@ -125,8 +125,6 @@ class Credentials:
         async with self.store.transaction() as tx:
             await self._require_tenant(tx, tenant)
             if await tx.credentials_by_subject([subject]):
-                from authsvc.errors import AlreadyExists
-
                 raise AlreadyExists(f"certificate identity {subject!r} is already mapped; revoke it first")
             await tx.put_credential(record)
             await self._audit(tx, record, "credential.create", actor)

@@ -179,9 +179,6 @@ def _field(request: Any, name: str) -> str:
         return ""
 
 
-Handler = Callable[..., Any]
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
@@ -225,12 +222,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 stream_stream, handler.request_deserializer, handler.response_serializer
             )
 
-        # No unary-stream or stream-unary RPC exists; refuse rather than pass one unchecked.
-        async def refused(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"{method}: no authorization rule for its kind"
-            )
+        if handler.unary_stream:
+            inner_out = handler.unary_stream
 
-        return grpc.unary_unary_rpc_method_handler(
-            refused, handler.request_deserializer, handler.response_serializer
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = CURRENT.set(await authorize(method, metadata, context, request))
+                try:
+                    async for response in inner_out(request, context):
+                        yield response
+                finally:
+                    CURRENT.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        # Client streaming: as for stream-stream, the servicer checks the tenant of its first message.
+        inner_in = handler.stream_unary
+
+        async def stream_unary(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = CURRENT.set(await authorize(method, metadata, context))
+            try:
+                return await inner_in(request_iterator, context)
+            finally:
+                CURRENT.reset(token)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, handler.request_deserializer, handler.response_serializer
         )
