@@ -39,6 +39,9 @@ from authsvc.store.base import Transaction
 from authsvc.voice.pipeline import to_encoder_rate
 
 log = logging.getLogger(__name__)
+# The LLR a wrong password or PIN scores: far below any threshold, like a rhythm that is not the
+# customer's, so the decision has the same shape either way.
+KNOWLEDGE_FAILURE_LLR = -12.0
 
 # PENDING updates are sent each time net speech grows by this much: often
 # enough for an IVR progress cue, rare enough not to flood the stream.
@@ -90,6 +93,8 @@ class VerificationSession:
         self._scored_at_s: float | None = None
         self._last: Decision | None = None
         self._assertion = None
+        self._finished = False  # finish() ran, or an abandoned session's failure was counted
+        self._counted = 0  # failures this session counted already (wrong passwords or PINs)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -309,13 +314,19 @@ class VerificationSession:
             sample = keystroke.make_sample(self._free_events, "free")
         stored = self._typing.get(modality)
         if stored is not None:
-            result = keystroke.verify(stored[0], sample)
+            try:
+                llr = keystroke.verify(stored[0], sample).llr
+            except keystroke.KnowledgeMismatch:
+                # A wrong password or PIN: a failed attempt, counted and audited now, and
+                # answered as a rhythm that does not match (no oracle for the text).
+                llr = KNOWLEDGE_FAILURE_LLR
+                await self._knowledge_failed(modality)
             _, model_id, version = keystroke.template_identity(stored[0])
             thr = self.ctx.keystroke_calibrations[model_id].threshold_for(self.policy.keystroke.target_far)
             self._evidence[modality] = ModalityEvidence(
                 modality,
-                result.llr,
-                result.llr,
+                llr,
+                llr,
                 thr,
                 thr,
                 self.policy.keystroke.target_far,
@@ -330,6 +341,49 @@ class VerificationSession:
                 decision, reason=f"{decision.reason}; no typing profile {modality!r} to compare"
             )
         return [await self._emit(decision)]
+
+    async def _knowledge_failed(self, modality: str) -> None:
+        tenant, cid = self.start.tenant, self.start.customer_id
+        async with self.ctx.store.transaction() as tx:
+            attempt = await self.ctx.factors.record_failure(
+                self.policy, tenant, cid, "knowledge mismatch", tx=tx
+            )
+            await self.ctx.auditor.record(
+                tenant,
+                "knowledge.attempt",
+                cid,
+                "locked_out" if attempt.retry_after_s else "failed",
+                profile=modality,
+                session=self.start.session_id,
+                attempts_remaining=attempt.attempts_remaining,
+                tx=tx,
+            )
+        self._step = replace(
+            self._step, retry_after_s=attempt.retry_after_s, attempts_remaining=attempt.attempts_remaining
+        )
+        if attempt.retry_after_s:
+            self._closed_outcome = replace(self._decide(), evidence=())
+
+    def counts_as_failed(self) -> bool:
+        """Whether the session, ended now without `finish()` (cancelled, timed out, broken by a
+        bad message), leaves a scored mismatch that must count as a failed attempt."""
+        last = self._last
+        return (
+            last is not None
+            and last.outcome is Outcome.REJECTED
+            and last.retry_after_s == 0
+            and bool(self._evidence)
+            and not self._finished
+            and not self._counted
+        )
+
+    async def abandon(self) -> None:
+        """Counts the failure of a session that ended after a scored mismatch (see above)."""
+        if self.counts_as_failed():
+            self._finished = True
+            await self.ctx.factors.record_failure(
+                self.policy, self.start.tenant, self.start.customer_id, "biometric mismatch (call ended)"
+            )
 
     async def step_up(self, factor: str, code: str) -> list[Decision]:
         self._require_step_up("a second factor is asked for after a biometric match")
@@ -356,6 +410,7 @@ class VerificationSession:
 
     async def finish(self) -> Decision:
         """The last decision after the client half-closed, over all the evidence received."""
+        self._finished = True
         if self._closed_outcome is None and self._samples == 0 and self._typed == 0:
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
@@ -367,7 +422,13 @@ class VerificationSession:
             except (Overloaded, TimeoutError) as exc:
                 log.warning("session %s: final voice scoring skipped (%s)", self.start.session_id, exc)
         decision = self._decide()
-        if decision.outcome is Outcome.REJECTED and decision.retry_after_s == 0 and self._evidence:
+        counted = self._counted
+        if (
+            decision.outcome is Outcome.REJECTED
+            and decision.retry_after_s == 0
+            and self._evidence
+            and not counted
+        ):
             # A biometric mismatch counts toward lockout (NIST SP 800-63B 5.2.3), once per session.
             await self.ctx.factors.record_failure(
                 self.policy, self.start.tenant, self.start.customer_id, "biometric mismatch"

@@ -25,6 +25,7 @@ from authsvc.keystroke.base import KeystrokeScore, peek_modality
 from authsvc.keystroke.events import (
     KeyEvent,
     KeystrokeInputError,
+    KnowledgeMismatch,
     Sample,
     dtmf_event,
     load_keystroke_file,
@@ -48,6 +49,7 @@ __all__ = [
     "KeyEvent",
     "KeystrokeInputError",
     "KeystrokeScore",
+    "KnowledgeMismatch",
     "Profile",
     "Sample",
     "dtmf_event",

@@ -100,6 +100,12 @@ class KeystrokeInputError(InvalidInput):
     """
 
 
+class KnowledgeMismatch(KeystrokeInputError):
+    """The typed text is not the enrolled one (a wrong password or PIN). To a verifying session it
+    is a failed knowledge attempt, counted and audited, never a distinct error: a distinct answer
+    would let a caller guess the text one stream at a time."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyEvent:
     """One key stroke; `release` is None when the key-up was never seen."""

@@ -44,7 +44,7 @@ import numpy as np
 
 from authsvc.keystroke.base import KeystrokeScore, dump_doc, load_doc, log_t
 from authsvc.keystroke.calibration import FIXED, ModelCalibration
-from authsvc.keystroke.events import KeystrokeInputError, Sample, reconstruct_typed
+from authsvc.keystroke.events import KeystrokeInputError, KnowledgeMismatch, Sample, reconstruct_typed
 from authsvc.keystroke.features import log_time
 
 MODALITY = "keystroke_fixed"
@@ -130,7 +130,7 @@ class FixedTextProfile:
         text, feats = fixed_features(sample)
         if len(text) != self.text_len or not hmac.compare_digest(_digest(self._salt, text), self._digest):
             where = "text" if index is None else f"samples[{index}].text"
-            raise KeystrokeInputError(where, "typed text does not match the enrolled fixed text")
+            raise KnowledgeMismatch(where, "typed text does not match the enrolled fixed text")
         return feats
 
     def update(self, samples: Sequence[Sample]) -> None:
