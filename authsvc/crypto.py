@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import ConfigError, IntegrityError
+from authsvc.files import write_private
 
 MASTER_KEY_ENV = "AUTHSVC_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "AUTHSVC_MASTER_KEY_FILE"
@@ -113,13 +114,10 @@ def read_key_file(path: Path) -> bytes:
 
 def new_key_file(path: Path) -> bytes:
     """Creates `path` (0600) holding a new random key; refuses to overwrite one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private(path, base64.b64encode(AESGCM.generate_key(bit_length=256)).decode())
     except FileExistsError:
         raise ConfigError(f"{path} exists; a key file is never overwritten") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(base64.b64encode(AESGCM.generate_key(bit_length=256)).decode() + "\n")
     return read_key_file(path)
 
 

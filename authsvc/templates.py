@@ -47,6 +47,7 @@ class TemplateVault:
         # Only keys read back from the store are cached, never one created in a unit of
         # work that may still roll back (and take the key, with all it sealed, with it).
         self._data_keys: dict[str, bytes] = {}
+        self._subkeys: dict[tuple[str, str], bytes] = {}
         # A separate key for sample digests: they dedupe enrollment without
         # letting anyone holding the database confirm a guessed recording.
         self._digest_key = HKDF(
@@ -107,12 +108,19 @@ class TemplateVault:
         return key
 
     async def subkey(self, tenant: str, purpose: str, tx: Transaction | None = None) -> bytes:
-        """A key for `purpose` derived from the tenant's data key (HKDF), so no key serves two uses."""
+        """A key for `purpose` derived from the tenant's data key (HKDF), so no key serves two uses.
+        Kept once the data key is (every audit row derives its chain key)."""
+        known = self._subkeys.get((tenant, purpose))
+        if known is not None:
+            return known
         async with within(self.store, tx) as t:
             data_key = await self._data_key(tenant, t)
-        return HKDF(
+        key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"authsvc/" + purpose.encode()
         ).derive(data_key)
+        if tenant in self._data_keys:
+            self._subkeys[(tenant, purpose)] = key
+        return key
 
     def sample_digest(self, tenant: str, customer_id: str, modality: str, sample: bytes) -> str:
         msg = "\x1f".join((tenant, customer_id, modality)).encode() + b"\x00" + sample

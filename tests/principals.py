@@ -46,7 +46,11 @@ async def provision(ctx, address: str, tenants: tuple[str, ...] = TENANTS) -> di
 def key_of_request(address: str, request) -> str | None:
     """The key of the tenant the request names; a request naming none gets the first tenant's
     (a client's default credential), so malformed requests reach the servicer's validation."""
-    keys = KEYS.get(address, {})
+    return key_in(KEYS.get(address, {}), request)
+
+
+def key_in(keys: dict[str, str], request) -> str | None:
+    """The key of the tenant `request` names (a unary request's `tenant`, a stream's start)."""
     tenant = getattr(request, "tenant", "") or ""
     if not tenant and request is not None and hasattr(request, "start") and request.HasField("start"):
         tenant = request.start.tenant
@@ -127,10 +131,7 @@ class TenantKeysSync(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientIn
         self.keys = keys
 
     def _with_key(self, details, request):
-        tenant = getattr(request, "tenant", "") or ""
-        if not tenant and request is not None and hasattr(request, "start") and request.HasField("start"):
-            tenant = request.start.tenant
-        key = self.keys.get(tenant) or next(iter(self.keys.values()), None)
+        key = key_in(self.keys, request)
         metadata = list(details.metadata or ())
         if key and not any(k == "authorization" for k, _ in metadata):
             metadata.append(("authorization", f"Bearer {key}"))

@@ -30,7 +30,7 @@ def admin_credential(args: argparse.Namespace) -> int:
     from authsvc.identity.credentials import Credentials
     from authsvc.identity.roles import PLATFORM_ADMIN
 
-    if args.out.exists():
+    if args.out.exists():  # checked first too: no key is minted that could not be written
         raise CliError(f"{args.out} exists; choose another file (keys are never overwritten)", 2)
 
     async def go():

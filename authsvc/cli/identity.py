@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
 from authsvc.cli.client import EXIT_OK, EXIT_USAGE, CliError, add_client_args, channel
+from authsvc.files import write_private
 from authsvc.identity.roles import ROLES
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -42,13 +42,11 @@ def _print_credential(c: identity_pb2.Credential) -> None:
 def write_secret_file(path: Path, text: str) -> None:
     """Creates `path` 0600 with `text`; refuses to overwrite (a key shown once must not be lost)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private(path, text)
     except FileExistsError:
         raise CliError(
             f"{path} exists; choose another file (keys are never overwritten)", EXIT_USAGE
         ) from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
 
 
 def tenants(args: argparse.Namespace) -> int:

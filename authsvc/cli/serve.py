@@ -11,6 +11,7 @@ from pathlib import Path
 
 from authsvc.context import ServiceConfig, ServiceContext, build_context
 from authsvc.errors import ConfigError
+from authsvc.files import write_private
 from authsvc.server.app import AuthServer, TlsFiles
 from authsvc.store.base import StoreUnavailable
 from authsvc.trust import ROTATE_AFTER_S
@@ -227,7 +228,7 @@ async def _first_start(ctx: ServiceContext, path: Path) -> None:
         return
     record, key = made
     try:
-        write_secret(path, key)
+        write_private(path, key, replace=True)
     except OSError:
         await ctx.credentials.revoke("", record.id, "first-start")
         raise
@@ -237,21 +238,6 @@ async def _first_start(ctx: ServiceContext, path: Path) -> None:
         path,
         path,
     )
-
-
-def write_secret(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a new 0600 file renamed into place (never a moment
-    with the secret in a file others can read, nor a half-written one)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 async def _serve_metrics(ctx: ServiceContext, args: argparse.Namespace) -> None:

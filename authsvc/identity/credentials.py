@@ -93,10 +93,7 @@ class Credentials:
             description=_check_description(description),
             expires_ms=_check_expiry(expires_ms, now),
         )
-        async with self.store.transaction() as tx:
-            await self._require_tenant(tx, tenant)
-            await tx.put_credential(record)
-            await self._audit(tx, record, "credential.create", actor)
+        await self._insert(record)
         return record, key
 
     async def map_certificate(
@@ -122,13 +119,19 @@ class Credentials:
             description=_check_description(description),
             expires_ms=_check_expiry(expires_ms, now),
         )
-        async with self.store.transaction() as tx:
-            await self._require_tenant(tx, tenant)
-            if await tx.credentials_by_subject([subject]):
-                raise AlreadyExists(f"certificate identity {subject!r} is already mapped; revoke it first")
-            await tx.put_credential(record)
-            await self._audit(tx, record, "credential.create", actor)
+        await self._insert(record)
         return record
+
+    async def _insert(self, record: CredentialRecord) -> None:
+        """Stores a new credential of a provisioned tenant, with its audit row."""
+        async with self.store.transaction() as tx:
+            await self._require_tenant(tx, record.tenant)
+            if record.subject and await tx.credentials_by_subject([record.subject]):
+                raise AlreadyExists(
+                    f"certificate identity {record.subject!r} is already mapped; revoke it first"
+                )
+            await tx.put_credential(record)
+            await self._audit(tx, record, "credential.create", record.created_by)
 
     async def _audit(self, tx: Transaction, record: CredentialRecord, action: str, actor: str) -> None:
         await self.auditor.record(

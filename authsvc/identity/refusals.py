@@ -48,6 +48,7 @@ class RefusalLog:
         self._windows: dict[tuple[str, str, str, str], _Window] = {}
         self._rows_since = time.monotonic()
         self._rows = 0
+        self._flushed_at = time.monotonic()
 
     async def refused(
         self,
@@ -62,7 +63,9 @@ class RefusalLog:
         """Records one refusal in `tenant`'s trail (a provisioned tenant, or '' for the platform's);
         never raises: the caller is refused whether or not this is written. What the request
         claimed is kept only when it is a well-formed identifier (and so bounded)."""
-        await self.flush_due()
+        # Due windows are looked for at most once a second: in a flood, not at every refusal.
+        if time.monotonic() - self._flushed_at >= 1.0:
+            await self.flush_due()
         host = source_host(source)
         key = (tenant, host, reason, method)
         if time.monotonic() - self._rows_since >= self.window_s:
@@ -92,7 +95,7 @@ class RefusalLog:
         )
 
     async def flush_due(self, everything: bool = False) -> None:
-        now = time.monotonic()
+        now = self._flushed_at = time.monotonic()
         due = [k for k, w in self._windows.items() if everything or now - w.opened >= self.window_s]
         for key in due:
             window = self._windows.pop(key)

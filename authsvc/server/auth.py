@@ -132,15 +132,7 @@ class Authorizer:
             await context.abort_with_status(to_status(exc))
             raise  # abort raises; this line is for type checkers
         except (Unauthenticated, PermissionDenied) as exc:
-            await self.refusals.refused(
-                await self.trail(principal, tenant),
-                context.peer() or "",
-                principal.id if principal else "anonymous",
-                method,
-                exc.reason,
-                _field(request, "customer_id"),
-                claimed_tenant=tenant,
-            )
+            await self._audit(context, principal, method, exc, tenant, _field(request, "customer_id"))
             await context.abort_with_status(to_status(exc))
             raise
 
@@ -157,17 +149,28 @@ class Authorizer:
         try:
             self.check_tenant(principal, METHODS[method].scope, tenant)
         except PermissionDenied as exc:
-            await self.refusals.refused(
-                await self.trail(principal, tenant),
-                context.peer() or "",
-                principal.id,
-                method,
-                exc.reason,
-                customer_id,
-                claimed_tenant=tenant,
-            )
+            await self._audit(context, principal, method, exc, tenant, customer_id)
             exc.audited = True
             raise
+
+    async def _audit(
+        self,
+        context: grpc.aio.ServicerContext,
+        principal: Principal | None,
+        method: str,
+        exc: Unauthenticated | PermissionDenied,
+        tenant: str,
+        customer_id: str,
+    ) -> None:
+        await self.refusals.refused(
+            await self.trail(principal, tenant),
+            context.peer() or "",
+            principal.id if principal else "anonymous",
+            method,
+            exc.reason,
+            customer_id,
+            claimed_tenant=tenant,
+        )
 
 
 def _field(request: Any, name: str) -> str:
