@@ -410,7 +410,6 @@ class VerificationSession:
 
     async def finish(self) -> Decision:
         """The last decision after the client half-closed, over all the evidence received."""
-        self._finished = True
         if self._closed_outcome is None and self._samples == 0 and self._typed == 0:
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
@@ -433,4 +432,6 @@ class VerificationSession:
             await self.ctx.factors.record_failure(
                 self.policy, self.start.tenant, self.start.customer_id, "biometric mismatch"
             )
+        # Only now: a call cancelled while its failure was being counted is counted by abandon().
+        self._finished = True
         return await self._emit(replace(decision, final=True))

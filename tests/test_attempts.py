@@ -16,7 +16,7 @@ from authsvc.identity import roles
 from authsvc.keystroke import make_sample
 from tests.principals import bearer, key_for, register
 from tests.typists import Typist
-from tests.wire import call_requests, enroll_request, keystroke_pb, stream
+from tests.wire import keystroke_pb, stream
 
 M = common_pb2
 
@@ -87,40 +87,61 @@ async def test_guessing_pins_locks_the_customer_out(service):
     assert decisions[-1].outcome == V.OUTCOME_REJECTED and decisions[-1].retry_after_seconds > 0
 
 
-async def test_a_call_that_ends_after_a_scored_mismatch_without_half_closing_still_counts(service, speech):
+async def test_a_call_that_ends_after_a_scored_mismatch_without_half_closing_still_counts(service):
     channel, ctx, _, address = service
-    names = sorted(speech)
-    target, impostor = speech[names[0]], speech[names[1]]
-    await register(channel, "shop", "ivan", ("voice",))
-    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-    for u in target[:4]:
-        await stub.EnrollVoice(enroll_request("shop", "ivan", u), timeout=60)
+    owner, impostor = Typist(np.random.default_rng(5)), Typist(np.random.default_rng(6))
+    await _pin_customer(channel, owner)
     telephony = await key_for(ctx, "shop", roles.TELEPHONY)
     before = await _attempts_left(ctx)
 
-    def broken_call() -> grpc.StatusCode:
-        # The impostor's call, then a malformed message once it has been REJECTED.
-        requests = [*call_requests("shop", "ivan", impostor[0]), V.VerifyRequest()]
-        try:
-            stream(address, requests, telephony)
-        except grpc.RpcError as err:
-            return err.code()
-        return grpc.StatusCode.OK
+    def wrong_rhythm() -> V.VerifyRequest:  # the right PIN, keyed by someone else
+        return V.VerifyRequest(
+            keystrokes=keystroke_pb(make_sample(impostor.events("4711"), "dtmf", "4711"), "pin")
+        )
 
-    def cancelled_call() -> None:
+    def broken_call() -> tuple[int, grpc.StatusCode]:
+        # Refused, then a malformed message: the stream ends with INVALID_ARGUMENT, not a half-close.
         from authsvc.api.v1 import verification_pb2_grpc
+
+        seen = []
+        with grpc.insecure_channel(address) as ch:
+            call = verification_pb2_grpc.VerificationServiceStub(ch).Verify(
+                iter([_web_start("ivan"), wrong_rhythm(), V.VerifyRequest()]),
+                metadata=bearer(telephony),
+                timeout=60,
+            )
+            try:
+                seen.extend(d.outcome for d in call)
+            except grpc.RpcError as err:
+                return seen.count(V.OUTCOME_REJECTED), err.code()
+        return seen.count(V.OUTCOME_REJECTED), grpc.StatusCode.OK
+
+    def cancelled_call() -> int:
+        import threading
+
+        from authsvc.api.v1 import verification_pb2_grpc
+
+        hung_up = threading.Event()
+
+        def requests():
+            yield _web_start("ivan")
+            yield wrong_rhythm()
+            hung_up.wait(30)  # the caller stays on the line until it hangs up
 
         with grpc.insecure_channel(address) as ch:
             call = verification_pb2_grpc.VerificationServiceStub(ch).Verify(
-                iter(call_requests("shop", "ivan", impostor[1])), metadata=bearer(telephony), timeout=60
+                requests(), metadata=bearer(telephony), timeout=60
             )
             for decision in call:
                 if decision.outcome == V.OUTCOME_REJECTED:
                     call.cancel()  # hang up as soon as it is refused
-                    return
+                    hung_up.set()
+                    return 1
+        hung_up.set()
+        return 0
 
-    assert await asyncio.to_thread(broken_call) == grpc.StatusCode.INVALID_ARGUMENT
-    await asyncio.to_thread(cancelled_call)
+    assert await asyncio.to_thread(broken_call) == (1, grpc.StatusCode.INVALID_ARGUMENT)
+    assert await asyncio.to_thread(cancelled_call) == 1
     for _ in range(100):  # the count of a cancelled call is written after the stream is gone
         if await _attempts_left(ctx) <= before - 2:
             break

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from authsvc.api.v1 import verification_pb2_grpc
@@ -41,43 +43,50 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         self.ctx = ctx
         self.authorizer = authorizer
 
+    def _count_if_abandoned(self, session: VerificationSession, context: grpc.aio.ServicerContext) -> None:
+        """However the call ends (cancelled, timed out, broken by a bad message), a scored
+        mismatch it leaves uncounted counts, after the stream is gone (NIST SP 800-63B: every
+        failed attempt counts). gRPC's done callback runs on every ending; an async generator's
+        `finally` runs only whenever the cancelled generator happens to be finalised."""
+        loop = asyncio.get_running_loop()
+
+        def ended(_: object) -> None:
+            if session.counts_as_failed():
+                what = f"failure count of session {session.start.session_id!r}"
+                loop.call_soon_threadsafe(self.ctx.spawn, session.abandon(), what)
+
+        context.add_done_callback(ended)
+
     @stream_errors
     async def Verify(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
         session: VerificationSession | None = None
         evidence = principal().sees_evidence
-        try:
-            async for request in request_iterator:
-                kind = request.WhichOneof("message")
-                if session is None:
-                    if kind != "start":
-                        raise InvalidInput("start", "the first message of the stream must be SessionStart")
-                    session = await _start(self.ctx, self.authorizer, request.start, context)
-                    decisions = await session.begin()
-                elif kind == "audio":
-                    decisions = await session.feed_audio(request.audio.data)
-                elif kind == "keystrokes":
-                    decisions = await session.feed_keystrokes(
-                        *keystroke_sample(request.keystrokes, "keystrokes")
-                    )
-                elif kind == "step_up":
-                    decisions = await session.step_up(
-                        factor(request.step_up.factor, "step_up.factor"), request.step_up.code
-                    )
-                elif kind == "send_code":
-                    decisions = await session.send_code()
-                elif kind == "start":
-                    raise InvalidInput("start", "SessionStart may only be sent once, as the first message")
-                else:
-                    raise InvalidInput(
-                        "message", "empty request: set start, audio, keystrokes, step_up or send_code"
-                    )
-                for decision in decisions:
-                    yield decision_pb(decision, session.start.session_id, evidence)
+        async for request in request_iterator:
+            kind = request.WhichOneof("message")
             if session is None:
-                raise InvalidInput("start", "the stream ended before SessionStart was sent")
-            yield decision_pb(await session.finish(), session.start.session_id, evidence)
-        finally:
-            # Cancelled, timed out or broken by a bad message after a scored mismatch: the
-            # attempt counts, after the stream is gone (NIST SP 800-63B: every failure counts).
-            if session is not None and session.counts_as_failed():
-                self.ctx.spawn(session.abandon(), f"failure count of session {session.start.session_id!r}")
+                if kind != "start":
+                    raise InvalidInput("start", "the first message of the stream must be SessionStart")
+                session = await _start(self.ctx, self.authorizer, request.start, context)
+                self._count_if_abandoned(session, context)
+                decisions = await session.begin()
+            elif kind == "audio":
+                decisions = await session.feed_audio(request.audio.data)
+            elif kind == "keystrokes":
+                decisions = await session.feed_keystrokes(*keystroke_sample(request.keystrokes, "keystrokes"))
+            elif kind == "step_up":
+                decisions = await session.step_up(
+                    factor(request.step_up.factor, "step_up.factor"), request.step_up.code
+                )
+            elif kind == "send_code":
+                decisions = await session.send_code()
+            elif kind == "start":
+                raise InvalidInput("start", "SessionStart may only be sent once, as the first message")
+            else:
+                raise InvalidInput(
+                    "message", "empty request: set start, audio, keystrokes, step_up or send_code"
+                )
+            for decision in decisions:
+                yield decision_pb(decision, session.start.session_id, evidence)
+        if session is None:
+            raise InvalidInput("start", "the stream ended before SessionStart was sent")
+        yield decision_pb(await session.finish(), session.start.session_id, evidence)
