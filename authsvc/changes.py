@@ -32,7 +32,8 @@ REASON = "CHANGE_NOT_AUTHORIZED"
 
 
 def required_level(policy: TenantPolicy) -> str:
-    return "AAL2" if policy.step_up.required else "AAL1"
+    """Where a biometric alone authenticates (general), its assertion (no AAL) authorizes too."""
+    return "AAL2" if policy.step_up.required else ""
 
 
 async def authorize(
@@ -55,7 +56,7 @@ async def authorize(
     if AALS.index(claims.assurance_level) < AALS.index(required_level(policy)):
         raise PermissionDenied(
             REASON,
-            f"the authorization assertion is {claims.assurance_level}; this tenant needs "
+            f"the authorization assertion is {claims.assurance_level or 'of no AAL'}; this tenant needs "
             f"{required_level(policy)} to replace a customer's protection",
         )
     if trust.clock() - claims.issued_at > policy.assertion.change_window_s:

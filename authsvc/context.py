@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from authsvc import crypto
+from authsvc.attempts import Attempts, SourceThrottle
 from authsvc.audit import Auditor
 from authsvc.errors import ConfigError
 from authsvc.factors import Factors
@@ -93,26 +92,15 @@ class ServiceContext:
     keystroke_calibrations: dict[str, Calibration]
     auditor: Auditor
     factors: Factors
+    attempts: Attempts
     trust: AssertionAuthority
     tenants: Tenants
     credentials: Credentials
     refusals: RefusalLog
+    # Failed biometric attempts per calling source (per node).
+    throttle: SourceThrottle
     # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
     metrics: Metrics = field(default_factory=Metrics)
-    _tasks: set[asyncio.Task] = field(default_factory=set)
-
-    def spawn(self, work: Coroutine[Any, Any, Any], what: str) -> None:
-        """Runs `work` past the request that started it (a cancelled call's failure count):
-        tracked, awaited at close, and a failure logged, since no caller is left to tell."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed: %s", what, t.exception())
-
-        task.add_done_callback(done)
 
     async def policy_for(self, tenant: str) -> TenantPolicy:
         """The policy of a provisioned tenant, at no less than the sector it was created with.
@@ -128,8 +116,6 @@ class ServiceContext:
             raise
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         self.runner.close()
         self.metrics.close()
         await self.refusals.flush_due(everything=True)
@@ -251,10 +237,12 @@ async def _build(
         keystroke_calibrations=load_keystroke_calibrations(),
         auditor=auditor,
         factors=Factors(vault, sender, auditor),
+        attempts=Attempts(vault, auditor),
         trust=trust,
         tenants=tenants,
         credentials=Credentials(store, auditor),
         refusals=RefusalLog(auditor),
+        throttle=SourceThrottle(),
         metrics=metrics,
     )
 

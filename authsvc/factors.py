@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from authsvc import changes
+from authsvc.attempts import BIOMETRIC_STATE
 from authsvc.audit import Auditor
 from authsvc.consent import require_consent
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
@@ -50,6 +51,13 @@ class Attempt:
     attempts_remaining: int
     retry_after_s: float  # > 0 when this attempt left the customer locked out
     note: str
+    # What kind of authenticator answered: "totp", "sms" or "email" (sets the assurance level).
+    kind: str = ""
+
+
+def destination_kind(destination: str) -> str:
+    """An address with "@" is e-mail; anything else is a phone number (SMS or voice)."""
+    return "email" if "@" in destination else "sms"
 
 
 class Factors:
@@ -227,27 +235,25 @@ class Factors:
         return self._retry_after(policy, state, now), self._lockout(policy).attempts_left(state, now)
 
     async def unlock(self, tenant: str, customer_id: str, actor: str) -> list[str]:
-        """An administrator's reset of the customer's lockout (a disabled one included);
-        -> ["lockout"] if there was one to clear."""
+        """An administrator's reset of the customer's lockouts: second factors (a disabled one
+        included) and the biometric; -> the state names cleared ("lockout", "lockout.biometric")."""
         async with self.store.transaction() as tx:
             if await tx.lock_customer(tenant, customer_id) is None:
                 raise NotFound(f"customer {tenant}/{customer_id} does not exist")
-            state = await self._lock_state(tx, tenant, customer_id)
-            cleared = state != LockoutState()
-            if cleared:
-                await tx.delete_state(tenant, customer_id, _LOCKOUT)
+            names = set(await tx.state_names(tenant, customer_id))
+            cleared = [n for n in (_LOCKOUT, BIOMETRIC_STATE) if n in names]
+            for name in cleared:
+                await tx.delete_state(tenant, customer_id, name)
             await self.auditor.record(
-                tenant, "lockout.reset", customer_id, "cleared" if cleared else "not_locked", actor, tx=tx
+                tenant,
+                "lockout.reset",
+                customer_id,
+                "cleared" if cleared else "not_locked",
+                actor,
+                cleared=cleared,
+                tx=tx,
             )
-        return ["lockout"] if cleared else []
-
-    async def record_failure(
-        self, policy: TenantPolicy, tenant: str, customer_id: str, what: str, tx: Transaction | None = None
-    ) -> Attempt:
-        async with within(self.store, tx) as t:
-            if await t.lock_customer(tenant, customer_id) is None:
-                return Attempt(False, 0, 0.0, what)  # nobody to lock out
-            return await self._failed(t, policy, tenant, customer_id, what)
+        return cleared
 
     async def _failed(
         self,
@@ -290,7 +296,7 @@ class Factors:
                 if secret is None or not state.confirmed:
                     raise PreconditionFailed("the customer has no confirmed TOTP authenticator")
                 new = state.verify(secret, code, self.clock())
-                ok, what = new is not None, "wrong or reused TOTP code"
+                ok, what, kind = new is not None, "wrong or reused TOTP code", TOTP
                 if new is not None:
                     await self._put_totp(tx, tenant, customer_id, secret, new)
             else:
@@ -306,11 +312,13 @@ class Factors:
                 )
                 await self.vault.put_state(tenant, customer_id, _CODES, check.state.to_bytes(), tx)
                 ok, what = check.ok, f"one-time code {check.outcome.value.lower().replace('_', ' ')}"
+                destination = await self.vault.load_state(tenant, customer_id, _DESTINATION, tx)
+                kind = destination_kind(destination.decode()) if destination else "sms"
             if ok:
                 await self.vault.put_state(tenant, customer_id, _LOCKOUT, LockoutState().to_bytes(), tx)
                 await self.auditor.record(tenant, "step_up", customer_id, "passed", factor=factor, tx=tx)
                 left = self._lockout(policy).attempts_left(LockoutState(), self.clock())
-                return Attempt(True, left, 0.0, f"{factor} verified")
+                return Attempt(True, left, 0.0, f"{factor} verified", kind)
             attempt = await self._failed(tx, policy, tenant, customer_id, what, lock)
             await self.auditor.record(
                 tenant,

@@ -6,6 +6,13 @@ policy's net speech is reached, then scores, and re-scores each time another
 `redecide_interval_s` of net speech has arrived. Typing is scored per sample
 (free text once enough keys have accumulated). Every new piece of evidence
 goes through the decision engine, which fuses the modalities present.
+
+Each scored decision is a look, and a call gets at most `decision.max_looks`,
+each held to target_far / max_looks (authsvc.policy.schema.DecisionRules). A
+look that does not authenticate is a failed biometric attempt, counted in the
+same unit of work that audits the decision and before the caller sees it, so
+hanging up cannot take it back; the customer's count is read again there, so a
+limit reached by another call holds from the next look (authsvc.attempts).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from authsvc import keystroke
+from authsvc.attempts import BiometricStatus
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.quality import assess
 from authsvc.audio.vad import SpeechTracker
@@ -31,6 +39,7 @@ from authsvc.policy.engine import (
     Outcome,
     StepUpState,
     decide,
+    look_far,
     voice_threshold,
 )
 from authsvc.policy.schema import TenantPolicy
@@ -61,6 +70,8 @@ class SessionStart:
     sample_rate: int
     session_id: str = ""
     assertion: str = ""
+    # Who is calling from where ("<principal>@<peer host>"): failures are throttled per source.
+    source: str = ""
 
 
 class VerificationSession:
@@ -93,16 +104,19 @@ class VerificationSession:
         self._scored_at_s: float | None = None
         self._last: Decision | None = None
         self._assertion = None
-        self._finished = False  # finish() ran, or an abandoned session's failure was counted
-        self._counted = 0  # failures this session counted already (wrong passwords or PINs)
+        self._looks = 0
+        # Set by a look until its decision is emitted: "biometric", or the profile whose
+        # password or PIN was wrong ("knowledge:<modality>").
+        self._look: str | None = None
+        self._factors: tuple[str, ...] = ()
 
     # -- helpers ---------------------------------------------------------------------------
 
     async def _emit(self, decision: Decision) -> Decision:
-        """Numbers the decision, issues its assertion and audits it, in one unit of work: a
-        decision reaches the caller only once its assertion and audit row are stored."""
-        decision = replace(decision, sequence=self._sequence + 1)
-        audited = decision.outcome is not Outcome.PENDING or decision.final
+        """Numbers the decision, counts it as a look, issues its assertion and audits it, in one
+        unit of work: a decision reaches the caller only once all of that is stored."""
+        look, self._look = self._look, None
+        audited = look is not None or decision.outcome is not Outcome.PENDING or decision.final
         a = self._assertion
         # A new assertion only when what it states changes (more methods, higher assurance).
         issue = (
@@ -114,6 +128,12 @@ class VerificationSession:
             await self.ctx.trust.signing_ready(self.start.tenant)
         if issue or audited:
             async with self.ctx.store.transaction() as tx:
+                if look is not None:
+                    decision = await self._count_look(decision, look, tx)
+                elif decision.outcome is Outcome.AUTHENTICATED and decision.assertion is None:
+                    await self._succeeded(tx)
+                issue = issue and decision.outcome is Outcome.AUTHENTICATED
+                decision = replace(decision, sequence=self._sequence + 1)
                 if issue:
                     a = await self.ctx.trust.issue(
                         self.policy,
@@ -125,25 +145,96 @@ class VerificationSession:
                         # One session, one authentication event: its later assertions share it.
                         auth_id=a.auth_id if a is not None else None,
                     )
-                if audited:
-                    await self.ctx.auditor.record(
-                        self.start.tenant,
-                        "decision",
-                        self.start.customer_id,
-                        decision.outcome.value,
-                        policy=decision.policy_id,
-                        channel=self.start.channel,
-                        session=self.start.session_id,
-                        sequence=decision.sequence,
-                        final=decision.final,
-                        tx=tx,
-                    )
+                await self.ctx.auditor.record(
+                    self.start.tenant,
+                    "decision",
+                    self.start.customer_id,
+                    decision.outcome.value,
+                    policy=decision.policy_id,
+                    channel=self.start.channel,
+                    session=self.start.session_id,
+                    sequence=decision.sequence,
+                    final=decision.final,
+                    **({"look": self._looks} if look is not None else {}),
+                    tx=tx,
+                )
             self._assertion = a
+        else:
+            decision = replace(decision, sequence=self._sequence + 1)
         if decision.outcome is Outcome.AUTHENTICATED and decision.assertion is None:
             decision = replace(decision, assertion=self._assertion)
         self._sequence = decision.sequence
         self._last = decision
         return decision
+
+    async def _count_look(self, decision: Decision, look: str, tx: Transaction) -> Decision:
+        """Checks the customer's count before the look's decision is given, and counts it."""
+        tenant, cid = self.start.tenant, self.start.customer_id
+        if await tx.lock_customer(tenant, cid) is None:
+            return decision
+        status = await self.ctx.attempts.status(self.policy, tenant, cid, tx)
+        if status.blocked:
+            # Another call reached the limit since this look began: its score is not given.
+            self._blocked(status)
+            return replace(self._decide(), final=decision.final)
+        if decision.outcome is Outcome.AUTHENTICATED:
+            await self.ctx.attempts.succeeded(tenant, cid, tx)
+            return decision
+        if decision.outcome is Outcome.PENDING:
+            self._looks -= 1  # typing before the voice of a voice call decides nothing yet
+            return decision
+        if decision.outcome is not Outcome.REJECTED:
+            return decision  # a match waiting for its second factor: neither failure nor success
+        status = await self.ctx.attempts.failed(
+            self.policy, tenant, cid, bool(self._usable_factors()), tx, self.start.session_id
+        )
+        if look.startswith("knowledge:"):
+            await self.ctx.auditor.record(
+                tenant,
+                "knowledge.attempt",
+                cid,
+                "locked_out" if status.blocked else "failed",
+                profile=look.removeprefix("knowledge:"),
+                session=self.start.session_id,
+                attempts_remaining=status.attempts_left,
+                tx=tx,
+            )
+        if self.ctx.throttle.failed(self.policy, self.start.source):
+            await self.ctx.auditor.record(
+                tenant,
+                "throttle.source",
+                cid,
+                "limited",
+                source=self.start.source,
+                per_hour=self.policy.lockout.source_failures_per_hour,
+                tx=tx,
+            )
+        if status.blocked:
+            self._blocked(status)
+        return replace(decision, attempts_remaining=status.attempts_left)
+
+    async def _succeeded(self, tx: Transaction) -> None:
+        if await tx.lock_customer(self.start.tenant, self.start.customer_id) is not None:
+            await self.ctx.attempts.succeeded(self.start.tenant, self.start.customer_id, tx)
+
+    def _usable_factors(self) -> tuple[str, ...]:
+        return tuple(f for f in self.policy.step_up.factors if f in self._factors)
+
+    def _blocked(self, status: BiometricStatus) -> None:
+        """The biometric may not decide any more in this session: no more looks."""
+        self._step = replace(
+            self._step,
+            biometric_off=status.off and not status.operator_only,
+            retry_after_s=max(self._step.retry_after_s, status.retry_after_s),
+        )
+        self._evidence = {}
+
+    def _may_look(self) -> bool:
+        return (
+            self._looks < self.policy.decision.max_looks
+            and not self._step.biometric_off
+            and self._step.retry_after_s == 0
+        )
 
     def _decide(self) -> Decision:
         if self._closed_outcome is not None:
@@ -156,6 +247,7 @@ class VerificationSession:
             self._step,
             self.tracker.net_speech_s,
             quality,
+            voice_required=self.has_audio,
         )
 
     # -- stream events ---------------------------------------------------------------------
@@ -177,23 +269,32 @@ class VerificationSession:
                 reason=f"assertion {claims.id} from channel {claims.channel} accepted",
             )
             return [await self._emit(self._closed_outcome)]
+        # A source over its failure budget gets no new session (RateLimited).
+        self.ctx.throttle.check(self.policy, self.start.source)
         # One read of everything the session needs: a consistent view of the customer.
         async with self.ctx.store.transaction() as tx:
             record = await tx.get_customer(tenant, cid)
             templates = await self.ctx.vault.load(tenant, cid, None, tx)
-            factors = await self.ctx.factors.active(tenant, cid, tx)
+            self._factors = await self.ctx.factors.active(tenant, cid, tx)
             await self._refresh_lockout(tx)
+            biometric = await self.ctx.attempts.status(self.policy, tenant, cid, tx)
         registered = record is not None and record.registered
         if registered and record.opted_out:
             self._closed_outcome = Decision(
                 Outcome.OPTED_OUT, self.policy.policy_id, reason="the customer opted out of biometrics"
             )
             return [await self._emit(self._closed_outcome)]
+        if biometric.blocked:
+            self._blocked(biometric)
         if self._step.retry_after_s > 0:
             # Locked out: no template is loaded and nothing is scored, so a locked session
             # cannot be used to probe the matcher.
             self._closed_outcome = self._decide()
             return [await self._emit(self._closed_outcome)]
+        if self._step.biometric_off:
+            # Only another factor can authenticate: no template is loaded, nothing is scored.
+            self._view = CustomerView(frozenset(), False, self._factors)
+            return [await self._emit(self._decide())]
         chosen = record.methods if registered else ("voice", "typing")
         enrolled = set()
         if "voice" in chosen:
@@ -205,7 +306,7 @@ class VerificationSession:
                 if t.modality.startswith("keystroke"):
                     self._typing[t.modality] = (profile_bytes(t.payload), profile_samples(t.payload))
                     enrolled.add(t.modality)
-        self._view = CustomerView(frozenset(enrolled), False, factors)
+        self._view = CustomerView(frozenset(enrolled), False, self._factors)
         first = self._decide()
         return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
 
@@ -221,7 +322,10 @@ class VerificationSession:
             )
         self._voice_template = aggregate([embedding_from_bytes(t.payload) for t in usable])
         self._voice_samples = len(usable)
-        self._voice_threshold, self._voice_far = voice_threshold(self.policy.voice, self.ctx.calibration)
+        self._voice_threshold, self._voice_far = voice_threshold(self.policy, self.ctx.calibration)
+        cal = self.ctx.calibration
+        # A fixed raw threshold has no LLR scale to fuse on: voice must then pass on its own.
+        self._voice_floor = cal.llr(cal.threshold_for(self.policy.voice.floor_far)) if cal else 0.0
 
     async def _refresh_lockout(self, tx: Transaction) -> None:
         retry, left = await self.ctx.factors.lock_status(
@@ -237,7 +341,7 @@ class VerificationSession:
         samples = decode(data, self.start.encoding)  # type: ignore[arg-type]
         self._samples += samples.size
         self.tracker.feed(samples, self._clip_level)
-        if self._voice_template is None or self._closed_outcome is not None:
+        if self._voice_template is None or self._closed_outcome is not None or not self._may_look():
             return []
         speech = self.tracker.net_speech_s
         rules = self.policy.voice
@@ -256,8 +360,18 @@ class VerificationSession:
                 log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
                 self._scored_at_s = speech
                 return []
-            return [await self._emit(self._decide())]
+            return await self._decide_look()
         return []
+
+    async def _decide_look(self, final: bool = False) -> list[Decision]:
+        """Emits a look's decision; when it reached the failure limit, also what follows (the
+        other factor the customer is now asked for, or the wait)."""
+        decision = await self._emit(replace(self._decide(), final=final))
+        if final or not (self._step.biometric_off or self._step.retry_after_s):
+            return [decision]
+        if self._step.retry_after_s:
+            self._closed_outcome = self._decide()
+        return [decision, await self._emit(self._decide())]
 
     async def _score_voice(self, deadline: float | None = None) -> None:
         """Embeds only the speech that arrived since the last decision and pools it with the rest.
@@ -282,6 +396,8 @@ class VerificationSession:
             while sum(d for _, d in self._segments) - self._segments[0][1] >= self.policy.voice.max_window_s:
                 self._segments.pop(0)
         self._scored_at_s = speech
+        self._looks += 1
+        self._look = "biometric"
         pooled = sum(e / np.linalg.norm(e) * d for e, d in self._segments)
         score = cosine(pooled, self._voice_template)
         cal = self.ctx.calibration
@@ -300,11 +416,12 @@ class VerificationSession:
             enc.encoder_id,
             enc.version,
             self._voice_samples,
+            floor_llr=self._voice_floor,
         )
 
     async def feed_keystrokes(self, profile: str, sample: keystroke.Sample) -> list[Decision]:
         self._typed += 1
-        if self._closed_outcome is not None:
+        if self._closed_outcome is not None or not self._may_look():
             return []
         modality = keystroke_modality(sample.kind, profile)
         if modality == KEYSTROKE_FREE:
@@ -314,76 +431,52 @@ class VerificationSession:
             sample = keystroke.make_sample(self._free_events, "free")
         stored = self._typing.get(modality)
         if stored is not None:
+            self._looks += 1
+            self._look = "biometric"
             try:
                 llr = keystroke.verify(stored[0], sample).llr
             except keystroke.KnowledgeMismatch:
-                # A wrong password or PIN: a failed attempt, counted and audited now, and
-                # answered as a rhythm that does not match (no oracle for the text).
+                # A wrong password or PIN: a failed attempt, counted and audited with the
+                # decision, and answered as a rhythm that does not match (no oracle for the text).
                 llr = KNOWLEDGE_FAILURE_LLR
-                await self._knowledge_failed(modality)
+                self._look = f"knowledge:{modality}"
             _, model_id, version = keystroke.template_identity(stored[0])
-            thr = self.ctx.keystroke_calibrations[model_id].threshold_for(self.policy.keystroke.target_far)
-            self._evidence[modality] = ModalityEvidence(
-                modality,
-                llr,
-                llr,
-                thr,
-                thr,
-                self.policy.keystroke.target_far,
-                model_id,
-                version,
-                stored[1],
-                profile if modality != KEYSTROKE_FREE else "free",
+            self._evidence[modality] = self._typing_evidence(
+                modality, llr, model_id, version, stored[1], profile, sample.kind
             )
-        decision = self._decide()
         if stored is None:
-            decision = replace(
-                decision, reason=f"{decision.reason}; no typing profile {modality!r} to compare"
-            )
-        return [await self._emit(decision)]
+            decision = self._decide()
+            return [
+                await self._emit(
+                    replace(decision, reason=f"{decision.reason}; no typing profile {modality!r} to compare")
+                )
+            ]
+        return await self._decide_look()
 
-    async def _knowledge_failed(self, modality: str) -> None:
-        tenant, cid = self.start.tenant, self.start.customer_id
-        async with self.ctx.store.transaction() as tx:
-            attempt = await self.ctx.factors.record_failure(
-                self.policy, tenant, cid, "knowledge mismatch", tx=tx
-            )
-            await self.ctx.auditor.record(
-                tenant,
-                "knowledge.attempt",
-                cid,
-                "locked_out" if attempt.retry_after_s else "failed",
-                profile=modality,
-                session=self.start.session_id,
-                attempts_remaining=attempt.attempts_remaining,
-                tx=tx,
-            )
-        self._step = replace(
-            self._step, retry_after_s=attempt.retry_after_s, attempts_remaining=attempt.attempts_remaining
+    def _typing_evidence(
+        self, modality: str, llr: float, model_id: str, version: str, samples: int, profile: str, kind: str
+    ) -> ModalityEvidence:
+        """Beside voice, typing is held to its floor; without voice, to its own per-look target."""
+        rules = self.policy.keystroke
+        cal = self.ctx.keystroke_calibrations[model_id]
+        floor = cal.threshold_for(rules.floor_far)
+        far = rules.floor_far if self.has_audio else look_far(self.policy, rules.target_far)
+        thr = floor if self.has_audio else cal.threshold_for(far)
+        return ModalityEvidence(
+            modality,
+            llr,
+            llr,
+            thr,
+            thr,
+            far,
+            model_id,
+            version,
+            samples,
+            profile if modality != KEYSTROKE_FREE else "free",
+            floor_llr=floor,
+            # Keypad timing is scored with the keyboard calibration: none fits the channel.
+            calibrated=kind != "dtmf",
         )
-        if attempt.retry_after_s:
-            self._closed_outcome = replace(self._decide(), evidence=())
-
-    def counts_as_failed(self) -> bool:
-        """Whether the session, ended now without `finish()` (cancelled, timed out, broken by a
-        bad message), leaves a scored mismatch that must count as a failed attempt."""
-        last = self._last
-        return (
-            last is not None
-            and last.outcome is Outcome.REJECTED
-            and last.retry_after_s == 0
-            and bool(self._evidence)
-            and not self._finished
-            and not self._counted
-        )
-
-    async def abandon(self) -> None:
-        """Counts the failure of a session that ended after a scored mismatch (see above)."""
-        if self.counts_as_failed():
-            self._finished = True
-            await self.ctx.factors.record_failure(
-                self.policy, self.start.tenant, self.start.customer_id, "biometric mismatch (call ended)"
-            )
 
     async def step_up(self, factor: str, code: str) -> list[Decision]:
         self._require_step_up("a second factor is asked for after a biometric match")
@@ -392,9 +485,11 @@ class VerificationSession:
         )
         self._step = StepUpState(
             passed_factor=factor if attempt.ok else None,
+            passed_kind=attempt.kind if attempt.ok else "",
             attempts_remaining=attempt.attempts_remaining,
             retry_after_s=attempt.retry_after_s,
             note="" if attempt.ok else attempt.note,
+            biometric_off=self._step.biometric_off,
         )
         return [await self._emit(self._decide())]
 
@@ -410,28 +505,17 @@ class VerificationSession:
 
     async def finish(self) -> Decision:
         """The last decision after the client half-closed, over all the evidence received."""
-        if self._closed_outcome is None and self._samples == 0 and self._typed == 0:
+        nothing = self._samples == 0 and self._typed == 0
+        # With the biometric disabled, a second factor alone is a whole session.
+        if self._closed_outcome is None and nothing and not self._step.biometric_off:
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
             )
         voice_pending = self._voice_template is not None and self._scored_at_s != self.tracker.net_speech_s
-        if voice_pending and self.tracker.net_speech_s >= self.policy.voice.min_net_speech_s:
+        enough = self.tracker.net_speech_s >= self.policy.voice.min_net_speech_s
+        if voice_pending and enough and self._closed_outcome is None and self._may_look():
             try:
                 await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
             except (Overloaded, TimeoutError) as exc:
                 log.warning("session %s: final voice scoring skipped (%s)", self.start.session_id, exc)
-        decision = self._decide()
-        counted = self._counted
-        if (
-            decision.outcome is Outcome.REJECTED
-            and decision.retry_after_s == 0
-            and self._evidence
-            and not counted
-        ):
-            # A biometric mismatch counts toward lockout (NIST SP 800-63B 5.2.3), once per session.
-            await self.ctx.factors.record_failure(
-                self.policy, self.start.tenant, self.start.customer_id, "biometric mismatch"
-            )
-        # Only now: a call cancelled while its failure was being counted is counted by abandon().
-        self._finished = True
-        return await self._emit(replace(decision, final=True))
+        return (await self._decide_look(final=True))[0]

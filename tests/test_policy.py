@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -209,13 +210,28 @@ FINANCE = parse_policy('sector = "finance"\n', "bank", "bank.toml")
 VOICE_ONLY = CustomerView(frozenset({"voice"}), factors=("totp",))
 
 
-def _evidence(llr: float, threshold_llr: float, modality: str = "voice") -> ModalityEvidence:
-    return ModalityEvidence(modality, llr, llr, threshold_llr, threshold_llr, 0.01, "ge2e", "v1", 4)
+def _evidence(
+    llr: float, threshold_llr: float, modality: str = "voice", floor: float = -9.0, calibrated: bool = True
+) -> ModalityEvidence:
+    return ModalityEvidence(
+        modality,
+        llr,
+        llr,
+        threshold_llr,
+        threshold_llr,
+        0.01,
+        "ge2e",
+        "v1",
+        4,
+        floor_llr=floor,
+        calibrated=calibrated,
+    )
 
 
 def test_score_at_the_threshold_authenticates():
     d = decide(POLICY, VOICE_ONLY, (_evidence(0.7, 0.7),), StepUpState(), 3.2)
-    assert d.outcome is Outcome.AUTHENTICATED and d.assurance_level == "AAL1" and d.methods == ("voice",)
+    assert d.outcome is Outcome.AUTHENTICATED and d.methods == ("voice",)
+    assert d.assurance_level == "" and "no AAL" in d.reason, "a biometric alone is not an authenticator"
     assert d.evidence == (_evidence(0.7, 0.7),)
     assert d.policy_id == "acme@test" and d.net_speech_s == 3.2
     assert d.required_net_speech_s == POLICY.voice.min_net_speech_s
@@ -243,30 +259,82 @@ def test_opted_out_wins_over_any_evidence():
     assert d.outcome is Outcome.OPTED_OUT
 
 
-def test_modalities_fuse_by_adding_llrs_against_the_strictest_threshold():
-    weak_voice, strong_typing = _evidence(1.0, 2.0), _evidence(3.0, 2.5, "keystroke_fixed/pin")
+TYPED = CustomerView(frozenset({"voice", "keystroke_fixed/pin", "keystroke_free"}), factors=("totp",))
+
+
+def test_voice_leads_and_typing_tops_up_a_near_miss_by_at_most_the_cap():
+    cap = POLICY.keystroke.max_llr
+    near_miss, strong_typing = _evidence(1.0, 2.0), _evidence(30.0, 2.5, "keystroke_fixed/pin")
+    d = decide(POLICY, TYPED, (near_miss, strong_typing), StepUpState(), 3.2, voice_required=True)
+    assert d.fused_llr == 1.0 + cap and d.fused_threshold_llr == 2.0, "the bar is the voice's own"
+    assert d.outcome is Outcome.AUTHENTICATED and d.methods == ("voice", "typing")
+    far_miss = decide(POLICY, TYPED, (_evidence(2.0 - cap - 0.01, 2.0), strong_typing), StepUpState(), 3.2)
+    assert far_miss.outcome is Outcome.REJECTED, "fabricated timings add no more than the cap"
+    against = decide(
+        POLICY, TYPED, (_evidence(3.0, 2.0), _evidence(-2.0, 1.0, "keystroke_free")), StepUpState(), 3.2
+    )
+    assert against.outcome is Outcome.REJECTED and against.fused_llr == 1.0, "evidence against counts in full"
+
+
+def test_every_fused_modality_must_clear_its_own_floor():
+    voice_below_floor = _evidence(-0.09, 2.0, floor=0.5)
+    perfect_typing = _evidence(2.5, 2.5, "keystroke_fixed/pin", floor=0.0)
     d = decide(
-        POLICY,
-        CustomerView(frozenset({"voice", "keystroke_fixed/pin"})),
-        (weak_voice, strong_typing),
+        replace(POLICY, keystroke=replace(POLICY.keystroke, max_llr=10.0)),
+        TYPED,
+        (voice_below_floor, perfect_typing),
         StepUpState(),
         3.2,
+        voice_required=True,
     )
-    assert d.fused_llr == 4.0 and d.fused_threshold_llr == 2.5
-    assert d.outcome is Outcome.AUTHENTICATED and d.methods == ("voice", "typing")
-    against = decide(
-        POLICY, VOICE_ONLY, (_evidence(3.0, 2.0), _evidence(-2.0, 1.0, "keystroke_free")), StepUpState(), 3.2
-    )
-    assert against.outcome is Outcome.REJECTED, "typing that points to someone else must count against"
+    assert d.fused_llr >= d.fused_threshold_llr and d.outcome is Outcome.REJECTED, "even with no cap"
+    assert "floor" in d.reason
+
+
+def test_a_voice_call_is_decided_by_voice_and_typing_alone_needs_the_policy():
+    typing = _evidence(9.0, 2.5, "keystroke_fixed/pin")
+    waiting = decide(POLICY, TYPED, (typing,), StepUpState(), 1.0, voice_required=True)
+    assert waiting.outcome is Outcome.PENDING, "matching digits do not authenticate a voice call"
+    typing_only = decide(POLICY, TYPED, (typing,), StepUpState())
+    assert typing_only.outcome is Outcome.STEP_UP_REQUIRED and "typing alone" in typing_only.reason
+    alone = replace(POLICY, keystroke=replace(POLICY.keystroke, alone=True))
+    assert decide(alone, TYPED, (typing,), StepUpState()).outcome is Outcome.AUTHENTICATED
+    dtmf = _evidence(9.0, 2.5, "keystroke_fixed/pin", calibrated=False)
+    uncalibrated = decide(alone, TYPED, (dtmf,), StepUpState())
+    assert uncalibrated.outcome is Outcome.REJECTED and uncalibrated.fused_llr == POLICY.keystroke.max_llr
+
+
+def test_a_voice_call_needs_a_voiceprint():
+    pin_only = CustomerView(frozenset({"keystroke_fixed/pin"}))
+    d = decide(POLICY, pin_only, (), StepUpState(), voice_required=True)
+    assert d.outcome is Outcome.NOT_ENROLLED and "voice" in d.reason
+
+
+def test_disabled_biometric_offers_another_factor_that_then_decides_alone_at_aal1():
+    off = StepUpState(biometric_off=True, attempts_remaining=3)
+    d = decide(FINANCE, VOICE_ONLY, (), off)
+    assert d.outcome is Outcome.STEP_UP_REQUIRED and d.step_up_factors == ("totp",) and d.evidence == ()
+    passed = decide(FINANCE, VOICE_ONLY, (), replace(off, passed_factor="totp", passed_kind="totp"))
+    assert passed.outcome is Outcome.AUTHENTICATED and passed.methods == ("totp",)
+    assert passed.assurance_level == "AAL1", "one possession factor on its own is AAL1"
+    nothing = decide(FINANCE, CustomerView(frozenset({"voice"})), (), off)
+    assert nothing.outcome is Outcome.REJECTED and "administrator" in nothing.reason
 
 
 def test_finance_match_needs_a_second_factor_then_authenticates_at_aal2():
     step = decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), StepUpState(attempts_remaining=5), 4.0)
     assert step.outcome is Outcome.STEP_UP_REQUIRED and step.step_up_factors == ("totp",)
     assert step.attempts_remaining == 5
-    done = decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), StepUpState(passed_factor="totp"), 4.0)
+    done = decide(
+        FINANCE, VOICE_ONLY, (_evidence(5, 2),), StepUpState(passed_factor="totp", passed_kind="totp"), 4.0
+    )
     assert done.outcome is Outcome.AUTHENTICATED and done.assurance_level == "AAL2"
     assert done.methods == ("voice", "totp")
+    sms = StepUpState(passed_factor="one_time_code", passed_kind="sms")
+    assert decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), sms).assurance_level == "AAL2"
+    email = decide(FINANCE, VOICE_ONLY, (_evidence(5, 2),), replace(sms, passed_kind="email"))
+    assert email.outcome is Outcome.AUTHENTICATED and email.assurance_level == ""
+    assert "e-mailed code is not an authenticator" in email.reason
     no_match = decide(FINANCE, VOICE_ONLY, (_evidence(1, 2),), StepUpState(passed_factor="totp"), 4.0)
     assert no_match.outcome is Outcome.REJECTED, "a second factor never replaces the biometric match"
 
@@ -278,12 +346,14 @@ def test_locked_out_customer_is_rejected_with_a_retry_time():
 
 def test_threshold_comes_from_calibration_unless_the_policy_fixes_it(synthetic):
     cal, _ = synthetic
-    rules = VoiceRules(target_far=0.01)
-    assert voice_threshold(rules, cal) == (cal.threshold_for(0.01), 0.01)
-    assert voice_threshold(VoiceRules(threshold=0.42), cal) == (0.42, 0.0)
-    assert voice_threshold(VoiceRules(threshold=0.42), None) == (0.42, 0.0)
+    policy = replace(POLICY, voice=VoiceRules(target_far=0.01))
+    looks = policy.decision.max_looks
+    assert voice_threshold(policy, cal) == (cal.threshold_for(0.01 / looks), 0.01 / looks), "per look"
+    fixed = replace(POLICY, voice=VoiceRules(threshold=0.42))
+    assert voice_threshold(fixed, cal) == (0.42, 0.0)
+    assert voice_threshold(fixed, None) == (0.42, 0.0)
     with pytest.raises(ConfigError, match=r"voice\.target_far"):
-        voice_threshold(rules, None)
+        voice_threshold(policy, None)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, common_pb2, enrollment_pb2, enrollment_pb2_grpc
 from authsvc.api.v1 import verification_pb2 as V  # noqa: N812 - the enum-heavy module, short
+from authsvc.policy.schema import KeystrokeRules
 from authsvc.stepup import totp
 from tests.principals import ensure_registered
 from tests.typists import Typist
@@ -235,7 +236,8 @@ async def test_general_tenant_caller_is_authenticated_passively(service, speech)
     decisions = await asyncio.to_thread(stream, address, call_requests("shop", "carol", target[4]))
     done = decisions[-1]
     assert done.outcome == V.OUTCOME_AUTHENTICATED
-    assert done.assertion.assurance_level == "AAL1"
+    assert done.assertion.assurance_level == "", "a biometric alone is no AAL (NIST SP 800-63B)"
+    assert "no AAL" in done.reason
     assert list(done.assertion.methods) == [common_pb2.AUTH_METHOD_VOICE]
 
 
@@ -287,7 +289,10 @@ async def test_stream_mixing_audio_and_key_events_fuses_both(service, speech):
     final = decisions[-1]
     modalities = {e.modality for e in final.evidence}
     assert modalities == {common_pb2.MODALITY_VOICE, common_pb2.MODALITY_KEYSTROKE_FIXED}
-    assert final.fused_llr == pytest.approx(sum(e.llr for e in final.evidence))
+    cap = KeystrokeRules().max_llr
+    by = {e.modality: e.llr for e in final.evidence}
+    typed_llr = by[common_pb2.MODALITY_KEYSTROKE_FIXED]
+    assert final.fused_llr == pytest.approx(by[common_pb2.MODALITY_VOICE] + min(typed_llr, cap))
     assert final.outcome == V.OUTCOME_AUTHENTICATED
     assert set(final.assertion.methods) == {common_pb2.AUTH_METHOD_VOICE, common_pb2.AUTH_METHOD_TYPING}
 

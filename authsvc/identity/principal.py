@@ -31,6 +31,13 @@ class Principal:
     def has(self, role: str) -> bool:
         return role in self.roles
 
+    @property
+    def origin(self) -> str:
+        """ "<credential>@<peer address>": one caller from one place (the peer's port varies
+        per connection, so it is left out)."""
+        host = self.source.rsplit(":", 1)[0] if self.source.count(":") >= 2 else self.source
+        return f"{self.id}@{host}"
+
 
 # Set by the server's interceptor for the request being handled (each RPC runs in its own task).
 CURRENT: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)

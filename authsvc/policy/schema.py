@@ -42,6 +42,9 @@ class VoiceRules:
     # A raw score threshold overriding target_far (uncalibrated encoders; general sector only).
     threshold: float | None = field(default=None, metadata=_limits(-1.0, 1.0))
     min_net_speech_s: float = field(default=3.0, metadata=_limits(0.5, 60.0))
+    # Whenever voice is fused with typing, the voice alone must still reach its threshold at this
+    # false-accept rate: typing can top up a near miss, never carry a voice that does not match.
+    floor_far: float = field(default=0.05, metadata=_limits(1e-6, 0.5))
     # Re-decide at most once per this many seconds of new net speech.
     redecide_interval_s: float = field(default=2.0, metadata=_limits(0.5, 600.0))
     # Net speech an enrollment sample needs to be accepted.
@@ -55,6 +58,14 @@ class KeystrokeRules:
     target_far: float = field(default=0.01, metadata=_limits(1e-6, 0.5))
     # Free-text samples shorter than this are not scored (too little rhythm to judge).
     min_free_text_keys: int = field(default=50, metadata=_limits(10, 10_000))
+    # Key timings come from the client and can be fabricated: beside voice, typing adds at most
+    # this much LLR (evidence against the claim counts in full), and must itself reach its
+    # threshold at floor_far.
+    max_llr: float = field(default=2.0, metadata=_limits(0.0, 10.0))
+    floor_far: float = field(default=0.2, metadata=_limits(1e-6, 0.5))
+    # Whether typing alone (a session without audio) may authenticate, at target_far. Otherwise a
+    # typing match needs a second factor.
+    alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,8 +79,29 @@ class StepUpRules:
 
 @dataclass(frozen=True)
 class LockoutRules:
+    # Wrong second-factor answers (TOTP, one-time codes) before a timed lock of lockout_s.
     max_failures: int = field(default=10, metadata=_limits(1, NIST_MAX_FAILURES))
     lockout_s: float = field(default=300.0, metadata=_limits(1.0, 86400.0 * 7))
+    # Consecutive failed biometric attempts (scored mismatches, wrong passwords or PINs) after
+    # which the biometric stops deciding: NIST SP 800-63B 3.2.3 allows 5, or 10 with
+    # presentation-attack detection.
+    biometric_failures: int = field(default=5, metadata=_limits(1, 10))
+    # Then: "step_up" disables the biometric and asks for one of the customer's other factors
+    # (a success re-enables it); "delay" waits 30 s, doubling with each further failure. A
+    # customer with no other factor always gets the delay.
+    biometric_after_limit: str = field(default="step_up", metadata={"choices": ("step_up", "delay")})
+    # Failed biometric attempts one calling principal from one source address may cause per
+    # hour, over all customers, before its new sessions are refused: one source cannot lock
+    # out the customer base.
+    source_failures_per_hour: int = field(default=300, metadata=_limits(1, 1_000_000))
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    # Scored decisions (looks) one call may make. Each look is held to target_far / max_looks,
+    # so the chance that a call with any number of looks falsely accepts stays at the target
+    # whatever the dependence between its looks (Bonferroni). Later looks pool more speech.
+    max_looks: int = field(default=3, metadata=_limits(1, 20))
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,7 @@ class TenantPolicy:
     keystroke: KeystrokeRules = field(default_factory=KeystrokeRules)
     step_up: StepUpRules = field(default_factory=StepUpRules)
     lockout: LockoutRules = field(default_factory=LockoutRules)
+    decision: DecisionRules = field(default_factory=DecisionRules)
     assertion: AssertionRules = field(default_factory=AssertionRules)
     enrollment: EnrollmentRules = field(default_factory=EnrollmentRules)
 
@@ -109,12 +142,13 @@ SECTIONS: dict[str, type] = {
     "keystroke": KeystrokeRules,
     "step_up": StepUpRules,
     "lockout": LockoutRules,
+    "decision": DecisionRules,
     "assertion": AssertionRules,
     "enrollment": EnrollmentRules,
 }
 
 _REGULATED: dict[str, dict[str, Any]] = {
-    "voice": {"target_far": NIST_MAX_FMR},
+    "voice": {"target_far": NIST_MAX_FMR, "floor_far": 0.01},
     "keystroke": {"target_far": NIST_MAX_FMR},
     "step_up": {"required": True},
     "lockout": {"max_failures": 5, "lockout_s": 900.0},
@@ -125,6 +159,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {"general": {}, "finance": _REGU
 
 def _check_value(name: str, f: Any, value: Any, origin: str) -> Any:
     kind = f.type if isinstance(f.type, str) else str(f.type)
+    if "choices" in f.metadata:
+        if value not in f.metadata["choices"]:
+            raise ConfigError(
+                f"{origin}: {name} must be one of {', '.join(f.metadata['choices'])}, got {value!r}"
+            )
+        return value
     if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{origin}: {name} must be true or false, got {value!r}")
@@ -167,6 +207,10 @@ def _section(cls: type, base: Any, raw: Any, section: str, origin: str) -> Any:
 def _check_sector_rules(p: TenantPolicy, origin: str) -> None:
     if p.voice.max_window_s < p.voice.min_net_speech_s:
         raise ConfigError(f"{origin}: voice.max_window_s must be >= voice.min_net_speech_s")
+    for modality in ("voice", "keystroke"):
+        rules = getattr(p, modality)
+        if rules.floor_far < rules.target_far:
+            raise ConfigError(f"{origin}: {modality}.floor_far must be >= {modality}.target_far")
     if p.step_up.required and not p.step_up.factors:
         raise ConfigError(f"{origin}: step_up.factors must name at least one factor when step-up is required")
     if p.sector == "general":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
 from authsvc.api.v1 import verification_pb2_grpc
@@ -33,6 +31,7 @@ async def _start(ctx: ServiceContext, authorizer: Authorizer, s, context) -> Ver
             sample_rate=s.audio_format.sample_rate_hz,
             session_id=s.session_id,
             assertion=s.assertion,
+            source=principal().origin,
         ),
         policy,
     )
@@ -42,20 +41,6 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     def __init__(self, ctx: ServiceContext, authorizer: Authorizer) -> None:
         self.ctx = ctx
         self.authorizer = authorizer
-
-    def _count_if_abandoned(self, session: VerificationSession, context: grpc.aio.ServicerContext) -> None:
-        """However the call ends (cancelled, timed out, broken by a bad message), a scored
-        mismatch it leaves uncounted counts, after the stream is gone (NIST SP 800-63B: every
-        failed attempt counts). gRPC's done callback runs on every ending; an async generator's
-        `finally` runs only whenever the cancelled generator happens to be finalised."""
-        loop = asyncio.get_running_loop()
-
-        def ended(_: object) -> None:
-            if session.counts_as_failed():
-                what = f"failure count of session {session.start.session_id!r}"
-                loop.call_soon_threadsafe(self.ctx.spawn, session.abandon(), what)
-
-        context.add_done_callback(ended)
 
     @stream_errors
     async def Verify(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -67,7 +52,6 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 if kind != "start":
                     raise InvalidInput("start", "the first message of the stream must be SessionStart")
                 session = await _start(self.ctx, self.authorizer, request.start, context)
-                self._count_if_abandoned(session, context)
                 decisions = await session.begin()
             elif kind == "audio":
                 decisions = await session.feed_audio(request.audio.data)

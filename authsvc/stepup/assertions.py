@@ -48,7 +48,8 @@ from authsvc.stepup import as_time, dump_state, load_state
 
 ALG = "EdDSA"
 TYP = "authsvc-assertion/1"
-AALS = ("AAL1", "AAL2", "AAL3")
+# "" = no assurance level: a biometric match alone is not an authenticator (NIST SP 800-63B).
+AALS = ("", "AAL1", "AAL2", "AAL3")
 MAX_TOKEN_CHARS = 4096
 MAX_FIELD_CHARS = 256
 MAX_METHODS = 8
@@ -167,7 +168,7 @@ def _methods(value: object, name: str) -> tuple[str, ...]:
 
 def _aal(value: object, name: str) -> str:
     if value not in AALS:
-        raise InvalidInput(name, f"must be one of {', '.join(AALS)}, got {value!r}")
+        raise InvalidInput(name, f"must be one of {', '.join(map(repr, AALS))}, got {value!r}")
     return str(value)
 
 

@@ -145,3 +145,44 @@ class Lockout:
         if self.is_locked(state, now):
             return 0
         return min(self.max_failures - state.failures, self.max_consecutive - state.consecutive)
+
+
+# Delay mode: the first delay, doubled with each further failure, and its ceiling.
+BIOMETRIC_DELAY_S = 30.0
+MAX_BIOMETRIC_DELAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class BiometricLockout:
+    """Consecutive failed biometric attempts (NIST SP 800-63B 3.2.3).
+
+    At `limit` failures the biometric stops deciding: with mode "step_up" (and another factor
+    to offer) it is disabled until that factor or an operator succeeds; otherwise each further
+    attempt waits 30 s, doubling per failure (at most a day). NIST's 100 consecutive failures
+    disable it in either mode until an operator resets it. State: `LockoutState`, where
+    `failures` are consecutive biometric failures, `disabled` means biometric off.
+    """
+
+    limit: int = 5
+    mode: str = "step_up"
+
+    def record_failure(self, state: LockoutState, now: float, can_step_up: bool) -> LockoutState:
+        """The next state after a failed attempt; unchanged while the biometric is off or waiting
+        (that attempt should not have been scored)."""
+        if state.disabled or state.locked_until > now:
+            return state
+        failures = state.failures + 1
+        if failures >= NIST_MAX_CONSECUTIVE or (failures >= self.limit and self.steps_up(can_step_up)):
+            return LockoutState(failures, failures, 0.0, True)
+        if failures >= self.limit:
+            delay = min(BIOMETRIC_DELAY_S * 2.0 ** (failures - self.limit), MAX_BIOMETRIC_DELAY_S)
+            return LockoutState(failures, failures, now + delay, False)
+        return LockoutState(failures, failures, 0.0, False)
+
+    def steps_up(self, can_step_up: bool) -> bool:
+        return self.mode == "step_up" and can_step_up
+
+    def attempts_left(self, state: LockoutState, now: float) -> int:
+        if state.disabled or state.locked_until > now:
+            return 0
+        return max(self.limit - state.failures, 1 if state.failures < NIST_MAX_CONSECUTIVE else 0)
