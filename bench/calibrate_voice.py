@@ -32,20 +32,9 @@ from bench.common import default_data_dir, load_16k, telephone
 PROBE_NET_SPEECH_S = 3.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("data_dir", nargs="?", type=Path, default=default_data_dir())
-    parser.add_argument("--encoder", default="ge2e")
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-
-    encoder = load_encoder(args.encoder, model_dir=args.model_dir)
-    files = sorted((args.data_dir / "speech" / "librispeech-cohort-251").glob("*.flac"))
-    if len(files) < 50:
-        raise SystemExit(f"{args.data_dir}: librispeech-cohort-251 not found")
+def fit(files: list[Path], encoder, name: str) -> tuple[Calibration, np.ndarray]:
+    """The calibration of `encoder` on `files` (one speaker each), by the protocol above;
+    -> (calibration, genuine scores)."""
     enroll, probe = [], []
     for f in files:
         wav = load_16k(f)
@@ -62,10 +51,28 @@ def main() -> None:
         impostor,
         encoder.encoder_id,
         encoder.version,
-        data=f"librispeech-cohort-251 ({len(files)} speakers): clean 16 kHz first-half enrollment vs "
+        data=f"{name} ({len(files)} speakers): clean 16 kHz first-half enrollment vs "
         f"{PROBE_NET_SPEECH_S:g} s net-speech 8 kHz mu-law second-half probes, {impostor.size} impostor "
         f"and {genuine.size} genuine trials",
     ).with_llr_fit(genuine, impostor)
+    return cal, genuine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data_dir", nargs="?", type=Path, default=default_data_dir())
+    parser.add_argument("--encoder", default="ge2e")
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    encoder = load_encoder(args.encoder, model_dir=args.model_dir)
+    files = sorted((args.data_dir / "speech" / "librispeech-cohort-251").glob("*.flac"))
+    if len(files) < 50:
+        raise SystemExit(f"{args.data_dir}: librispeech-cohort-251 not found")
+    cal, genuine = fit(files, encoder, "librispeech-cohort-251")
     out = args.out or calibration_path(encoder.encoder_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(cal.to_json() + "\n")

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -199,3 +200,24 @@ async def service(data_dir: Path, ge2e, service_backend: str, request) -> AsyncI
     finally:
         await channel.close()
         await server.stop(grace_s=0.5)
+
+
+class Clock:
+    """A settable clock for the service's time-based rules (codes, lockouts)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def svc(service):
+    """`service` with the factors' clock under the test's control and a policy folder ready:
+    yields (aio channel, context, data dir, address, clock)."""
+    channel, ctx, data_dir, address = service
+    clock = Clock()
+    ctx.factors.clock = clock
+    (data_dir / "policies").mkdir(parents=True, exist_ok=True)
+    return channel, ctx, data_dir, address, clock

@@ -21,7 +21,7 @@ from authsvc.keystroke import make_sample
 from authsvc.stepup import totp
 from tests.principals import bearer, key_for, register
 from tests.test_identity import reason_of
-from tests.test_service_assurance import _answer, _enroll_voice, _speakers, _totp, _write_policy, svc  # noqa: F401
+from tests.test_service_assurance import _answer, _enroll_voice, _speakers, _totp, _write_policy
 from tests.typists import Typist
 from tests.wire import call_requests, keystroke_pb, stream
 

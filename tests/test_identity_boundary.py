@@ -43,7 +43,10 @@ async def test_a_telephony_principal_gets_outcomes_never_scores_llrs_or_threshol
     telephony = await key_for(ctx, "shop", roles.TELEPHONY)
     scored = await key_for(ctx, "shop", roles.TELEPHONY, roles.EVIDENCE)
     for utterance in (target[4], other[0]):
+        # Each call on its own (another call's failures would lock carol out in between).
+        await ctx.factors.unlock("shop", "carol", "test")
         plain = await asyncio.to_thread(stream, address, call_requests("shop", "carol", utterance), telephony)
+        await ctx.factors.unlock("shop", "carol", "test")
         full = await asyncio.to_thread(stream, address, call_requests("shop", "carol", utterance), scored)
         assert [d.outcome for d in plain] == [d.outcome for d in full]
         for d in plain:
@@ -62,8 +65,10 @@ async def test_a_locked_out_session_computes_no_score(service, speech, monkeypat
     channel, ctx, _, address = service
     target, _ = await _enrolled(channel, speech)
     policy = await ctx.policy_for("shop")
-    for _ in range(policy.lockout.max_failures):
-        await ctx.factors.record_failure(policy, "shop", "carol", "test")
+    for _ in range(policy.lockout.biometric_failures):
+        async with ctx.store.transaction() as tx:
+            await tx.lock_customer("shop", "carol")
+            await ctx.attempts.failed(policy, "shop", "carol", False, tx)
     embedded = []
     real = ctx.runner.embed
 

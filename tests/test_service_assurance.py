@@ -20,28 +20,12 @@ from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, common_pb2, enroll
 from authsvc.api.v1 import verification_pb2 as V  # noqa: N812 - the enum-heavy module, short
 from authsvc.policy.schema import KeystrokeRules
 from authsvc.stepup import totp
+from tests.conftest import Clock  # noqa: F401 - re-exported for other test modules
 from tests.principals import ensure_registered
 from tests.typists import Typist
 from tests.wire import call_requests, enroll_request, keystroke_pb, stream
 
 FINANCE = 'sector = "finance"\n[lockout]\nmax_failures = 3\nlockout_s = 600\n'
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def svc(service):
-    channel, ctx, data_dir, address = service
-    clock = Clock()
-    ctx.factors.clock = clock
-    (data_dir / "policies").mkdir(parents=True, exist_ok=True)
-    return channel, ctx, data_dir, address, clock
 
 
 def _write_policy(data_dir, tenant: str, text: str) -> None:

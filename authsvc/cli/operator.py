@@ -144,7 +144,7 @@ def verify_voice(args: argparse.Namespace) -> int:
     outcome = _outcome_name(final.outcome)
     print(f"decision: {outcome}")
     for e in final.evidence:
-        print(f"score: {e.score:.4f}\nthreshold: {e.threshold:.4f} (target FAR {e.target_far:g})")
+        print(f"score: {e.score:.4f}\nthreshold: {e.threshold:.4f} (FAR {e.target_far:.3g} per look)")
         print(f"encoder: {e.encoder_id} ({e.encoder_version}), {e.enrolled_samples} enrolled sample(s)")
     print(f"net speech: {final.net_speech_seconds:.2f} s")
     if final.reason:

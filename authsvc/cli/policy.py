@@ -9,6 +9,7 @@ from pathlib import Path
 from authsvc.cli.client import EXIT_INVALID, EXIT_OK, CliError
 from authsvc.cli.serve import default_data_dir
 from authsvc.errors import ConfigError
+from authsvc.policy.engine import NO_AAL, look_far
 from authsvc.policy.schema import SECTIONS, PolicyBook, TenantPolicy, check_policy_file
 from authsvc.scoring.calibration import Calibration, load_calibration
 
@@ -57,14 +58,29 @@ def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:
             shown = ", ".join(value) if isinstance(value, tuple) else "unset" if value is None else value
             lines.append(f"  {f.name} = {shown}")
     lines.append("effective rules:")
+    looks = policy.decision.max_looks
     v = policy.voice
+    lines.append(
+        f"  a call gets at most {looks} scored decision(s) (looks); each is held to target FAR / {looks}, "
+        "so the call as a whole keeps the target"
+    )
     if v.threshold is not None:
         lines.append(f"  voice: raw cosine threshold {v.threshold:.4f} (fixed by the policy)")
     elif voice_cal is not None:
-        t = voice_cal.threshold_for(v.target_far)
+        far = look_far(policy, v.target_far)
+        t = voice_cal.threshold_for(far)
         lines.append(
-            f"  voice: target FAR {v.target_far:g} -> cosine threshold {t:.4f} "
-            f"(LLR {voice_cal.llr(t):+.2f}), calibrated on {voice_cal.data}"
+            f"  voice: target FAR {v.target_far:g} per call, {far:.3g} per look -> cosine threshold {t:.4f} "
+            f"(LLR {voice_cal.llr(t):+.2f}, {_resting(voice_cal, far)}), calibrated on {voice_cal.data}"
+        )
+        # The worst case fusion allows: typing forged at the cap tops up a voice that far below.
+        worst = max(
+            (voice_cal.llr(t) - policy.keystroke.max_llr - voice_cal.llr_offset) / voice_cal.llr_slope,
+            voice_cal.threshold_for(v.floor_far),
+        )
+        lines.append(
+            f"  voice with typing forged up to the cap: the voice must still reach cosine {worst:.4f} "
+            f"(FAR {voice_cal.far_at(worst):.3g} per look)"
         )
     else:
         lines.append(
@@ -72,30 +88,62 @@ def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:
         )
     from authsvc.keystroke import fixed_text, free_text
 
+    k = policy.keystroke
     for model in (fixed_text, free_text):
         cal = load_calibration(model.MODEL_ID, model.MODEL_VERSION)
-        t = cal.threshold_for(policy.keystroke.target_far)
+        floor = cal.threshold_for(k.floor_far)
+        try:
+            alone = f"LLR threshold {cal.threshold_for(look_far(policy, k.target_far)):+.2f} per look"
+        except ConfigError:
+            alone = f"unresolvable per look ({cal.impostor_trials} impostor trials)"
         lines.append(
-            f"  typing ({model.MODALITY}): target FAR {policy.keystroke.target_far:g} "
-            f"-> LLR threshold {t:+.2f}"
+            f"  typing ({model.MODALITY}): target FAR {k.target_far:g} -> {alone}; floor LLR {floor:+.2f} "
+            f"(FAR {k.floor_far:g})"
         )
     lines.append(
+        f"  fusion: voice calls are decided by voice; voice must reach its floor (FAR {v.floor_far:g}) and "
+        f"typing or DTMF timing, measured by the client, adds at most LLR {k.max_llr:+.2f}; DTMF keypad "
+        "timing has no calibration of its own and never decides alone"
+    )
+    lines.append(
+        "  typing alone (no audio): "
+        + ("authenticates at its own target" if k.alone else "never authenticates without a second factor")
+    )
+    lines.append(
         f"  first voice decision after {v.min_net_speech_s:g} s of net speech, then every "
-        f"{v.redecide_interval_s:g} s of new speech"
+        f"{v.redecide_interval_s:g} s of new speech, up to the looks"
     )
     if policy.step_up.required:
         lines.append(
             "  a biometric match alone is not enough: STEP_UP_REQUIRED with "
             + ", ".join(policy.step_up.factors)
+            + "; AAL2 with TOTP or an SMS code (a restricted authenticator); an e-mailed code gives no AAL"
         )
     else:
-        lines.append("  a biometric match alone authenticates (AAL1)")
+        lines.append(f"  a biometric match alone authenticates, with {NO_AAL}")
+    lo = policy.lockout
+    after = (
+        "the biometric is disabled and the customer's other factor is asked for (a wait where they have none)"
+        if lo.biometric_after_limit == "step_up"
+        else "each further attempt waits 30 s, doubling"
+    )
     lines.append(
-        f"  lockout after {policy.lockout.max_failures} failures for {policy.lockout.lockout_s:g} s; "
-        f"assertions live {policy.assertion.lifetime_s:g} s, accepted {policy.assertion.max_uses} time(s)"
+        f"  after {lo.biometric_failures} consecutive failed biometric attempts {after}; a success or "
+        "`authsvc customers unlock` resets it"
+    )
+    lines.append(
+        f"  second-factor lockout after {lo.max_failures} wrong answers for {lo.lockout_s:g} s; at most "
+        f"{lo.source_failures_per_hour} failed attempts per hour from one caller and source"
+    )
+    lines.append(
+        f"  assertions live {policy.assertion.lifetime_s:g} s, accepted {policy.assertion.max_uses} time(s)"
     )
     lines.append(f"  passive enrollment: {'allowed' if policy.enrollment.passive else 'not allowed'}")
     return lines
+
+
+def _resting(cal: Calibration, far: float) -> str:
+    return f"resting on about {far * cal.impostor_trials:.0f} of {cal.impostor_trials} impostor trials"
 
 
 def add_policy_commands(sub: argparse._SubParsersAction) -> None:

@@ -61,7 +61,7 @@ class KeystrokeRules:
     # Key timings come from the client and can be fabricated: beside voice, typing adds at most
     # this much LLR (evidence against the claim counts in full), and must itself reach its
     # threshold at floor_far.
-    max_llr: float = field(default=2.0, metadata=_limits(0.0, 10.0))
+    max_llr: float = field(default=1.0, metadata=_limits(0.0, 10.0))
     floor_far: float = field(default=0.2, metadata=_limits(1e-6, 0.5))
     # Whether typing alone (a session without audio) may authenticate, at target_far. Otherwise a
     # typing match needs a second factor.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from authsvc import keystroke
 from authsvc.api.v1 import assurance_pb2, common_pb2, enrollment_pb2, verification_pb2
@@ -155,6 +156,9 @@ def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> 
                 enrolled_samples=e.enrolled_samples,
                 llr=e.llr,
                 profile=e.profile,
+                calibrated=e.calibrated,
+                # A lone modality has no floor (-inf); the wire carries a finite number.
+                floor_llr=e.floor_llr if math.isfinite(e.floor_llr) else 0.0,
             )
             for e in decision.evidence
         )

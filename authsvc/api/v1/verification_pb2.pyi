@@ -74,7 +74,7 @@ class AudioChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ModalityEvidence(_message.Message):
-    __slots__ = ("modality", "score", "threshold", "target_far", "encoder_id", "encoder_version", "enrolled_samples", "llr", "profile")
+    __slots__ = ("modality", "score", "threshold", "target_far", "encoder_id", "encoder_version", "enrolled_samples", "llr", "profile", "calibrated", "floor_llr")
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,8 @@ class ModalityEvidence(_message.Message):
     ENROLLED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LLR_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_LLR_FIELD_NUMBER: _ClassVar[int]
     modality: _common_pb2.Modality
     score: float
     threshold: float
@@ -93,7 +95,9 @@ class ModalityEvidence(_message.Message):
     enrolled_samples: int
     llr: float
     profile: str
-    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., target_far: _Optional[float] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., enrolled_samples: _Optional[int] = ..., llr: _Optional[float] = ..., profile: _Optional[str] = ...) -> None: ...
+    calibrated: bool
+    floor_llr: float
+    def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., target_far: _Optional[float] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., enrolled_samples: _Optional[int] = ..., llr: _Optional[float] = ..., profile: _Optional[str] = ..., calibrated: _Optional[bool] = ..., floor_llr: _Optional[float] = ...) -> None: ...
 
 class Assertion(_message.Message):
     __slots__ = ("token", "id", "tenant", "customer_id", "methods", "assurance_level", "channel", "issued_unix_ms", "expires_unix_ms", "key_id")
