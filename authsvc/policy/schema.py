@@ -8,7 +8,9 @@ the field and the problem.
 Finance and health follow NIST SP 800-63B: a biometric only ever counts
 together with a possession factor (step-up is mandatory), its false-match rate
 must be at most 1 in 10,000 (5.2.3), and repeated failures lock out (5.2.2,
-at most 100 consecutive failures; our presets are much stricter).
+at most 100 consecutive failures; our presets are much stricter). Every sector
+counts each scored decision (a look) as an attempt, caps the looks of a call and
+holds each to its share of the per-call target (DecisionRules).
 """
 
 from __future__ import annotations
