@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,37 +26,137 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authsvc.audio.codecs import to_int16
 from authsvc.scoring.calibration import Calibration, calibration_path
+from authsvc.scoring.cosine import aggregate
 from authsvc.voice.pipeline import encoder_input, track, track_until
 from authsvc.voice.registry import load_encoder
 from bench.common import default_data_dir, load_16k, telephone
 
 PROBE_NET_SPEECH_S = 3.0
+# Two probes per cohort utterance double the impostor trials (to resolve smaller FARs); the
+# trials of one speaker pair are not independent, so the pair count is recorded too.
+PROBES_PER_UTTERANCE = 2
+MIN_PROBE_S = 2.0
+TARGETS = (0.1, 0.01, 1e-3, 1e-4, 3.3e-5)
+
+
+def _embed(encoder, wavs: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([encoder.embed_batch(wavs[i : i + 16]) for i in range(0, len(wavs), 16)])
+
+
+def probes_of(wav8k: np.ndarray, encoder_rate: int, count: int = PROBES_PER_UTTERANCE) -> list[np.ndarray]:
+    """Successive, non-overlapping probes of `PROBE_NET_SPEECH_S` net speech, as a call's first
+    decision hears them; a remainder with less than MIN_PROBE_S of speech is not a probe."""
+    out, start = [], 0
+    while len(out) < count and start < wav8k.size:
+        tracker, used = track_until(wav8k[start:], 8000, PROBE_NET_SPEECH_S)
+        if tracker.net_speech_s < MIN_PROBE_S:
+            break
+        out.append(encoder_input(tracker, encoder_rate))
+        start += used
+    return out
 
 
 def fit(files: list[Path], encoder, name: str) -> tuple[Calibration, np.ndarray]:
     """The calibration of `encoder` on `files` (one speaker each), by the protocol above;
     -> (calibration, genuine scores)."""
-    enroll, probe = [], []
-    for f in files:
+    enroll, probe, owner = [], [], []
+    for i, f in enumerate(files):
         wav = load_16k(f)
         half = wav.size // 2
         enroll.append(encoder_input(track(to_int16(wav[:half]), 16000), encoder.sample_rate))
-        tracker, _ = track_until(telephone(wav[half:]), 8000, PROBE_NET_SPEECH_S)
-        probe.append(encoder_input(tracker, encoder.sample_rate))
-    e = np.concatenate([encoder.embed_batch(enroll[i : i + 16]) for i in range(0, len(enroll), 16)])
-    p = np.concatenate([encoder.embed_batch(probe[i : i + 16]) for i in range(0, len(probe), 16)])
-    scores = e @ p.T
-    impostor = scores[~np.eye(len(files), dtype=bool)]
-    genuine = np.diag(scores)
+        for p in probes_of(telephone(wav[half:]), encoder.sample_rate):
+            probe.append(p)
+            owner.append(i)
+    scores = _embed(encoder, enroll) @ _embed(encoder, probe).T
+    same = np.asarray(owner)[None, :] == np.arange(len(files))[:, None]
+    impostor, genuine = scores[~same], scores[same]
     cal = Calibration.from_impostor_scores(
         impostor,
         encoder.encoder_id,
         encoder.version,
-        data=f"{name} ({len(files)} speakers): clean 16 kHz first-half enrollment vs "
-        f"{PROBE_NET_SPEECH_S:g} s net-speech 8 kHz mu-law second-half probes, {impostor.size} impostor "
-        f"and {genuine.size} genuine trials",
+        data=f"{name} ({len(files)} speakers): clean 16 kHz first-half enrollment vs up to "
+        f"{PROBES_PER_UTTERANCE} successive {PROBE_NET_SPEECH_S:g} s net-speech 8 kHz mu-law probes from "
+        f"the second half, {impostor.size} impostor trials ({len(files) * (len(files) - 1)} speaker "
+        f"pairs) and {genuine.size} genuine trials",
     ).with_llr_fit(genuine, impostor)
     return cal, genuine
+
+
+def validate(cal: Calibration, encoder, data_dir: Path) -> list[dict]:
+    """Observed FAR and FRR at each target on speech not used to fit `cal`."""
+    out = []
+    for name, (templates, probes, owner) in (
+        ("librispeech-test-other-10", _test_other(encoder, data_dir)),
+        ("fsdd", _fsdd(encoder, data_dir)),
+    ):
+        scores = templates @ probes.T
+        same = np.asarray(owner)[None, :] == np.arange(len(templates))[:, None]
+        impostor, genuine = scores[~same], scores[same]
+        points = []
+        for far in TARGETS:
+            if far < 1.0 / cal.impostor_trials:
+                continue
+            t = cal.threshold_for(far)
+            points.append(
+                {
+                    "target_far": far,
+                    "observed_far": float((impostor >= t).mean()),
+                    "false_accepts": int((impostor >= t).sum()),
+                    "frr": float((genuine < t).mean()),
+                    "resolvable": bool(far >= 3.0 / impostor.size),
+                }
+            )
+        out.append(
+            {
+                "data": name,
+                "protocol": VALIDATION_PROTOCOL[name],
+                "impostor_trials": int(impostor.size),
+                "speaker_pairs": len(templates) * (len(templates) - 1),
+                "genuine_trials": int(genuine.size),
+                "points": points,
+            }
+        )
+    return out
+
+
+VALIDATION_PROTOCOL = {
+    "librispeech-test-other-10": "mean of 3 clean 16 kHz utterances enrolled; probes: up to 2 successive "
+    "3 s net-speech 8 kHz mu-law probes of each other utterance",
+    "fsdd": "3 enrollment samples of 5 spoken digits (8 kHz); probes: 6 other digits, 3 s net speech, mu-law",
+}
+
+
+def _template(encoder, clips: list[np.ndarray]) -> np.ndarray:
+    e = _embed(encoder, [encoder_input(track(to_int16(c), 16000), encoder.sample_rate) for c in clips])
+    return aggregate(list(e))
+
+
+def _test_other(encoder, data_dir: Path):
+    templates, probes, owner = [], [], []
+    folders = sorted(p for p in (data_dir / "speech" / "librispeech-test-other-10").iterdir() if p.is_dir())
+    for i, folder in enumerate(folders):
+        wavs = [load_16k(f) for f in sorted(folder.glob("*.flac"))]
+        templates.append(_template(encoder, wavs[:3]))
+        for w in wavs[3:]:
+            for p in probes_of(telephone(w), encoder.sample_rate):
+                probes.append(p)
+                owner.append(i)
+    return np.stack(templates), _embed(encoder, probes), owner
+
+
+def _fsdd(encoder, data_dir: Path):
+    by_speaker: dict[str, list[Path]] = {}
+    for f in sorted((data_dir / "speech" / "fsdd").glob("*.wav")):
+        by_speaker.setdefault(f.stem.split("_")[1], []).append(f)
+    rng = np.random.default_rng(0)
+    templates, probes, owner = [], [], []
+    for i, (_, files) in enumerate(sorted(by_speaker.items())):
+        clips = [load_16k(files[j]) for j in rng.permutation(len(files))[:135]]
+        templates.append(_template(encoder, [np.concatenate(clips[k : k + 5]) for k in range(0, 15, 5)]))
+        for k in range(15, 135, 6):
+            probes.extend(probes_of(telephone(np.concatenate(clips[k : k + 6])), encoder.sample_rate, 1))
+            owner.extend([i] * (len(probes) - len(owner)))
+    return np.stack(templates), _embed(encoder, probes), owner
 
 
 def main() -> None:
@@ -73,6 +174,7 @@ def main() -> None:
     if len(files) < 50:
         raise SystemExit(f"{args.data_dir}: librispeech-cohort-251 not found")
     cal, genuine = fit(files, encoder, "librispeech-cohort-251")
+    cal = replace(cal, validation=tuple(validate(cal, encoder, args.data_dir)))
     out = args.out or calibration_path(encoder.encoder_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(cal.to_json() + "\n")
@@ -83,6 +185,13 @@ def main() -> None:
             print(f"FAR {far:g}: threshold {t:.4f} (LLR {cal.llr(t):+.2f}), FRR on genuine trials {frr:.3f}")
         except Exception as exc:
             print(f"FAR {far:g}: {exc}")
+    for v in cal.validation:
+        print(
+            v["data"],
+            v["impostor_trials"],
+            "impostor trials:",
+            [(p["target_far"], p["observed_far"]) for p in v["points"]],
+        )
     print(f"wrote {out}")
 
 

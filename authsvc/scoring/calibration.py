@@ -35,6 +35,9 @@ class Calibration:
     llr_slope: float = 1.0
     llr_offset: float = 0.0
     genuine_trials: int = 0
+    # Observed FAR and FRR at each target on speech not used to fit this file (per data set:
+    # protocol, trial counts, points), so an operator can see how far its thresholds transfer.
+    validation: tuple[dict, ...] = ()
 
     def llr(self, score: float) -> float:
         return self.llr_slope * score + self.llr_offset
@@ -93,7 +96,14 @@ def load_calibration(encoder_id: str, encoder_version: str, path: Path | None = 
             "or give the policy an explicit voice.threshold"
         )
     raw = json.loads(path.read_text())
-    cal = Calibration(**{**raw, "fars": tuple(raw["fars"]), "thresholds": tuple(raw["thresholds"])})
+    cal = Calibration(
+        **{
+            **raw,
+            "fars": tuple(raw["fars"]),
+            "thresholds": tuple(raw["thresholds"]),
+            "validation": tuple(raw.get("validation", ())),
+        }
+    )
     if cal.encoder_version != encoder_version:
         raise ConfigError(
             f"{path} calibrates {encoder_id} version {cal.encoder_version}, but the loaded model is "
