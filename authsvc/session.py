@@ -109,6 +109,7 @@ class VerificationSession:
         # password or PIN was wrong ("knowledge:<modality>").
         self._look: str | None = None
         self._factors: tuple[str, ...] = ()
+        self._record = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -180,11 +181,10 @@ class VerificationSession:
         if decision.outcome is Outcome.AUTHENTICATED:
             await self.ctx.attempts.succeeded(tenant, cid, tx)
             return decision
-        if decision.outcome is Outcome.PENDING:
-            self._looks -= 1  # typing before the voice of a voice call decides nothing yet
-            return decision
         if decision.outcome is not Outcome.REJECTED:
-            return decision  # a match waiting for its second factor: neither failure nor success
+            # A match waiting for its second factor, or typing before the voice of a voice call
+            # (still a look: its score must not be free to probe): neither failure nor success.
+            return decision
         status = await self.ctx.attempts.failed(
             self.policy, tenant, cid, bool(self._usable_factors()), tx, self.start.session_id
         )
@@ -292,10 +292,18 @@ class VerificationSession:
             self._closed_outcome = self._decide()
             return [await self._emit(self._closed_outcome)]
         if self._step.biometric_off:
-            # Only another factor can authenticate: no template is loaded, nothing is scored.
+            # Only another factor can decide now: no template is loaded, nothing is scored.
+            self._record = record
             self._view = CustomerView(frozenset(), False, self._factors)
             return [await self._emit(self._decide())]
-        chosen = record.methods if registered else ("voice", "typing")
+        self._record = record
+        self._use_templates(templates)
+        first = self._decide()
+        return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
+
+    def _use_templates(self, templates: list) -> None:
+        record = self._record
+        chosen = record.methods if record is not None and record.registered else ("voice", "typing")
         enrolled = set()
         if "voice" in chosen:
             self._load_voice([t for t in templates if t.modality == VOICE])
@@ -307,8 +315,6 @@ class VerificationSession:
                     self._typing[t.modality] = (profile_bytes(t.payload), profile_samples(t.payload))
                     enrolled.add(t.modality)
         self._view = CustomerView(frozenset(enrolled), False, self._factors)
-        first = self._decide()
-        return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
 
     def _load_voice(self, templates: list) -> None:
         if not templates or not self.has_audio:
@@ -491,7 +497,25 @@ class VerificationSession:
             note="" if attempt.ok else attempt.note,
             biometric_off=self._step.biometric_off,
         )
+        alone = self.policy.lockout.other_factor_alone and not self.policy.step_up.required
+        if attempt.ok and self._step.biometric_off and not alone:
+            await self._reenable_biometric()
         return [await self._emit(self._decide())]
+
+    async def _reenable_biometric(self) -> None:
+        """Where a second factor alone must not authenticate (a tenant that needs both), passing
+        it re-enables the biometric instead: the count is reset and the call goes on to be
+        decided by both, so locking the biometric on purpose never lowers the bar to one factor."""
+        tenant, cid = self.start.tenant, self.start.customer_id
+        async with self.ctx.store.transaction() as tx:
+            if await tx.lock_customer(tenant, cid) is not None:
+                await self.ctx.attempts.succeeded(tenant, cid, tx)
+                await self.ctx.auditor.record(
+                    tenant, "biometric.limit", cid, "reenabled", session=self.start.session_id, tx=tx
+                )
+            templates = await self.ctx.vault.load(tenant, cid, None, tx)
+        self._step = replace(self._step, biometric_off=False)
+        self._use_templates(templates)
 
     def _require_step_up(self, why: str) -> None:
         if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:

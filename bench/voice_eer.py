@@ -15,6 +15,9 @@ Conditions (speaker labels from folder/file names):
 "project" is what the service computes: authsvc's VAD and resampling, then the
 GE2E port (authsvc.voice.ge2e). "resemblyzer" is `preprocess_wav` +
 `VoiceEncoder.embed_utterance` on exactly the same audio. Both use the same weights.
+"project_asnorm" is "project" with AS-norm (authsvc.scoring.normalisation, top 100)
+against the 251 librispeech-cohort-251 speakers, the cohort heard in each condition as
+the trials are (clean, mu-law, 3 s, telephone 3 s probes), none of them a trial speaker.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authsvc.audio.codecs import to_float, to_int16
 from authsvc.audio.resample import resample
+from authsvc.scoring.normalisation import Cohort, as_norm
 from authsvc.voice.pipeline import encoder_input, track, track_until
 from authsvc.voice.registry import load_encoder
 from bench.common import RESULTS, default_data_dir, eer, load_16k, machine, telephone
 
 CONTACT_CENTRE_PROBE_S = 3.0
+COHORT_TOP_K = 100
 
 # An utterance as (int16 samples, sample rate): what reaches the service.
 Audio = tuple[np.ndarray, int]
@@ -88,6 +93,30 @@ def all_pairs(emb: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarra
     return scores[upper & same], scores[upper & ~same]
 
 
+def pairs_of(scores: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    same = np.equal.outer(labels, labels)
+    upper = np.triu(np.ones_like(same), k=1).astype(bool)
+    return scores[upper & same], scores[upper & ~same]
+
+
+def cohort_conditions(
+    wavs: list[np.ndarray], embed: Callable[[list[Audio]], np.ndarray]
+) -> dict[str, Cohort]:
+    """The normalisation cohort heard in each trial condition."""
+    tel = []
+    for w in wavs:
+        t = telephone(w)
+        _, used = track_until(t, 8000, CONTACT_CENTRE_PROBE_S)
+        tel.append((t[:used], 8000))
+    heard = {
+        "librispeech_clean_16k": [(to_int16(w), 16000) for w in wavs],
+        "librispeech_mulaw_8k": [(telephone(w), 8000) for w in wavs],
+        "librispeech_first_3s": [(to_int16(w[: 3 * 16000]), 16000) for w in wavs],
+        "telephone_3s": tel,
+    }
+    return {name: Cohort(embed(items), top_k=COHORT_TOP_K) for name, items in heard.items()}
+
+
 def normed(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -114,20 +143,29 @@ def run(data_dir: Path, out: Path) -> dict:
         cc_probes.append((tel[:used], 8000))
 
     pipelines = {"project": project_embedder("ge2e"), "resemblyzer": resemblyzer_embedder()}
+    cohort_wavs = [
+        load_16k(f) for f in sorted((data_dir / "speech" / "librispeech-cohort-251").glob("*.flac"))
+    ]
     results: dict = {"conditions": {}, "machine": machine(), "data_dir": str(data_dir)}
     for name, embed in pipelines.items():
         t0 = time.perf_counter()
+        cohorts = cohort_conditions(cohort_wavs, embed) if name == "project" else {}
         for cond, items in [*conditions.items(), ("fsdd_every10th_8k", fsdd)]:
             lab = fsdd_labels if cond.startswith("fsdd") else labels
-            gen, imp = all_pairs(embed(items), lab)
+            emb = embed(items)
+            gen, imp = all_pairs(emb, lab)
             entry = results["conditions"].setdefault(
                 cond, {"genuine_trials": len(gen), "impostor_trials": len(imp)}
             )
             entry[name] = round(eer(gen, imp), 4)
+            if cohorts:
+                c = cohorts["telephone_3s" if cond.startswith("fsdd") else cond]
+                gen_n, imp_n = pairs_of(as_norm(emb, emb, c, c), lab)
+                entry["project_asnorm"] = round(eer(gen_n, imp_n), 4)
         # Contact centre: enroll on clean full utterances, probe with telephone 3 s prefixes.
         enroll_emb = embed(conditions["librispeech_clean_16k"])
         probe_emb = embed(cc_probes)
-        gen, imp = [], []
+        gen, imp, gen_n, imp_n = [], [], [], []
         speakers = sorted(set(labels))
         for fold in (slice(0, 5), slice(5, 10)):
             models, probes, probe_labels = [], [], []
@@ -142,10 +180,21 @@ def run(data_dir: Path, out: Path) -> dict:
             same = np.equal.outer(probe_labels, speakers)
             gen.extend(scores[same])
             imp.extend(scores[~same])
+            if cohorts:
+                normed_scores = as_norm(
+                    np.stack(models),
+                    np.stack(probes),
+                    cohorts["telephone_3s"],
+                    cohorts["librispeech_clean_16k"],
+                ).T
+                gen_n.extend(normed_scores[same])
+                imp_n.extend(normed_scores[~same])
         entry = results["conditions"].setdefault(
             "contact_centre_5enroll_3s_mulaw", {"genuine_trials": len(gen), "impostor_trials": len(imp)}
         )
         entry[name] = round(eer(np.array(gen), np.array(imp)), 4)
+        if cohorts:
+            entry["project_asnorm"] = round(eer(np.array(gen_n), np.array(imp_n)), 4)
         results.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 1)
 
     for entry in results["conditions"].values():
@@ -164,11 +213,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "voice_eer.json")
     args = parser.parse_args()
     results = run(args.data_dir, args.out)
-    print(f"{'condition':36} {'trials':>12} {'project':>8} {'resemblyzer':>11} {'change':>7}")
+    print(f"{'condition':36} {'trials':>12} {'project':>8} {'as-norm':>8} {'resemblyzer':>11} {'change':>7}")
     for cond, e in results["conditions"].items():
         trials = f"{e['genuine_trials']}/{e['impostor_trials']}"
         print(
-            f"{cond:36} {trials:>12} {e['project']:8.2%} {e['resemblyzer']:11.2%} "
+            f"{cond:36} {trials:>12} {e['project']:8.2%} {e['project_asnorm']:8.2%} {e['resemblyzer']:11.2%} "
             f"{e['relative_change']:+7.1%}"
         )
     print(f"wrote {args.out}")

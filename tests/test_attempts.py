@@ -173,33 +173,72 @@ async def test_a_long_impostor_call_gets_at_most_max_looks_each_counted(service,
     )
 
 
-async def test_after_the_limit_another_factor_is_offered_and_its_success_resets_the_count(svc, speech):
-    channel, ctx, data_dir, address, clock = svc
-    _write_policy(data_dir, "bank", BANK)
+async def _locked_out(svc, speech, tenant: str, customer: str) -> bytes:
+    """A customer with voice and TOTP whose biometric an impostor has driven to its limit;
+    -> the TOTP secret."""
+    channel, ctx, _, address, clock = svc
     target, other = _speakers(speech)
-    await register(channel, "bank", "olga", ("voice", "totp"))
-    await _enroll_voice(channel, "bank", "olga", target[:3])
-    secret = await _totp(channel, clock, "bank", "olga")
-    limit = (await ctx.policy_for("bank")).lockout.biometric_failures
-    impostor_call = call_requests("bank", "olga", np.concatenate(other[:2]))
-    while await _failures(ctx, "bank", "olga") < limit:
+    await register(channel, tenant, customer, ("voice", "totp"))
+    await _enroll_voice(channel, tenant, customer, target[:3])
+    secret = await _totp(channel, clock, tenant, customer)
+    limit = (await ctx.policy_for(tenant)).lockout.biometric_failures
+    impostor_call = call_requests(tenant, customer, np.concatenate(other[:2]))
+    while await _failures(ctx, tenant, customer) < limit:
         decisions = await asyncio.to_thread(stream, address, impostor_call)
         assert decisions[-1].outcome in (V.OUTCOME_REJECTED, V.OUTCOME_STEP_UP_REQUIRED)
-    events = await ctx.auditor.list("bank", 200, customer_id="olga")
+    events = await ctx.auditor.list(tenant, 200, customer_id=customer)
     assert [e.outcome for e in events if e.action == "biometric.limit"] == ["disabled"]
-    # The genuine customer calls: the voice is not scored; TOTP is asked for and decides alone.
     clock.now += 60
-    code = totp.generate(secret, clock.now)
-    call = call_requests("bank", "olga", target[4])
-    decisions = await asyncio.to_thread(stream, address, [call[0], _answer(code)])
+    return secret
+
+
+async def test_after_the_limit_the_other_factor_is_asked_for_and_decides_alone_at_aal1(svc, speech):
+    _, ctx, _, address, clock = svc
+    secret = await _locked_out(svc, speech, "shop", "olga")
+    target, _ = _speakers(speech)
+    # The genuine customer calls: the voice is not scored; TOTP is asked for and decides alone.
+    call = call_requests("shop", "olga", target[4])
+    decisions = await asyncio.to_thread(stream, address, [call[0], _answer(totp.generate(secret, clock.now))])
     assert decisions[0].outcome == V.OUTCOME_STEP_UP_REQUIRED and not decisions[0].evidence
     done = decisions[1]
     assert done.outcome == V.OUTCOME_AUTHENTICATED and list(done.assertion.methods) == [M.AUTH_METHOD_TOTP]
-    assert done.assertion.assurance_level == "AAL1", "one possession factor alone: AAL1, not AAL2"
-    assert await _failures(ctx, "bank", "olga") == 0, "a successful authentication resets the count"
-    # The biometric is back: the genuine voice matches (and steps up as finance requires).
+    assert done.assertion.assurance_level == "AAL1", "one possession factor alone: AAL1"
+    assert await _failures(ctx, "shop", "olga") == 0, "a successful authentication resets the count"
+    # The biometric is back.
     decisions = await asyncio.to_thread(stream, address, call)
-    assert V.OUTCOME_STEP_UP_REQUIRED in [d.outcome for d in decisions if d.evidence]
+    assert V.OUTCOME_AUTHENTICATED in [d.outcome for d in decisions if d.evidence]
+
+
+async def test_in_finance_failing_on_purpose_never_lowers_the_bar_to_one_factor(svc, speech):
+    _, ctx, data_dir, address, clock = svc
+    _write_policy(data_dir, "bank", BANK)
+    secret = await _locked_out(svc, speech, "bank", "olga")
+    target, other = _speakers(speech)
+    # An attacker holding the TOTP (a stolen seed) after locking the biometric: the code
+    # re-enables the voice check, which the attacker's voice then fails.
+    attack = call_requests("bank", "olga", np.concatenate(other[2:4]))
+    decisions = await asyncio.to_thread(
+        stream, address, [attack[0], _answer(totp.generate(secret, clock.now)), *attack[1:]]
+    )
+    assert decisions[0].outcome == V.OUTCOME_STEP_UP_REQUIRED
+    assert V.OUTCOME_AUTHENTICATED not in [d.outcome for d in decisions]
+    assert decisions[-1].outcome == V.OUTCOME_REJECTED
+    # The genuine customer, the same way: TOTP, then the voice decides, and both make AAL2.
+    clock.now += 60
+    await ctx.factors.unlock("bank", "olga", "test")  # the attacker's looks locked it again
+    for _ in range((await ctx.policy_for("bank")).lockout.biometric_failures):
+        async with ctx.store.transaction() as tx:
+            await tx.lock_customer("bank", "olga")
+            await ctx.attempts.failed(await ctx.policy_for("bank"), "bank", "olga", True, tx)
+    call = call_requests("bank", "olga", target[4])
+    decisions = await asyncio.to_thread(
+        stream, address, [call[0], _answer(totp.generate(secret, clock.now)), *call[1:]]
+    )
+    done = [d for d in decisions if d.outcome == V.OUTCOME_AUTHENTICATED]
+    assert done, [d.reason for d in decisions]
+    assert set(done[0].assertion.methods) == {M.AUTH_METHOD_VOICE, M.AUTH_METHOD_TOTP}
+    assert done[0].assertion.assurance_level == "AAL2"
+    assert await _failures(ctx, "bank", "olga") == 0
 
 
 async def test_unlock_needs_tenant_admin_and_clears_the_biometric_lock(service):

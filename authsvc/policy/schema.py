@@ -92,6 +92,10 @@ class LockoutRules:
     # (a success re-enables it); "delay" waits 30 s, doubling with each further failure. A
     # customer with no other factor always gets the delay.
     biometric_after_limit: str = field(default="step_up", metadata={"choices": ("step_up", "delay")})
+    # Whether that other factor then authenticates on its own (AAL1). Where a tenant needs a
+    # biometric and a second factor, it must not: passing it re-enables the biometric instead,
+    # so failing on purpose never lowers the bar to one factor.
+    other_factor_alone: bool = True
     # Failed biometric attempts one calling principal from one source address may cause per
     # hour, over all customers, before its new sessions are refused: one source cannot lock
     # out the customer base.
@@ -153,7 +157,7 @@ _REGULATED: dict[str, dict[str, Any]] = {
     "voice": {"target_far": NIST_MAX_FMR, "floor_far": 0.01},
     "keystroke": {"target_far": NIST_MAX_FMR},
     "step_up": {"required": True},
-    "lockout": {"max_failures": 5, "lockout_s": 900.0},
+    "lockout": {"max_failures": 5, "lockout_s": 900.0, "other_factor_alone": False},
     "assertion": {"lifetime_s": 300.0, "max_uses": 1},
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"general": {}, "finance": _REGULATED, "health": _REGULATED}
@@ -227,6 +231,11 @@ def _check_sector_rules(p: TenantPolicy, origin: str) -> None:
             )
     if p.voice.threshold is not None:
         raise ConfigError(f"{origin}: voice.threshold is not allowed for {why}; give voice.target_far")
+    if p.lockout.other_factor_alone:
+        raise ConfigError(
+            f"{origin}: lockout.other_factor_alone = true is not allowed for {why}: a second factor "
+            "alone is one factor"
+        )
     if not p.step_up.required:
         raise ConfigError(
             f"{origin}: step_up.required = false is not allowed for {why}: a biometric counts only "
