@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from authsvc.audit import Auditor
 from authsvc.policy.schema import TenantPolicy
-from authsvc.stepup.lockout import NIST_MAX_CONSECUTIVE, BiometricLockout, LockoutState, RateLimited
+from authsvc.stepup.lockout import BiometricLockout, LockoutState, RateLimited
 from authsvc.store.base import Transaction
 from authsvc.templates import TemplateVault
 
@@ -64,7 +64,7 @@ class Attempts:
     def _status(self, policy: TenantPolicy, state: LockoutState) -> BiometricStatus:
         now = self.clock()
         lock = rule(policy)
-        operator = state.disabled and (state.failures >= NIST_MAX_CONSECUTIVE or not lock.steps_up(True))
+        operator = lock.operator_only(state)
         return BiometricStatus(
             failures=state.failures,
             attempts_left=lock.attempts_left(state, now),
@@ -107,9 +107,17 @@ class Attempts:
         return status
 
     async def succeeded(self, tenant: str, customer_id: str, tx: Transaction) -> None:
-        """A successful authentication resets the count (NIST SP 800-63B 3.2.3)."""
+        """A successful biometric authentication resets the count (NIST SP 800-63B 3.2.3)."""
         if await self._state(tx, tenant, customer_id) != LockoutState():
             await tx.delete_state(tenant, customer_id, BIOMETRIC_STATE)
+
+    async def reenabled(self, policy: TenantPolicy, tenant: str, customer_id: str, tx: Transaction) -> None:
+        """Another factor succeeded: the biometric may decide again, but the run of failures
+        toward NIST's 100 is kept (a second factor must not buy unlimited biometric guesses)."""
+        before = await self._state(tx, tenant, customer_id)
+        after = rule(policy).reenabled(before)
+        if after != before:
+            await self.vault.put_state(tenant, customer_id, BIOMETRIC_STATE, after.to_bytes(), tx)
 
 
 class SourceThrottle:
@@ -133,17 +141,26 @@ class SourceThrottle:
             times.popleft()
         return times
 
+    def over(self, policy: TenantPolicy, source: str) -> float:
+        """Seconds until the source is back under the tenant's hourly failure budget (0: it is)."""
+        if not source:
+            return 0.0
+        times = self._failures.get((policy.tenant, source))
+        if not times:
+            return 0.0
+        times = self._window((policy.tenant, source))
+        if len(times) < policy.lockout.source_failures_per_hour:
+            return 0.0
+        return max(1.0, times[0] + self.WINDOW_S - self.clock())
+
     def check(self, policy: TenantPolicy, source: str) -> None:
         """Raises RateLimited while the source is over the tenant's hourly failure budget."""
-        if not source:
-            return
-        times = self._window((policy.tenant, source))
-        if len(times) >= policy.lockout.source_failures_per_hour:
-            retry = times[0] + self.WINDOW_S - self.clock()
+        wait = self.over(policy, source)
+        if wait:
             raise RateLimited(
-                f"too many failed attempts from this caller ({len(times)} in the last hour); "
-                "new sessions are refused for now",
-                max(1.0, retry),
+                "too many failed attempts from this caller in the last hour; new sessions are refused "
+                "for now",
+                wait,
             )
 
     def failed(self, policy: TenantPolicy, source: str) -> bool:

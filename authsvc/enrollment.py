@@ -16,7 +16,7 @@ from authsvc.consent import BIOMETRIC_METHODS, METHODS, require_consent
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
-from authsvc.scoring.cosine import embedding_to_bytes
+from authsvc.scoring.cosine import embedding_to_bytes, usable
 from authsvc.store.base import CustomerRecord, Erasure, Transaction, within
 from authsvc.voice.pipeline import encoder_input, track
 
@@ -72,6 +72,8 @@ async def enroll_voice(
         raise InvalidInput("audio", "the sample is clipped (saturated); record it at a lower gain")
     digest = ctx.vault.sample_digest(tenant, customer_id, VOICE, audio)
     embedding = await ctx.runner.embed(encoder_input(tracker, ctx.encoder.sample_rate))
+    if not usable(embedding):
+        raise InvalidInput("audio", "the sample gives no usable voiceprint (a degenerate embedding)")
     enc = ctx.encoder
     # The customer, the template and its audit row are stored together or not at all.
     async with ctx.store.transaction() as tx:

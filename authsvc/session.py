@@ -30,7 +30,7 @@ from authsvc.audio.quality import assess
 from authsvc.audio.vad import SpeechTracker
 from authsvc.context import ServiceContext
 from authsvc.enrollment import KEYSTROKE_FREE, VOICE, keystroke_modality, profile_bytes, profile_samples
-from authsvc.errors import InvalidInput, Overloaded, PreconditionFailed
+from authsvc.errors import ConfigError, InvalidInput, Overloaded, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
     CustomerView,
@@ -43,7 +43,7 @@ from authsvc.policy.engine import (
     voice_threshold,
 )
 from authsvc.policy.schema import TenantPolicy
-from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes
+from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes, usable
 from authsvc.store.base import Transaction
 from authsvc.voice.pipeline import to_encoder_rate
 
@@ -110,6 +110,8 @@ class VerificationSession:
         self._look: str | None = None
         self._factors: tuple[str, ...] = ()
         self._record = None
+        self._step_passed = False  # a second factor was just verified (reset the count once)
+        self._spent: set[str] = set()  # typing evidence whose failure has been counted
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class VerificationSession:
         """Numbers the decision, counts it as a look, issues its assertion and audits it, in one
         unit of work: a decision reaches the caller only once all of that is stored."""
         look, self._look = self._look, None
+        passed, self._step_passed = self._step_passed, False
         audited = look is not None or decision.outcome is not Outcome.PENDING or decision.final
         a = self._assertion
         # A new assertion only when what it states changes (more methods, higher assurance).
@@ -131,8 +134,9 @@ class VerificationSession:
             async with self.ctx.store.transaction() as tx:
                 if look is not None:
                     decision = await self._count_look(decision, look, tx)
-                elif decision.outcome is Outcome.AUTHENTICATED and decision.assertion is None:
-                    await self._succeeded(tx)
+                elif decision.outcome is Outcome.AUTHENTICATED and passed:
+                    # Once, for the answer that authenticated (not for re-sent decisions).
+                    await self._succeeded(tx, biometric=bool(set(decision.methods) & {"voice", "typing"}))
                 issue = issue and decision.outcome is Outcome.AUTHENTICATED
                 decision = replace(decision, sequence=self._sequence + 1)
                 if issue:
@@ -178,6 +182,8 @@ class VerificationSession:
             # Another call reached the limit since this look began: its score is not given.
             self._blocked(status)
             return replace(self._decide(), final=decision.final)
+        if not self._look_allowed_by_source():
+            return replace(self._decide(), final=decision.final)  # over budget meanwhile
         if decision.outcome is Outcome.AUTHENTICATED:
             await self.ctx.attempts.succeeded(tenant, cid, tx)
             return decision
@@ -211,11 +217,21 @@ class VerificationSession:
             )
         if status.blocked:
             self._blocked(status)
+        # A counted typing failure is not held against the rest of the call (the voice that
+        # follows would fail its floor at every look): it counted once, and is spent at the next.
+        self._spent = {k for k, e in self._evidence.items() if e.client_timed and not e.llr >= e.floor_llr}
         return replace(decision, attempts_remaining=status.attempts_left)
 
-    async def _succeeded(self, tx: Transaction) -> None:
-        if await tx.lock_customer(self.start.tenant, self.start.customer_id) is not None:
-            await self.ctx.attempts.succeeded(self.start.tenant, self.start.customer_id, tx)
+    async def _succeeded(self, tx: Transaction, biometric: bool) -> None:
+        """A second factor authenticated: with a biometric match the count resets; alone, the
+        biometric is only re-enabled (attempts.reenabled)."""
+        tenant, cid = self.start.tenant, self.start.customer_id
+        if await tx.lock_customer(tenant, cid) is None:
+            return
+        if biometric:
+            await self.ctx.attempts.succeeded(tenant, cid, tx)
+        else:
+            await self.ctx.attempts.reenabled(self.policy, tenant, cid, tx)
 
     def _usable_factors(self) -> tuple[str, ...]:
         return tuple(f for f in self.policy.step_up.factors if f in self._factors)
@@ -229,12 +245,35 @@ class VerificationSession:
         )
         self._evidence = {}
 
+    def _begin_look(self) -> None:
+        self._looks += 1
+        self._look = "biometric"
+        for key in self._spent:
+            self._evidence.pop(key, None)
+        self._spent = set()
+
+    def _max_looks(self) -> int:
+        # A fixed raw threshold is one look's threshold: it cannot be shared among several.
+        return 1 if self.policy.voice.threshold is not None else self.policy.decision.max_looks
+
     def _may_look(self) -> bool:
         return (
-            self._looks < self.policy.decision.max_looks
+            self._looks < self._max_looks()
             and not self._step.biometric_off
             and self._step.retry_after_s == 0
+            and self._look_allowed_by_source()
         )
+
+    def _look_allowed_by_source(self) -> bool:
+        """A source over its failure budget gets no more looks, in sessions already open too."""
+        wait = self.ctx.throttle.over(self.policy, self.start.source)
+        if wait and self._closed_outcome is None:
+            self._step = replace(self._step, retry_after_s=max(self._step.retry_after_s, wait))
+            self._evidence = {}
+            self._closed_outcome = replace(
+                self._decide(), reason="too many failed attempts from this caller; no more looks for now"
+            )
+        return not wait
 
     def _decide(self) -> Decision:
         if self._closed_outcome is not None:
@@ -298,8 +337,29 @@ class VerificationSession:
             return [await self._emit(self._decide())]
         self._record = record
         self._use_templates(templates)
+        self._check_thresholds()
         first = self._decide()
+        if first.outcome is Outcome.NOT_ENROLLED:
+            self._closed_outcome = first  # nothing of this customer is ever scored in this call
         return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
+
+    def _check_thresholds(self) -> None:
+        """Fails closed before anything is scored where the calibrations cannot resolve the
+        per-look target of a modality this session may be decided on."""
+        if self.has_audio:
+            return
+        rules = self.policy.keystroke
+        for stored, _ in self._typing.values():
+            _, model_id, _ = keystroke.template_identity(stored)
+            try:
+                self.ctx.keystroke_calibrations[model_id].threshold_for(
+                    look_far(self.policy, rules.target_far)
+                )
+            except ConfigError as exc:
+                raise PreconditionFailed(
+                    "typing cannot be decided at this tenant's keystroke.target_far / "
+                    f"decision.max_looks: {exc}"
+                ) from None
 
     def _use_templates(self, templates: list) -> None:
         record = self._record
@@ -402,10 +462,12 @@ class VerificationSession:
             while sum(d for _, d in self._segments) - self._segments[0][1] >= self.policy.voice.max_window_s:
                 self._segments.pop(0)
         self._scored_at_s = speech
-        self._looks += 1
-        self._look = "biometric"
-        pooled = sum(e / np.linalg.norm(e) * d for e, d in self._segments)
-        score = cosine(pooled, self._voice_template)
+        self._begin_look()
+        # A degenerate segment makes the score NaN, which the engine rejects (and counts).
+        pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
+        score = cosine(pooled, self._voice_template) if usable(pooled) else float("nan")
+        if not all(usable(e) for e, _ in self._segments):
+            score = float("nan")
         cal = self.ctx.calibration
         # Without a calibration (a fixed raw threshold), the LLR is only the margin over it.
         if cal:
@@ -437,13 +499,13 @@ class VerificationSession:
             sample = keystroke.make_sample(self._free_events, "free")
         stored = self._typing.get(modality)
         if stored is not None:
-            self._looks += 1
-            self._look = "biometric"
+            self._begin_look()
             try:
                 llr = keystroke.verify(stored[0], sample).llr
-            except keystroke.KnowledgeMismatch:
-                # A wrong password or PIN: a failed attempt, counted and audited with the
-                # decision, and answered as a rhythm that does not match (no oracle for the text).
+            except keystroke.KeystrokeInputError:
+                # A wrong password or PIN, or a sample whose timing cannot be compared: a failed
+                # attempt, counted and audited with the decision, and answered as a rhythm that
+                # does not match (so neither tells whether the text was right).
                 llr = KNOWLEDGE_FAILURE_LLR
                 self._look = f"knowledge:{modality}"
             _, model_id, version = keystroke.template_identity(stored[0])
@@ -480,8 +542,9 @@ class VerificationSession:
             samples,
             profile if modality != KEYSTROKE_FREE else "free",
             floor_llr=floor,
-            # Keypad timing is scored with the keyboard calibration: none fits the channel.
-            calibrated=kind != "dtmf",
+            # Keypad timing is scored with the keyboard calibration: none fits the channel. On a
+            # call any fixed text comes from a keypad, whatever the client labels it.
+            calibrated=kind != "dtmf" and not self.has_audio,
         )
 
     async def step_up(self, factor: str, code: str) -> list[Decision]:
@@ -498,8 +561,12 @@ class VerificationSession:
             biometric_off=self._step.biometric_off,
         )
         alone = self.policy.lockout.other_factor_alone and not self.policy.step_up.required
-        if attempt.ok and self._step.biometric_off and not alone:
+        if not attempt.ok:
+            self.ctx.throttle.failed(self.policy, self.start.source)
+        elif self._step.biometric_off and not alone:
             await self._reenable_biometric()
+        else:
+            self._step_passed = True
         return [await self._emit(self._decide())]
 
     async def _reenable_biometric(self) -> None:
@@ -509,7 +576,7 @@ class VerificationSession:
         tenant, cid = self.start.tenant, self.start.customer_id
         async with self.ctx.store.transaction() as tx:
             if await tx.lock_customer(tenant, cid) is not None:
-                await self.ctx.attempts.succeeded(tenant, cid, tx)
+                await self.ctx.attempts.reenabled(self.policy, tenant, cid, tx)
                 await self.ctx.auditor.record(
                     tenant, "biometric.limit", cid, "reenabled", session=self.start.session_id, tx=tx
                 )
@@ -535,7 +602,10 @@ class VerificationSession:
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
             )
-        voice_pending = self._voice_template is not None and self._scored_at_s != self.tracker.net_speech_s
+        new, _ = self.tracker.voiced_since(self._voiced_mark)
+        # Only new speech makes a final look (the same score must not count twice).
+        fresh = new.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments
+        voice_pending = self._voice_template is not None and fresh
         enough = self.tracker.net_speech_s >= self.policy.voice.min_net_speech_s
         if voice_pending and enough and self._closed_outcome is None and self._may_look():
             try:

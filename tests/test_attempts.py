@@ -8,6 +8,7 @@ after the biometric is disabled another factor is offered, and a success resets 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 
 import grpc
@@ -117,7 +118,7 @@ async def test_a_call_that_ends_after_a_scored_mismatch_without_half_closing_sti
         seen = []
         with grpc.insecure_channel(address) as ch:
             call = verification_pb2_grpc.VerificationServiceStub(ch).Verify(
-                iter([_web_start("ivan"), _pin(impostor, "4711"), V.VerifyRequest()]),
+                iter([_web_start("ivan"), _pin(impostor, "0815"), V.VerifyRequest()]),
                 metadata=bearer(telephony),
                 timeout=60,
             )
@@ -132,7 +133,7 @@ async def test_a_call_that_ends_after_a_scored_mismatch_without_half_closing_sti
 
         def requests():
             yield _web_start("ivan")
-            yield _pin(impostor, "4711")
+            yield _pin(impostor, "0815")
             hung_up.wait(30)  # the caller stays on the line until it hangs up
 
         with grpc.insecure_channel(address) as ch:
@@ -281,7 +282,7 @@ async def test_one_source_cannot_lock_out_many_customers(svc):
     for victim in victims:
         try:
             decisions = await asyncio.to_thread(
-                stream, address, [_web_start(victim), _pin(impostor, "4711")], attacker
+                stream, address, [_web_start(victim), _pin(impostor, "0815")], attacker
             )
             outcomes.append(decisions[-1].outcome)
         except grpc.RpcError as err:
@@ -317,3 +318,137 @@ async def test_hill_climbed_typing_cannot_lift_a_non_matching_voice(service, spe
     typing_llr = max(e.llr for d in fused for e in d.evidence if e.modality != M.MODALITY_VOICE)
     assert typing_llr > (await ctx.policy_for("shop")).keystroke.max_llr, "the typing itself is strong"
     assert all(d.outcome != V.OUTCOME_AUTHENTICATED for d in decisions)
+
+
+# -- found by attacking the first version of this change ------------------------------------------
+
+
+async def test_a_degenerate_voice_embedding_is_a_counted_rejection_never_a_match(
+    service, speech, monkeypatch
+):
+    # Crafted noise can drive every GE2E window to a zero output: the cosine is then NaN, which
+    # compares False both ways and once let every look through.
+    channel, ctx, _, address = service
+    target, other = _speakers(speech)
+    await _enroll_voice(channel, "shop", "nia", target[:3])
+    real = ctx.runner.embed
+
+    async def zero(wav, deadline=None):
+        return np.zeros_like(await real(wav, deadline=deadline))
+
+    monkeypatch.setattr(ctx.runner, "embed", zero)
+    decisions = await asyncio.to_thread(stream, address, call_requests("shop", "nia", other[0]))
+    scored = [d for d in decisions if d.evidence]
+    assert scored and all(
+        d.outcome == V.OUTCOME_REJECTED for d in decisions if d.outcome != V.OUTCOME_PENDING
+    )
+    assert await _failures(ctx, customer="nia") == len([d for d in scored if not d.final])
+    from tests.wire import enroll_request
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await enrollment_pb2_grpc.EnrollmentServiceStub(channel).EnrollVoice(
+            enroll_request("shop", "nia", target[3]), timeout=60
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "voiceprint" in err.value.details()
+
+
+def _no_timing_pin(digits: str) -> V.VerifyRequest:
+    """The PIN with a correction before every digit and no key-up times: once the text matches,
+    no timing is left to compare."""
+    from authsvc.keystroke import KeyEvent
+
+    events, t = [], 0.0
+    for i, ch in enumerate(digits):
+        if i:
+            events += [KeyEvent("9" if ch != "9" else "8", t), KeyEvent("backspace", t + 0.1)]
+            t += 0.2
+        events.append(KeyEvent(ch, t))
+        t += 0.2
+    return V.VerifyRequest(keystrokes=keystroke_pb(make_sample(events, "fixed", digits), "pin"))
+
+
+async def test_a_sample_that_cannot_be_compared_is_a_counted_failure_like_a_wrong_pin(service):
+    channel, ctx, _, address = service
+    await _pin_customer(channel, Typist(np.random.default_rng(5)))
+    key = await key_for(ctx, "shop", roles.TELEPHONY)
+
+    def attempt(digits: str) -> list:
+        return [d.outcome for d in stream(address, [_web_start("ivan"), _no_timing_pin(digits)], key)]
+
+    wrong, right = await asyncio.to_thread(attempt, "1234"), await asyncio.to_thread(attempt, "4711")
+    assert wrong == right == [V.OUTCOME_REJECTED, V.OUTCOME_REJECTED], "the right PIN is not told apart"
+    assert await _failures(ctx) == 2
+
+
+async def test_a_voice_call_for_a_customer_without_voiceprint_scores_no_pin(service):
+    channel, ctx, _, address = service
+    owner = Typist(np.random.default_rng(5))
+    await _pin_customer(channel, owner)
+    key = await key_for(ctx, "shop", roles.TELEPHONY, roles.EVIDENCE)
+    start = call_requests("shop", "ivan", np.zeros(1600, np.float32))[0]
+    decisions = await asyncio.to_thread(
+        stream, address, [start, *[_pin(owner, "1234") for _ in range(3)]], key
+    )
+    assert {d.outcome for d in decisions} == {V.OUTCOME_NOT_ENROLLED}
+    assert all(not d.evidence for d in decisions), "not scored, so not an uncounted PIN oracle"
+
+
+async def test_the_source_budget_holds_in_sessions_already_open(svc):
+    channel, ctx, data_dir, address, _ = svc
+    _write_policy(data_dir, "shop", "[lockout]\nsource_failures_per_hour = 1\n")
+    owner, impostor = Typist(np.random.default_rng(5)), Typist(np.random.default_rng(6))
+    await _pin_customer(channel, owner)
+    key = await key_for(ctx, "shop", roles.TELEPHONY)
+    await asyncio.to_thread(
+        stream, address, [_web_start("ivan"), *[_pin(impostor, "0815") for _ in range(5)]], key
+    )
+    assert await _failures(ctx) == 1, "the looks after the budget was spent were not made"
+
+
+async def test_a_decision_sent_again_does_not_reset_the_count(svc):
+    channel, ctx, data_dir, address, _ = svc
+    _write_policy(data_dir, "shop", "[keystroke]\nalone = true\n")
+    owner, impostor = Typist(np.random.default_rng(5), noise=0.02), Typist(np.random.default_rng(6))
+    await register(channel, "shop", "kai", ("typing",))
+    await enrollment_pb2_grpc.EnrollmentServiceStub(channel).EnrollKeystrokes(
+        enrollment_pb2.EnrollKeystrokesRequest(
+            tenant="shop",
+            customer_id="kai",
+            samples=[keystroke_pb(owner.password(), "password") for _ in range(6)],
+        )
+    )
+    key = await key_for(ctx, "shop", roles.TELEPHONY)
+    todo: queue.Queue = queue.Queue()
+    seen: queue.Queue = queue.Queue()
+    # A sample for a profile the customer does not have adds no evidence: the session re-sends
+    # its decision.
+    nosuch = V.VerifyRequest(
+        keystrokes=keystroke_pb(make_sample(owner.events("abc"), "fixed", "abc"), "nosuch")
+    )
+
+    def held_open() -> None:
+        def requests():
+            yield _web_start("kai")
+            yield V.VerifyRequest(keystrokes=keystroke_pb(owner.password(), "password"))
+            while (item := todo.get(timeout=120)) is not None:
+                yield item
+
+        with grpc.insecure_channel(address) as ch:
+            for d in verification_pb2_grpc.VerificationServiceStub(ch).Verify(
+                requests(), metadata=bearer(key), timeout=120
+            ):
+                seen.put(d.outcome)
+
+    call = asyncio.get_running_loop().run_in_executor(None, held_open)
+    try:
+        assert await asyncio.to_thread(seen.get, True, 60) == V.OUTCOME_AUTHENTICATED
+        wrong = V.VerifyRequest(keystrokes=keystroke_pb(impostor.password(), "password"))
+        for _ in range(3):  # wrong guesses from other sessions meanwhile
+            await asyncio.to_thread(stream, address, [_web_start("kai"), wrong], key)
+        assert await _failures(ctx, customer="kai") == 3
+        todo.put(nosuch)
+        assert await asyncio.to_thread(seen.get, True, 60) == V.OUTCOME_AUTHENTICATED
+        assert await _failures(ctx, customer="kai") == 3, "a decision sent again is no new authentication"
+    finally:
+        todo.put(None)
+        await call

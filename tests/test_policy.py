@@ -264,9 +264,9 @@ TYPED = CustomerView(frozenset({"voice", "keystroke_fixed/pin", "keystroke_free"
 
 def test_voice_leads_and_typing_tops_up_a_near_miss_by_at_most_the_cap():
     cap = POLICY.keystroke.max_llr
-    near_miss, strong_typing = _evidence(1.0, 2.0), _evidence(30.0, 2.5, "keystroke_fixed/pin")
+    near_miss, strong_typing = _evidence(2.0 - cap / 2, 2.0), _evidence(30.0, 2.5, "keystroke_fixed/pin")
     d = decide(POLICY, TYPED, (near_miss, strong_typing), StepUpState(), 3.2, voice_required=True)
-    assert d.fused_llr == 1.0 + cap and d.fused_threshold_llr == 2.0, "the bar is the voice's own"
+    assert d.fused_llr == 2.0 - cap / 2 + cap and d.fused_threshold_llr == 2.0, "the bar is the voice's own"
     assert d.outcome is Outcome.AUTHENTICATED and d.methods == ("voice", "typing")
     far_miss = decide(POLICY, TYPED, (_evidence(2.0 - cap - 0.01, 2.0), strong_typing), StepUpState(), 3.2)
     assert far_miss.outcome is Outcome.REJECTED, "fabricated timings add no more than the cap"
@@ -301,7 +301,28 @@ def test_a_voice_call_is_decided_by_voice_and_typing_alone_needs_the_policy():
     assert decide(alone, TYPED, (typing,), StepUpState()).outcome is Outcome.AUTHENTICATED
     dtmf = _evidence(9.0, 2.5, "keystroke_fixed/pin", calibrated=False)
     uncalibrated = decide(alone, TYPED, (dtmf,), StepUpState())
-    assert uncalibrated.outcome is Outcome.REJECTED and uncalibrated.fused_llr == POLICY.keystroke.max_llr
+    assert uncalibrated.fused_llr == POLICY.keystroke.max_llr, "capped"
+    assert uncalibrated.outcome is Outcome.STEP_UP_REQUIRED and "never decides alone" in uncalibrated.reason
+    below_floor = decide(
+        alone,
+        TYPED,
+        (_evidence(-3.0, 2.5, "keystroke_fixed/pin", floor=0.0, calibrated=False),),
+        StepUpState(),
+    )
+    assert below_floor.outcome is Outcome.REJECTED
+
+
+def test_a_score_that_is_not_a_number_is_rejected_never_accepted():
+    nan = float("nan")
+    for evidence in ((_evidence(nan, 2.0),), (_evidence(5.0, 2.0), _evidence(nan, 1.0, "keystroke_free"))):
+        d = decide(POLICY, TYPED, evidence, StepUpState(), 3.2, voice_required=True)
+        assert d.outcome is Outcome.REJECTED, d.reason
+
+
+def test_an_emailed_code_never_authenticates_on_its_own():
+    off = StepUpState(biometric_off=True, passed_factor="one_time_code", passed_kind="email")
+    d = decide(POLICY, CustomerView(frozenset({"voice"}), factors=("one_time_code",)), (), off)
+    assert d.outcome is Outcome.STEP_UP_REQUIRED and "e-mailed code alone" in d.reason
 
 
 def test_a_voice_call_needs_a_voiceprint():

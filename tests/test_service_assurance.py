@@ -378,6 +378,7 @@ async def test_dtmf_pin_timings_are_scored_in_a_call(service, speech):
         )
     )
     target, _ = _speakers(speech)
+    await _enroll_voice(channel, "shop", "ivan", target[1:4])  # a voice call needs a voiceprint
     call = call_requests("shop", "ivan", target[0])
     decisions = await asyncio.to_thread(
         stream, address, [call[0], *call[1:50], V.VerifyRequest(keystrokes=keystroke_pb(pin(), "pin"))]
@@ -385,6 +386,8 @@ async def test_dtmf_pin_timings_are_scored_in_a_call(service, speech):
     typed = next(d for d in decisions if d.evidence)
     assert typed.evidence[0].modality == common_pb2.MODALITY_KEYSTROKE_FIXED
     assert typed.evidence[0].profile == "pin" and typed.evidence[0].enrolled_samples == 6
+    assert not typed.evidence[0].calibrated, "keypad timing has no calibration of its own"
+    assert typed.outcome == V.OUTCOME_PENDING, "on a call, the voice decides"
 
 
 async def test_an_authenticated_call_after_the_key_is_due_for_rotation_rotates_it(svc, speech):

@@ -159,8 +159,12 @@ def fuse(policy: TenantPolicy, evidence: tuple[ModalityEvidence, ...]) -> tuple[
         min(e.llr, cap) if e.client_timed and (voice or not e.calibrated) else e.llr for e in evidence
     )
     needed = voice[0].threshold_llr if voice else max(e.threshold_llr for e in evidence)
+    broken = [e for e in evidence if not math.isfinite(e.llr)]
+    if broken or not math.isfinite(fused):
+        # Fail closed: a NaN compares False both ways (a degenerate embedding gives one).
+        return fused, needed, "the evidence has no finite score"
     if len(evidence) > 1:
-        low = [e for e in evidence if e.llr < e.floor_llr]
+        low = [e for e in evidence if not e.llr >= e.floor_llr]
         if low:
             return fused, needed, ", ".join(f"{e.modality} LLR {e.llr:+.2f} is below its floor" for e in low)
     return fused, needed, ""
@@ -209,11 +213,15 @@ def decide(
     if not evidence:
         return Decision(Outcome.PENDING, reason=pending, **base)
     fused, needed, floor = fuse(policy, evidence)
-    fusion = {"fused_llr": fused, "fused_threshold_llr": needed}
     has_voice = any(not e.client_timed for e in evidence)
+    if not has_voice and not floor and not all(e.calibrated for e in evidence):
+        # Capped, it could never reach the bar: judged on its floor instead, and only ever as
+        # a first factor that asks for a second (below).
+        needed = max(e.floor_llr for e in evidence)
+    fusion = {"fused_llr": fused, "fused_threshold_llr": needed}
     methods = tuple(dict.fromkeys("voice" if e.modality == "voice" else "typing" for e in evidence))
     detail = ", ".join(f"{e.modality} LLR {e.llr:+.2f}" for e in evidence)
-    if floor or fused < needed:
+    if floor or not fused >= needed:
         why = floor or f"fused LLR {fused:+.2f} is below {needed:+.2f}"
         return Decision(
             Outcome.REJECTED,
@@ -231,7 +239,11 @@ def decide(
             **base,
         )
     matched = f"biometric match: fused LLR {fused:+.2f} >= {needed:+.2f} ({detail})"
-    typing_only = not has_voice and not policy.keystroke.alone
+    # Keypad timing has no calibration of its own: alone, it can only ask for a second factor.
+    uncalibrated = not has_voice and not all(e.calibrated for e in evidence)
+    typing_only = not has_voice and (not policy.keystroke.alone or uncalibrated)
+    if uncalibrated:
+        matched = f"{matched}; keypad timing has no calibration of its own, so it never decides alone"
     if not policy.step_up.required and not typing_only:
         return Decision(
             Outcome.AUTHENTICATED,
@@ -280,6 +292,18 @@ def decide(
 def _other_factor(policy: TenantPolicy, customer: CustomerView, step: StepUpState, base: dict) -> Decision:
     """The biometric is disabled after repeated failures: a second factor decides on its own."""
     off = "the biometric is disabled after repeated failed attempts"
+    if step.passed_factor and step.passed_kind == "email":
+        # An e-mailed code is no authenticator (SP 800-63B rev 4): on its own it lets no one in.
+        return Decision(
+            Outcome.STEP_UP_REQUIRED,
+            reason=f"{off}; an e-mailed code alone does not authenticate: another factor is required",
+            step_up_factors=tuple(
+                f for f in policy.step_up.factors if f in customer.factors and f != "one_time_code"
+            )
+            or (),
+            attempts_remaining=step.attempts_remaining,
+            **base,
+        )
     if step.passed_factor:
         level = LEVEL_ALONE.get(step.passed_kind, "")
         verified = f"{off}; {step.passed_factor} verified on its own; {level_note(level, step.passed_kind)}"

@@ -63,7 +63,7 @@ class KeystrokeRules:
     # Key timings come from the client and can be fabricated: beside voice, typing adds at most
     # this much LLR (evidence against the claim counts in full), and must itself reach its
     # threshold at floor_far.
-    max_llr: float = field(default=1.0, metadata=_limits(0.0, 10.0))
+    max_llr: float = field(default=0.5, metadata=_limits(0.0, 10.0))
     floor_far: float = field(default=0.2, metadata=_limits(1e-6, 0.5))
     # Whether typing alone (a session without audio) may authenticate, at target_far. Otherwise a
     # typing match needs a second factor.
@@ -155,7 +155,8 @@ SECTIONS: dict[str, type] = {
 
 _REGULATED: dict[str, dict[str, Any]] = {
     "voice": {"target_far": NIST_MAX_FMR, "floor_far": 0.01},
-    "keystroke": {"target_far": NIST_MAX_FMR},
+    # Forged typing must not move a 1e-4 bar at all: in these sectors it can only count against.
+    "keystroke": {"target_far": NIST_MAX_FMR, "max_llr": 0.0},
     "step_up": {"required": True},
     "lockout": {"max_failures": 5, "lockout_s": 900.0, "other_factor_alone": False},
     "assertion": {"lifetime_s": 300.0, "max_uses": 1},

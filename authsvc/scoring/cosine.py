@@ -28,6 +28,16 @@ def aggregate(embeddings: Sequence[np.ndarray]) -> np.ndarray:
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
+MIN_NORM = 1e-6
+
+
+def usable(vec: np.ndarray) -> bool:
+    """Whether an embedding can be scored: finite and not (near) zero. An encoder gives a zero
+    vector when every window's activations vanish, which crafted audio can cause; its cosine
+    is NaN, which must never count as a match."""
+    return bool(np.all(np.isfinite(vec))) and float(np.linalg.norm(vec)) > MIN_NORM
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 

@@ -158,9 +158,10 @@ class BiometricLockout:
 
     At `limit` failures the biometric stops deciding: with mode "step_up" (and another factor
     to offer) it is disabled until that factor or an operator succeeds; otherwise each further
-    attempt waits 30 s, doubling per failure (at most a day). NIST's 100 consecutive failures
-    disable it in either mode until an operator resets it. State: `LockoutState`, where
-    `failures` are consecutive biometric failures, `disabled` means biometric off.
+    attempt waits 30 s, doubling per failure (at most a day). State: `LockoutState`, where
+    `failures` counts since the biometric was last (re-)enabled and `consecutive` since its last
+    success: another factor re-enables it but does not clear `consecutive`, so NIST's 100 in a
+    row still disable it until an operator resets it, however often a second factor is used.
     """
 
     limit: int = 5
@@ -171,18 +172,27 @@ class BiometricLockout:
         (that attempt should not have been scored)."""
         if state.disabled or state.locked_until > now:
             return state
-        failures = state.failures + 1
-        if failures >= NIST_MAX_CONSECUTIVE or (failures >= self.limit and self.steps_up(can_step_up)):
-            return LockoutState(failures, failures, 0.0, True)
+        failures, consecutive = state.failures + 1, state.consecutive + 1
+        if consecutive >= NIST_MAX_CONSECUTIVE or (failures >= self.limit and self.steps_up(can_step_up)):
+            return LockoutState(failures, consecutive, 0.0, True)
         if failures >= self.limit:
             delay = min(BIOMETRIC_DELAY_S * 2.0 ** (failures - self.limit), MAX_BIOMETRIC_DELAY_S)
-            return LockoutState(failures, failures, now + delay, False)
-        return LockoutState(failures, failures, 0.0, False)
+            return LockoutState(failures, consecutive, now + delay, False)
+        return LockoutState(failures, consecutive, 0.0, False)
+
+    def reenabled(self, state: LockoutState) -> LockoutState:
+        """After another factor succeeded: a fresh round, the run toward NIST's cap kept."""
+        if state.consecutive >= NIST_MAX_CONSECUTIVE:
+            return state  # only an operator lifts that
+        return LockoutState(0, state.consecutive, 0.0, False)
 
     def steps_up(self, can_step_up: bool) -> bool:
         return self.mode == "step_up" and can_step_up
 
+    def operator_only(self, state: LockoutState) -> bool:
+        return state.disabled and (state.consecutive >= NIST_MAX_CONSECUTIVE or self.mode != "step_up")
+
     def attempts_left(self, state: LockoutState, now: float) -> int:
         if state.disabled or state.locked_until > now:
             return 0
-        return max(self.limit - state.failures, 1 if state.failures < NIST_MAX_CONSECUTIVE else 0)
+        return max(0, min(self.limit - state.failures, NIST_MAX_CONSECUTIVE - state.consecutive))
