@@ -598,7 +598,10 @@ class VerificationSession:
         """The last decision after the client half-closed, over all the evidence received."""
         nothing = self._samples == 0 and self._typed == 0
         # With the biometric disabled, a second factor alone is a whole session.
-        if self._closed_outcome is None and nothing and not self._step.biometric_off:
+        decided = (
+            self._closed_outcome is not None and self._closed_outcome.outcome is not Outcome.NOT_ENROLLED
+        )
+        if not decided and nothing and not self._step.biometric_off:
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
             )

@@ -95,7 +95,9 @@ class _Stub:
         self.factors = SimpleNamespace(active=self._none, lock_status=self._unlocked)
         self.attempts = SimpleNamespace(status=self._clear)
         self.throttle = SimpleNamespace(
-            check=lambda policy, source: None, failed=lambda policy, source: False
+            check=lambda policy, source: None,
+            over=lambda policy, source: 0.0,
+            failed=lambda policy, source: False,
         )
         self.trust = SimpleNamespace(signing_ready=self._nothing, issue=self._issue)
         self.auditor = SimpleNamespace(record=self._nothing)
