@@ -209,6 +209,19 @@ class Factors:
                 out.append(ONE_TIME_CODE)
         return tuple(out)
 
+    async def authenticators(
+        self, tenant: str, customer_id: str, tx: Transaction | None = None
+    ) -> tuple[str, ...]:
+        """The active factors that are authenticators (SP 800-63B rev 4): codes sent to an
+        e-mail address are not, so they cannot stand in for a disabled biometric."""
+        async with within(self.store, tx) as t:
+            out = list(await self.active(tenant, customer_id, t))
+            if ONE_TIME_CODE in out:
+                destination = await self.vault.load_state(tenant, customer_id, _DESTINATION, t)
+                if destination is not None and destination_kind(destination.decode()) == "email":
+                    out.remove(ONE_TIME_CODE)
+        return tuple(out)
+
     # -- lockout --------------------------------------------------------------------------
 
     @staticmethod

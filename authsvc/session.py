@@ -110,6 +110,7 @@ class VerificationSession:
         self._look: str | None = None
         self._factors: tuple[str, ...] = ()
         self._record = None
+        self._authenticators: tuple[str, ...] = ()
         self._step_passed = False  # a second factor was just verified (reset the count once)
         self._spent: set[str] = set()  # typing evidence whose failure has been counted
 
@@ -192,7 +193,7 @@ class VerificationSession:
             # (still a look: its score must not be free to probe): neither failure nor success.
             return decision
         status = await self.ctx.attempts.failed(
-            self.policy, tenant, cid, bool(self._usable_factors()), tx, self.start.session_id
+            self.policy, tenant, cid, self._can_step_up(), tx, self.start.session_id
         )
         if look.startswith("knowledge:"):
             await self.ctx.auditor.record(
@@ -233,8 +234,9 @@ class VerificationSession:
         else:
             await self.ctx.attempts.reenabled(self.policy, tenant, cid, tx)
 
-    def _usable_factors(self) -> tuple[str, ...]:
-        return tuple(f for f in self.policy.step_up.factors if f in self._factors)
+    def _can_step_up(self) -> bool:
+        """Whether a disabled biometric has a real authenticator to stand in (else: the delay)."""
+        return any(f in self._authenticators for f in self.policy.step_up.factors)
 
     def _blocked(self, status: BiometricStatus) -> None:
         """The biometric may not decide any more in this session: no more looks."""
@@ -267,7 +269,9 @@ class VerificationSession:
     def _look_allowed_by_source(self) -> bool:
         """A source over its failure budget gets no more looks, in sessions already open too."""
         wait = self.ctx.throttle.over(self.policy, self.start.source)
-        if wait and self._closed_outcome is None:
+        if wait and self._closed_outcome is None and self._assertion is not None:
+            self._closed_outcome = self._last  # authenticated already: no more looks, outcome kept
+        elif wait and self._closed_outcome is None:
             self._step = replace(self._step, retry_after_s=max(self._step.retry_after_s, wait))
             self._evidence = {}
             self._closed_outcome = replace(
@@ -315,6 +319,7 @@ class VerificationSession:
             record = await tx.get_customer(tenant, cid)
             templates = await self.ctx.vault.load(tenant, cid, None, tx)
             self._factors = await self.ctx.factors.active(tenant, cid, tx)
+            self._authenticators = await self.ctx.factors.authenticators(tenant, cid, tx)
             await self._refresh_lockout(tx)
             biometric = await self.ctx.attempts.status(self.policy, tenant, cid, tx)
         registered = record is not None and record.registered
@@ -344,22 +349,19 @@ class VerificationSession:
         return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
 
     def _check_thresholds(self) -> None:
-        """Fails closed before anything is scored where the calibrations cannot resolve the
-        per-look target of a modality this session may be decided on."""
+        """Leaves out, before anything is scored, a typing profile whose calibration cannot resolve
+        the per-look target this session would judge it by (typing alone): it is not used here."""
         if self.has_audio:
             return
-        rules = self.policy.keystroke
-        for stored, _ in self._typing.values():
+        far = look_far(self.policy, self.policy.keystroke.target_far)
+        for modality, (stored, _) in list(self._typing.items()):
             _, model_id, _ = keystroke.template_identity(stored)
             try:
-                self.ctx.keystroke_calibrations[model_id].threshold_for(
-                    look_far(self.policy, rules.target_far)
-                )
+                self.ctx.keystroke_calibrations[model_id].threshold_for(far)
             except ConfigError as exc:
-                raise PreconditionFailed(
-                    "typing cannot be decided at this tenant's keystroke.target_far / "
-                    f"decision.max_looks: {exc}"
-                ) from None
+                log.warning("session %s: %s left out: %s", self.start.session_id, modality, exc)
+                del self._typing[modality]
+                self._view = replace(self._view, enrolled=self._view.enrolled - {modality})
 
     def _use_templates(self, templates: list) -> None:
         record = self._record
@@ -562,7 +564,15 @@ class VerificationSession:
         )
         alone = self.policy.lockout.other_factor_alone and not self.policy.step_up.required
         if not attempt.ok:
-            self.ctx.throttle.failed(self.policy, self.start.source)
+            if self.ctx.throttle.failed(self.policy, self.start.source):
+                await self.ctx.auditor.record(
+                    self.start.tenant,
+                    "throttle.source",
+                    self.start.customer_id,
+                    "limited",
+                    source=self.start.source,
+                    per_hour=self.policy.lockout.source_failures_per_hour,
+                )
         elif self._step.biometric_off and not alone:
             await self._reenable_biometric()
         else:
@@ -583,6 +593,7 @@ class VerificationSession:
             templates = await self.ctx.vault.load(tenant, cid, None, tx)
         self._step = replace(self._step, biometric_off=False)
         self._use_templates(templates)
+        self._check_thresholds()
 
     def _require_step_up(self, why: str) -> None:
         if self._last is None or self._last.outcome is not Outcome.STEP_UP_REQUIRED:

@@ -301,8 +301,16 @@ def test_a_voice_call_is_decided_by_voice_and_typing_alone_needs_the_policy():
     assert decide(alone, TYPED, (typing,), StepUpState()).outcome is Outcome.AUTHENTICATED
     dtmf = _evidence(9.0, 2.5, "keystroke_fixed/pin", calibrated=False)
     uncalibrated = decide(alone, TYPED, (dtmf,), StepUpState())
-    assert uncalibrated.fused_llr == POLICY.keystroke.max_llr, "capped"
     assert uncalibrated.outcome is Outcome.STEP_UP_REQUIRED and "never decides alone" in uncalibrated.reason
+    weak = decide(
+        alone,
+        TYPED,
+        (_evidence(2.0, 2.5, "keystroke_fixed/pin", floor=0.0, calibrated=False),),
+        StepUpState(),
+    )
+    assert weak.outcome is Outcome.REJECTED, (
+        "held to the same bar as calibrated typing: a label cannot lower it"
+    )
     below_floor = decide(
         alone,
         TYPED,

@@ -150,14 +150,13 @@ def fuse(policy: TenantPolicy, evidence: tuple[ModalityEvidence, ...]) -> tuple[
 
     Voice, where present, leads: the bar is its threshold, and a client-timed modality adds at
     most `keystroke.max_llr` (evidence against the claim counts in full). Every modality in a
-    fusion must reach its own floor. Without voice, typing is held to its own thresholds, and
-    an uncalibrated modality can add only the cap, so it never decides alone.
+    fusion must reach its own floor. Without voice, typing is held to its own per-look
+    thresholds; an uncalibrated modality is held to the same bar but never decides alone
+    (`decide` asks for a second factor), so relabelling a sample cannot lower the bar.
     """
     cap = policy.keystroke.max_llr
     voice = [e for e in evidence if not e.client_timed]
-    fused = sum(
-        min(e.llr, cap) if e.client_timed and (voice or not e.calibrated) else e.llr for e in evidence
-    )
+    fused = sum(min(e.llr, cap) if e.client_timed and voice else e.llr for e in evidence)
     needed = voice[0].threshold_llr if voice else max(e.threshold_llr for e in evidence)
     broken = [e for e in evidence if not math.isfinite(e.llr)]
     if broken or not math.isfinite(fused):
@@ -214,10 +213,6 @@ def decide(
         return Decision(Outcome.PENDING, reason=pending, **base)
     fused, needed, floor = fuse(policy, evidence)
     has_voice = any(not e.client_timed for e in evidence)
-    if not has_voice and not floor and not all(e.calibrated for e in evidence):
-        # Capped, it could never reach the bar: judged on its floor instead, and only ever as
-        # a first factor that asks for a second (below).
-        needed = max(e.floor_llr for e in evidence)
     fusion = {"fused_llr": fused, "fused_threshold_llr": needed}
     methods = tuple(dict.fromkeys("voice" if e.modality == "voice" else "typing" for e in evidence))
     detail = ", ".join(f"{e.modality} LLR {e.llr:+.2f}" for e in evidence)
