@@ -127,9 +127,15 @@ def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:
         if lo.biometric_after_limit == "step_up"
         else "each further attempt waits 30 s, doubling"
     )
+    alone = lo.other_factor_alone and not policy.step_up.required
+    then = (
+        "that factor then authenticates on its own (AAL1; an e-mailed code never does)"
+        if alone
+        else "passing it re-enables the biometric, and the call is decided by both"
+    )
     lines.append(
-        f"  after {lo.biometric_failures} consecutive failed biometric attempts {after}; a success or "
-        "`authsvc customers unlock` resets it"
+        f"  after {lo.biometric_failures} consecutive failed biometric attempts {after}; {then}; a "
+        "biometric success or `authsvc customers unlock` resets the count (100 in a row: unlock only)"
     )
     lines.append(
         f"  second-factor lockout after {lo.max_failures} wrong answers for {lo.lockout_s:g} s; at most "
