@@ -210,17 +210,17 @@ class Factors:
         return tuple(out)
 
     async def authenticators(
-        self, tenant: str, customer_id: str, tx: Transaction | None = None
+        self, tenant: str, customer_id: str, active: tuple[str, ...], tx: Transaction | None = None
     ) -> tuple[str, ...]:
-        """The active factors that are authenticators (SP 800-63B rev 4): codes sent to an
-        e-mail address are not, so they cannot stand in for a disabled biometric."""
+        """Of the `active` factors, those that are authenticators (SP 800-63B rev 4): codes sent
+        to an e-mail address are not, so they cannot stand in for a disabled biometric."""
+        if ONE_TIME_CODE not in active:
+            return active
         async with within(self.store, tx) as t:
-            out = list(await self.active(tenant, customer_id, t))
-            if ONE_TIME_CODE in out:
-                destination = await self.vault.load_state(tenant, customer_id, _DESTINATION, t)
-                if destination is not None and destination_kind(destination.decode()) == "email":
-                    out.remove(ONE_TIME_CODE)
-        return tuple(out)
+            destination = await self.vault.load_state(tenant, customer_id, _DESTINATION, t)
+        if destination is not None and destination_kind(destination.decode()) == "email":
+            return tuple(f for f in active if f != ONE_TIME_CODE)
+        return active
 
     # -- lockout --------------------------------------------------------------------------
 

@@ -319,7 +319,7 @@ class VerificationSession:
             record = await tx.get_customer(tenant, cid)
             templates = await self.ctx.vault.load(tenant, cid, None, tx)
             self._factors = await self.ctx.factors.active(tenant, cid, tx)
-            self._authenticators = await self.ctx.factors.authenticators(tenant, cid, tx)
+            self._authenticators = await self.ctx.factors.authenticators(tenant, cid, self._factors, tx)
             await self._refresh_lockout(tx)
             biometric = await self.ctx.attempts.status(self.policy, tenant, cid, tx)
         registered = record is not None and record.registered

@@ -24,12 +24,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from authsvc.audio.codecs import to_int16
 from authsvc.scoring.calibration import Calibration, calibration_path
-from authsvc.scoring.cosine import aggregate
-from authsvc.voice.pipeline import encoder_input, track, track_until
+from authsvc.voice.pipeline import encoder_input, track_until
 from authsvc.voice.registry import load_encoder
-from bench.common import default_data_dir, load_16k, telephone
+from bench.common import (
+    clean_input,
+    default_data_dir,
+    embed_all,
+    fsdd_speakers,
+    load_16k,
+    telephone,
+    voiceprint,
+)
 
 PROBE_NET_SPEECH_S = 3.0
 # Two probes per cohort utterance double the impostor trials (to resolve smaller FARs); the
@@ -37,10 +43,6 @@ PROBE_NET_SPEECH_S = 3.0
 PROBES_PER_UTTERANCE = 2
 MIN_PROBE_S = 2.0
 TARGETS = (0.1, 0.01, 1e-3, 1e-4, 3.3e-5)
-
-
-def _embed(encoder, wavs: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([encoder.embed_batch(wavs[i : i + 16]) for i in range(0, len(wavs), 16)])
 
 
 def probes_of(wav8k: np.ndarray, encoder_rate: int, count: int = PROBES_PER_UTTERANCE) -> list[np.ndarray]:
@@ -63,11 +65,11 @@ def fit(files: list[Path], encoder, name: str) -> tuple[Calibration, np.ndarray]
     for i, f in enumerate(files):
         wav = load_16k(f)
         half = wav.size // 2
-        enroll.append(encoder_input(track(to_int16(wav[:half]), 16000), encoder.sample_rate))
+        enroll.append(clean_input(encoder, wav[:half]))
         for p in probes_of(telephone(wav[half:]), encoder.sample_rate):
             probe.append(p)
             owner.append(i)
-    scores = _embed(encoder, enroll) @ _embed(encoder, probe).T
+    scores = embed_all(encoder, enroll) @ embed_all(encoder, probe).T
     same = np.asarray(owner)[None, :] == np.arange(len(files))[:, None]
     impostor, genuine = scores[~same], scores[same]
     cal = Calibration.from_impostor_scores(
@@ -126,37 +128,29 @@ VALIDATION_PROTOCOL = {
 }
 
 
-def _template(encoder, clips: list[np.ndarray]) -> np.ndarray:
-    e = _embed(encoder, [encoder_input(track(to_int16(c), 16000), encoder.sample_rate) for c in clips])
-    return aggregate(list(e))
-
-
 def _test_other(encoder, data_dir: Path):
     templates, probes, owner = [], [], []
     folders = sorted(p for p in (data_dir / "speech" / "librispeech-test-other-10").iterdir() if p.is_dir())
     for i, folder in enumerate(folders):
         wavs = [load_16k(f) for f in sorted(folder.glob("*.flac"))]
-        templates.append(_template(encoder, wavs[:3]))
+        templates.append(voiceprint(encoder, wavs[:3]))
         for w in wavs[3:]:
             for p in probes_of(telephone(w), encoder.sample_rate):
                 probes.append(p)
                 owner.append(i)
-    return np.stack(templates), _embed(encoder, probes), owner
+    return np.stack(templates), embed_all(encoder, probes), owner
 
 
 def _fsdd(encoder, data_dir: Path):
-    by_speaker: dict[str, list[Path]] = {}
-    for f in sorted((data_dir / "speech" / "fsdd").glob("*.wav")):
-        by_speaker.setdefault(f.stem.split("_")[1], []).append(f)
     rng = np.random.default_rng(0)
     templates, probes, owner = [], [], []
-    for i, (_, files) in enumerate(sorted(by_speaker.items())):
+    for i, files in enumerate(fsdd_speakers(data_dir).values()):
         clips = [load_16k(files[j]) for j in rng.permutation(len(files))[:135]]
-        templates.append(_template(encoder, [np.concatenate(clips[k : k + 5]) for k in range(0, 15, 5)]))
+        templates.append(voiceprint(encoder, [np.concatenate(clips[k : k + 5]) for k in range(0, 15, 5)]))
         for k in range(15, 135, 6):
             probes.extend(probes_of(telephone(np.concatenate(clips[k : k + 6])), encoder.sample_rate, 1))
             owner.extend([i] * (len(probes) - len(owner)))
-    return np.stack(templates), _embed(encoder, probes), owner
+    return np.stack(templates), embed_all(encoder, probes), owner
 
 
 def main() -> None:

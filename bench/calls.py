@@ -47,20 +47,26 @@ from scipy.stats import beta
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authsvc.attempts import BiometricStatus
-from authsvc.audio.codecs import Encoding, encode, to_int16
+from authsvc.audio.codecs import Encoding, encode
 from authsvc.audio.resample import resample
 from authsvc.errors import ConfigError
 from authsvc.policy.engine import Outcome
 from authsvc.policy.schema import DecisionRules, TenantPolicy, build_policy
 from authsvc.scoring.calibration import Calibration, load_calibration
-from authsvc.scoring.cosine import aggregate
 from authsvc.session import SessionStart, VerificationSession
 from authsvc.store.base import CustomerRecord
 from authsvc.templates import Template
-from authsvc.voice.pipeline import encoder_input, track
 from authsvc.voice.registry import load_encoder
 from bench.calibrate_voice import fit
-from bench.common import RESULTS, default_data_dir, load_16k, machine, write_results
+from bench.common import (
+    RESULTS,
+    default_data_dir,
+    fsdd_speakers,
+    load_16k,
+    machine,
+    voiceprint,
+    write_results,
+)
 
 CHUNK_S = 0.5
 UNBOUNDED = 1000  # looks: "off" re-decides for the whole call
@@ -92,7 +98,9 @@ class _Stub:
         self.runner = SimpleNamespace(embed=embed)
         self.store = SimpleNamespace(transaction=self._transaction)
         self.vault = SimpleNamespace(load=self._load)
-        self.factors = SimpleNamespace(active=self._none, lock_status=self._unlocked)
+        self.factors = SimpleNamespace(
+            active=self._none, authenticators=self._none, lock_status=self._unlocked
+        )
         self.attempts = SimpleNamespace(status=self._clear)
         self.throttle = SimpleNamespace(
             check=lambda policy, source: None,
@@ -179,11 +187,8 @@ def call_chunks(wav16k: np.ndarray) -> list[bytes]:
 
 
 def template_of(encoder, clips: list[np.ndarray]) -> Template:
-    """The enrolled voiceprint: the mean of clean 16 kHz enrollment samples, as enrollment stores it."""
-    embeddings = encoder.embed_batch(
-        [encoder_input(track(to_int16(c), 16000), encoder.sample_rate) for c in clips]
-    )
-    payload = np.asarray(aggregate(list(embeddings)), np.float32).tobytes()
+    """The enrolled voiceprint of clean 16 kHz samples, stored as enrollment stores it."""
+    payload = np.asarray(voiceprint(encoder, clips), np.float32).tobytes()
     return Template("voice", encoder.encoder_id, encoder.version, payload, 0, "")
 
 
@@ -261,12 +266,9 @@ def test_other(encoder, data_dir: Path) -> dict:
 
 
 def fsdd(encoder, data_dir: Path) -> dict:
-    by_speaker: dict[str, list[Path]] = {}
-    for f in sorted((data_dir / "speech" / "fsdd").glob("*.wav")):
-        by_speaker.setdefault(f.stem.split("_")[1], []).append(f)
     speakers = {}
     rng = np.random.default_rng(0)
-    for name, files in sorted(by_speaker.items()):
+    for name, files in fsdd_speakers(data_dir).items():
         files = [files[i] for i in rng.permutation(len(files))]
         clips = [load_16k(f) for f in files[:75]]
         enroll = [np.concatenate(clips[i : i + 5]) for i in range(0, 15, 5)]

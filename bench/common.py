@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from authsvc.audio.codecs import Encoding, decode, encode
+from authsvc.audio.codecs import Encoding, decode, encode, to_int16
 from authsvc.audio.resample import resample
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +89,30 @@ def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
     far = fp / len(impostor)
     i = int(np.argmin(np.abs(frr - far)))
     return float((frr[i] + far[i]) / 2)
+
+
+def embed_all(encoder, wavs: list[np.ndarray]) -> np.ndarray:
+    """Embeddings of encoder-rate waveforms, 16 to a batch."""
+    return np.concatenate([encoder.embed_batch(wavs[i : i + 16]) for i in range(0, len(wavs), 16)])
+
+
+def clean_input(encoder, wav16k: np.ndarray) -> np.ndarray:
+    """What an enrollment from a clean 16 kHz recording gives the encoder (VAD, resampling)."""
+    from authsvc.voice.pipeline import encoder_input, track
+
+    return encoder_input(track(to_int16(wav16k), 16000), encoder.sample_rate)
+
+
+def voiceprint(encoder, clips16k: list[np.ndarray]) -> np.ndarray:
+    """The enrolled template of clean 16 kHz samples, as enrollment stores it (their aggregate)."""
+    from authsvc.scoring.cosine import aggregate
+
+    return aggregate(list(embed_all(encoder, [clean_input(encoder, c) for c in clips16k])))
+
+
+def fsdd_speakers(data_dir: Path) -> dict[str, list[Path]]:
+    """fsdd files by speaker (DIGIT_SPEAKER_TAKE.wav), speakers in name order."""
+    by_speaker: dict[str, list[Path]] = {}
+    for f in sorted((data_dir / "speech" / "fsdd").glob("*.wav")):
+        by_speaker.setdefault(f.stem.split("_")[1], []).append(f)
+    return dict(sorted(by_speaker.items()))

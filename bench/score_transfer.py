@@ -28,11 +28,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from authsvc.audio.codecs import to_int16
 from authsvc.scoring.normalisation import Cohort, as_norm
-from authsvc.voice.pipeline import encoder_input, track, track_until
+from authsvc.voice.pipeline import encoder_input, track_until
 from authsvc.voice.registry import load_encoder
-from bench.common import RESULTS, default_data_dir, eer, load_16k, machine, telephone, write_results
+from bench.common import (
+    RESULTS,
+    clean_input,
+    default_data_dir,
+    eer,
+    embed_all,
+    fsdd_speakers,
+    load_16k,
+    machine,
+    telephone,
+    voiceprint,
+    write_results,
+)
 
 TARGETS = (0.1, 0.01, 0.001)
 TOP_K = 100
@@ -54,10 +65,10 @@ def main() -> None:
     speech = args.data_dir / "speech"
 
     def embed(wavs: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([encoder.embed_batch(wavs[i : i + 16]) for i in range(0, len(wavs), 16)])
+        return embed_all(encoder, wavs)
 
     def clean(w: np.ndarray) -> np.ndarray:
-        return encoder_input(track(to_int16(w), 16000), encoder.sample_rate)
+        return clean_input(encoder, w)
 
     def call(w: np.ndarray) -> np.ndarray:
         tracker, _ = track_until(telephone(w), 8000, 3.0)
@@ -88,7 +99,7 @@ def main() -> None:
     templates, probes, owner = [], [], []
     for i, folder in enumerate(folders):
         wavs = [load_16k(f) for f in sorted(folder.glob("*.flac"))]
-        templates.append(_unit(embed([clean(w) for w in wavs[:5]])).mean(axis=0))
+        templates.append(voiceprint(encoder, wavs[:5]))
         probes += [call(w) for w in wavs[5:]]
         owner += [i] * len(wavs[5:])
     conditions["test-other-10"] = (
@@ -97,16 +108,11 @@ def main() -> None:
         np.arange(len(folders))[:, None] == np.asarray(owner)[None, :],
     )
 
-    by_speaker: dict[str, list[Path]] = {}
-    for f in sorted((speech / "fsdd").glob("*.wav")):
-        by_speaker.setdefault(f.stem.split("_")[1], []).append(f)
     rng = np.random.default_rng(0)
     templates, probes, owner = [], [], []
-    for i, (_, files) in enumerate(sorted(by_speaker.items())):
+    for i, files in enumerate(fsdd_speakers(args.data_dir).values()):
         clips = [load_16k(files[j]) for j in rng.permutation(len(files))[:130]]
-        templates.append(
-            _unit(embed([clean(np.concatenate(clips[k : k + 10])) for k in range(0, 30, 10)])).mean(0)
-        )
+        templates.append(voiceprint(encoder, [np.concatenate(clips[k : k + 10]) for k in range(0, 30, 10)]))
         for k in range(30, 130, 6):
             probes.append(call(np.concatenate(clips[k : k + 6])))
             owner.append(i)

@@ -294,8 +294,7 @@ def _other_factor(policy: TenantPolicy, customer: CustomerView, step: StepUpStat
             reason=f"{off}; an e-mailed code alone does not authenticate: another factor is required",
             step_up_factors=tuple(
                 f for f in policy.step_up.factors if f in customer.factors and f != "one_time_code"
-            )
-            or (),
+            ),
             attempts_remaining=step.attempts_remaining,
             **base,
         )
