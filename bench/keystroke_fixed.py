@@ -43,6 +43,7 @@ from authsvc.keystroke import fixed_text
 from authsvc.keystroke.datasets import KEYSTROKE100_TEXT, keystroke100_sample, load_keystroke100
 from authsvc.keystroke.fixed_text import FixedTextProfile
 from bench.common import ROOT, default_data_dir, machine
+from bench.keystroke_fusion import fused_under_caps
 
 N_TRAIN = 5
 RIDGE = 1.0
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "goal": "project per-user EER <= 0.7 x best baseline",
         "eer": table,
         "calibration_check": calib,
+        # The shipped LLRs of the held-out split, through the engine's fusion rules.
+        "fused": fused_under_caps(g_llr, i_llr, fixed_text.MODEL_ID, fixed_text.MODEL_VERSION),
         "machine": machine(),
         "seconds": round(time.time() - t0, 1),
     }

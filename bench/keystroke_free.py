@@ -46,6 +46,7 @@ from authsvc.keystroke.events import Sample
 from authsvc.keystroke.features import MAX_DIGRAPH_S, FreeTextObservations, free_text_observations
 from authsvc.keystroke.free_text import FreeTextProfile
 from bench.common import ROOT, default_data_dir, machine
+from bench.keystroke_fusion import fused_under_caps
 
 WINDOWS = (50, 100, 200)
 GP_RATIO = 1.25
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             "genuine_llr_positive": float(np.mean(g_llr > 0)),
             "impostor_llr_negative": float(np.mean(i_llr < 0)),
         }
+        # In-sample LLRs (the Platt mapping was fitted on this data), through the fusion rules.
+        table[n]["fused"] = fused_under_caps(g_llr, i_llr, free_text.MODEL_ID, free_text.MODEL_VERSION)
     args.out.mkdir(parents=True, exist_ok=True)
     det_plot(args.out / "keystroke_free.png", scores, table)
 
