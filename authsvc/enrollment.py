@@ -3,14 +3,17 @@ typing samples, listing and erasure."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from authsvc import changes, keystroke
 from authsvc.audio.codecs import Encoding, check_rate, decode
+from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
+from authsvc.audio.fingerprint import fingerprint
 from authsvc.audio.quality import Quality, assess
 from authsvc.consent import BIOMETRIC_METHODS, METHODS, require_consent
 from authsvc.context import ServiceContext
@@ -21,6 +24,9 @@ from authsvc.store.base import CustomerRecord, Erasure, Transaction, within
 from authsvc.voice.pipeline import encoder_input, track
 
 VOICE = "voice"
+# Landmark fingerprints of enrollment samples (and recent calls), for replay detection: they go
+# with the voiceprint (erased, re-registered and expired with it).
+FINGERPRINT = "voice_fingerprint"
 KEYSTROKE_FIXED = "keystroke_fixed"
 KEYSTROKE_FREE = "keystroke_free"
 MAX_ENROLL_SECONDS = 300
@@ -75,6 +81,8 @@ async def enroll_voice(
     if not usable(embedding):
         raise InvalidInput("audio", "the sample gives no usable voiceprint (a degenerate embedding)")
     enc = ctx.encoder
+    # Of the sample as recorded (not only its speech): a replay brings the whole recording.
+    print_ = await asyncio.to_thread(fingerprint, samples, sample_rate)
     # The customer, the template and its audit row are stored together or not at all.
     async with ctx.store.transaction() as tx:
         # Checked again under the lock: the customer may have opted out while the sample embedded.
@@ -91,6 +99,18 @@ async def enroll_voice(
             label,
             tx=tx,
         )
+        if added:
+            await ctx.vault.put(
+                tenant,
+                customer_id,
+                FINGERPRINT,
+                "landmark",
+                FINGERPRINT_VERSION,
+                ctx.vault.sample_digest(tenant, customer_id, FINGERPRINT, audio),
+                print_.to_bytes(),
+                "",
+                tx=tx,
+            )
         customer = await tx.get_customer(tenant, customer_id)
         assert customer is not None  # put() created it in this unit of work
         # Not the label: an operator's file name may name the person, and audit rows outlive erasure.
@@ -262,18 +282,21 @@ async def register_customer(
         existing = await tx.lock_customer(tenant, customer_id)
         stored = await tx.templates(tenant, customer_id)
         unwanted = sorted({r.modality for r in stored if _method_of(r.modality) not in methods})
-        doomed = sum(1 for r in stored if r.modality in unwanted)
+        # A voice sample's fingerprint goes with it, and is not counted as a template of its own.
+        prints = sum(1 for r in stored if r.modality == FINGERPRINT and r.modality in unwanted)
+        doomed = sum(1 for r in stored if r.modality in unwanted) - prints
+        named = [m for m in unwanted if m != FINGERPRINT]
         if existing is not None:
             await ctx.factors.gate_addition(
                 tx, policy, existing, change, "re-registering the customer", adds=False
             )
         if doomed:
             if change is None:
-                raise changes.refuse(f"removing {doomed} biometric template(s) ({', '.join(unwanted)})")
+                raise changes.refuse(f"removing {doomed} biometric template(s) ({', '.join(named)})")
             if not confirm_removal:
                 raise PreconditionFailed(
                     f"this registration removes {doomed} template(s) of customer {tenant}/{customer_id} "
-                    f"({', '.join(unwanted)}); confirm it (confirm_template_removal, authsvc register --yes)"
+                    f"({', '.join(named)}); confirm it (confirm_template_removal, authsvc register --yes)"
                 )
         record = await tx.set_choices(
             tenant,
@@ -283,7 +306,7 @@ async def register_customer(
             consent_version,
             int(time.time() * 1000),
         )
-        removed = await tx.delete_templates(tenant, customer_id, unwanted) if unwanted else 0
+        removed = await tx.delete_templates(tenant, customer_id, unwanted) - prints if unwanted else 0
         await ctx.auditor.record(
             tenant,
             "register",
@@ -300,7 +323,7 @@ async def register_customer(
 
 
 def _method_of(modality: str) -> str:
-    return "voice" if modality == VOICE else "typing"
+    return "voice" if modality in (VOICE, FINGERPRINT) else "typing"
 
 
 @dataclass(frozen=True)
@@ -333,6 +356,8 @@ async def describe_customer(
         # second read could miss a profile the first one listed).
         groups: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
         for tpl in await ctx.vault.load(tenant, customer_id, None, t):
+            if tpl.modality == FINGERPRINT:
+                continue  # one per voice sample: part of the voiceprint, not a template of its own
             # A keystroke profile is one row holding many samples; a voice row is one sample.
             count = 1 if tpl.modality == VOICE else profile_samples(tpl.payload)
             key = (tpl.modality, tpl.encoder_id, tpl.encoder_version)
@@ -367,9 +392,12 @@ async def delete_customer(ctx: ServiceContext, tenant: str, customer_id: str, ac
     check_id(tenant, "tenant")
     check_id(customer_id, "customer_id")
     async with ctx.store.transaction() as tx:
+        prints = sum(1 for r in await tx.templates(tenant, customer_id) if r.modality == FINGERPRINT)
         deleted = await tx.delete_customer(tenant, customer_id)
         if deleted is None:
             raise NotFound(f"customer {tenant}/{customer_id} does not exist")
+        # Fingerprints are erased with the voice samples they belong to, not counted apart.
+        deleted = replace(deleted, templates=deleted.templates - prints)
         await ctx.auditor.record(
             tenant,
             "erase",

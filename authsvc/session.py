@@ -17,6 +17,7 @@ limit reached by another call holds from the next look (authsvc.attempts).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -26,11 +27,20 @@ import numpy as np
 from authsvc import keystroke
 from authsvc.attempts import BiometricStatus
 from authsvc.audio.codecs import Encoding, check_rate, decode
+from authsvc.audio.fingerprint import Fingerprint, fingerprint
 from authsvc.audio.quality import assess
 from authsvc.audio.vad import SpeechTracker
 from authsvc.context import ServiceContext
-from authsvc.enrollment import KEYSTROKE_FREE, VOICE, keystroke_modality, profile_bytes, profile_samples
+from authsvc.enrollment import (
+    FINGERPRINT,
+    KEYSTROKE_FREE,
+    VOICE,
+    keystroke_modality,
+    profile_bytes,
+    profile_samples,
+)
 from authsvc.errors import ConfigError, InvalidInput, Overloaded, PreconditionFailed
+from authsvc.fraud import replay
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
     CustomerView,
@@ -42,6 +52,7 @@ from authsvc.policy.engine import (
     look_far,
     voice_threshold,
 )
+from authsvc.policy.risk import FraudAssessment
 from authsvc.policy.schema import TenantPolicy
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes, usable
 from authsvc.store.base import Transaction
@@ -59,6 +70,8 @@ PENDING_STEP_S = 0.5
 MIN_SEGMENT_S = 0.75
 # Free text keeps at most this many recent keys for scoring.
 MAX_FREE_TEXT_KEYS = 400
+# The latest audio a call keeps (int16, in memory only) to fingerprint against recordings.
+REPLAY_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,9 @@ class VerificationSession:
         self._authenticators: tuple[str, ...] = ()
         self._step_passed = False  # a second factor was just verified (reset the count once)
         self._spent: set[str] = set()  # typing evidence whose failure has been counted
+        self._recent: list[np.ndarray] = []  # the call's latest audio, for replay detection
+        self._references: list[Fingerprint] = []  # the customer's recorded material
+        self._fraud = FraudAssessment()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -291,6 +307,7 @@ class VerificationSession:
             self.tracker.net_speech_s,
             quality,
             voice_required=self.has_audio,
+            fraud=self._fraud,
         )
 
     # -- stream events ---------------------------------------------------------------------
@@ -377,6 +394,13 @@ class VerificationSession:
                     self._typing[t.modality] = (profile_bytes(t.payload), profile_samples(t.payload))
                     enrolled.add(t.modality)
         self._view = CustomerView(frozenset(enrolled), False, self._factors)
+        if VOICE in enrolled:
+            for t in templates:
+                if t.modality == FINGERPRINT:
+                    try:
+                        self._references.append(Fingerprint.from_bytes(t.payload))
+                    except ValueError:
+                        log.warning("session %s: an unreadable fingerprint is skipped", self.start.session_id)
 
     def _load_voice(self, templates: list) -> None:
         if not templates or not self.has_audio:
@@ -408,6 +432,7 @@ class VerificationSession:
             )
         samples = decode(data, self.start.encoding)  # type: ignore[arg-type]
         self._samples += samples.size
+        self._keep_recent(samples)
         self.tracker.feed(samples, self._clip_level)
         if self._voice_template is None or self._closed_outcome is not None or not self._may_look():
             return []
@@ -430,6 +455,24 @@ class VerificationSession:
                 return []
             return await self._decide_look()
         return []
+
+    def _keep_recent(self, samples: np.ndarray) -> None:
+        if self._voice_template is None or self._closed_outcome is not None:
+            return  # nothing of this call will be scored
+        self._recent.append(np.asarray(samples, np.int16))  # the codecs decode to 16-bit PCM
+        limit = int(REPLAY_WINDOW_S * self.tracker.sample_rate)
+        while sum(c.size for c in self._recent) - self._recent[0].size >= limit:
+            self._recent.pop(0)
+
+    async def _assess_fraud(self) -> None:
+        """Replay: the call's latest audio against the customer's recorded material (off the loop)."""
+        audio = np.concatenate(self._recent) if self._recent else np.zeros(0, np.int16)
+        rate, refs = self.tracker.sample_rate, self._references
+
+        def replay_risk():
+            return replay.assess(fingerprint(audio, rate), refs)
+
+        self._fraud = FraudAssessment((await asyncio.to_thread(replay_risk),))
 
     async def _decide_look(self, final: bool = False) -> list[Decision]:
         """Emits a look's decision; when it reached the failure limit, also what follows (the
@@ -464,6 +507,7 @@ class VerificationSession:
             while sum(d for _, d in self._segments) - self._segments[0][1] >= self.policy.voice.max_window_s:
                 self._segments.pop(0)
         self._scored_at_s = speech
+        await self._assess_fraud()
         self._begin_look()
         # A degenerate segment makes the score NaN, which the engine rejects (and counts).
         pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)

@@ -85,7 +85,8 @@ async def test_deleted_customer_leaves_no_ciphertext_secret_or_label_in_db_wal_o
         )
     )
     alice, bob = _sealed(db_path, "alice"), _sealed(db_path, "bob")
-    assert len(alice) == 3 + 3 + 3  # templates; TOTP secret, destination, enrollment marker; labels
+    # Voice templates and their replay fingerprints; TOTP secret, destination, enrollment marker; labels.
+    assert len(alice) == 3 + 3 + 3 + 3
     before = _raw(db_path)
     assert all(_found(s, before) for s in alice + bob), "the scan must find stored rows"
     assert LABEL.encode() not in before, "labels are stored sealed, never in clear"
@@ -114,7 +115,8 @@ async def test_opting_out_leaves_no_template_or_label_in_the_files(service, spee
     # Its templates and labels (the enrollment marker in customer_state stays: it is no template).
     marker = _sealed_state(db_path, "olga")
     sealed = [s for s in _sealed(db_path, "olga") if s not in marker]
-    assert len(sealed) == 4 and all(_found(s, _raw(db_path)) for s in sealed)
+    # Two voice templates, their two fingerprints, two labels.
+    assert len(sealed) == 6 and all(_found(s, _raw(db_path)) for s in sealed)
     await enroll.RegisterCustomer(
         enrollment_pb2.RegisterCustomerRequest(
             tenant="acme",

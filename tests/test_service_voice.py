@@ -250,7 +250,7 @@ async def test_rolling_decisions_embed_each_second_of_speech_about_once(service,
     """Re-decisions embed only new speech, so a long call costs in proportion to its length."""
     channel, ctx, _, address = service
     target, _ = _speakers(speech)
-    await _enroll(channel, "acme", "cust-1", target[:4])
+    await _enroll(channel, "acme", "cust-1", target[:2])
     embedded = []
     real_embed = ctx.runner.embed
 
@@ -259,7 +259,8 @@ async def test_rolling_decisions_embed_each_second_of_speech_about_once(service,
         return await real_embed(wav, *args, **kwargs)
 
     ctx.runner.embed = counting_embed
-    long_call = np.concatenate(target)  # several utterances: a call of half a minute or more
+    # Several utterances the customer did not enroll with (enrolled ones would be a replay).
+    long_call = np.concatenate(target[2:])
     decisions = await _call(address, call_requests("acme", "cust-1", long_call))
     looks = [d for d in decisions if d.outcome != V.OUTCOME_PENDING and not d.final]
     max_looks = (await ctx.policy_for("acme")).decision.max_looks
@@ -267,7 +268,7 @@ async def test_rolling_decisions_embed_each_second_of_speech_about_once(service,
     assert all(d.outcome == V.OUTCOME_AUTHENTICATED for d in looks), [d.reason for d in looks]
     assert decisions[-1].final and decisions[-1].outcome == V.OUTCOME_AUTHENTICATED
     assert len(embedded) == max_looks, "the final decision after the last look embeds nothing"
-    assert decisions[-1].net_speech_seconds > 2 * looks[-1].net_speech_seconds, "the call went on"
+    assert decisions[-1].net_speech_seconds > looks[-1].net_speech_seconds + 3, "the call went on"
     assert sum(embedded) < 1.6 * looks[-1].net_speech_seconds, (sum(embedded), looks[-1].net_speech_seconds)
 
 
@@ -343,7 +344,7 @@ async def test_tls_is_served_when_configured(tmp_path, ge2e, speech):
 async def test_an_overloaded_embedding_core_defers_a_re_decision_without_ending_the_call(service, speech):
     channel, ctx, _, address = service
     target, _ = _speakers(speech)
-    await _enroll(channel, "acme", "cust-1", target[:4])
+    await _enroll(channel, "acme", "cust-1", target[:3])
     from authsvc.errors import Overloaded
 
     calls = []

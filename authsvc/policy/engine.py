@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from authsvc.audio.quality import Quality
 from authsvc.errors import ConfigError
+from authsvc.policy.risk import NO_RISK, FraudAssessment
 from authsvc.policy.schema import TenantPolicy
 from authsvc.scoring.calibration import Calibration
 
@@ -90,6 +91,8 @@ class Decision:
     assertion: IssuedAssertion | None = None
     attempts_remaining: int = 0
     retry_after_s: float = 0.0
+    # Beside the outcome: what the fraud detectors said (those the policy does not ignore).
+    fraud: FraudAssessment = NO_RISK
 
 
 @dataclass(frozen=True)
@@ -177,14 +180,19 @@ def decide(
     net_speech_s: float = 0.0,
     quality: tuple[Quality, ...] = (),
     voice_required: bool = False,
+    fraud: FraudAssessment = NO_RISK,
 ) -> Decision:
-    """`voice_required`: the call carries audio, so only a voice match can authenticate it."""
+    """`voice_required`: the call carries audio, so only a voice match can authenticate it.
+    `fraud`: the detectors' risks; `policy.fraud` says what a high one does to a match."""
+    actions = {d: getattr(policy.fraud, d) for d in ("replay", "synthetic", "fraudster")}
+    fraud = FraudAssessment(tuple(r for r in fraud.risks if actions.get(r.detector) != "ignore"))
     base = {
         "policy_id": policy.policy_id,
         "net_speech_s": net_speech_s,
         "required_net_speech_s": policy.voice.min_net_speech_s,
         "quality": quality,
         "evidence": evidence,
+        "fraud": fraud,
     }
     if customer.opted_out:
         return Decision(Outcome.OPTED_OUT, reason="the customer opted out of biometrics", **base)
@@ -239,7 +247,22 @@ def decide(
     typing_only = not has_voice and (not policy.keystroke.alone or uncalibrated)
     if uncalibrated:
         matched = f"{matched}; keypad timing has no calibration of its own, so it never decides alone"
-    if not policy.step_up.required and not typing_only:
+    risky = fraud.high()
+    rejecting = [r for r in risky if actions[r.detector] == "reject"]
+    if rejecting:
+        # A suspected recording or fraudster is a failed attempt however well it matches.
+        risks = ", ".join(f"{r.detector} risk high ({r.reason})" for r in rejecting)
+        return Decision(
+            Outcome.REJECTED,
+            reason=f"{matched}, but {risks}; the tenant's policy rejects it",
+            summary=f"rejected: {', '.join(f'{r.detector} risk high' for r in rejecting)}",
+            **fusion,
+            **base,
+        )
+    stepping = [r for r in risky if actions[r.detector] == "step_up"]
+    if stepping:
+        matched = f"{matched}, but {', '.join(f'{r.detector} risk high' for r in stepping)}"
+    if not policy.step_up.required and not typing_only and not stepping:
         return Decision(
             Outcome.AUTHENTICATED,
             reason=f"{matched}; {NO_AAL}",
@@ -266,6 +289,8 @@ def decide(
         "typing alone does not authenticate under the tenant's policy"
         if typing_only
         else "the tenant's policy requires a second factor"
+        if policy.step_up.required or not stepping
+        else "the tenant's policy asks for a second factor at that risk"
     )
     why = step.note or (
         f"{required}; a second factor is needed"

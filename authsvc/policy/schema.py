@@ -129,6 +129,20 @@ class EnrollmentRules:
     window_s: float = field(default=1800.0, metadata=_limits(60.0, 86400.0))
 
 
+FRAUD_ACTIONS = ("ignore", "flag", "step_up", "reject")
+_ACTION = {"choices": FRAUD_ACTIONS}
+
+
+@dataclass(frozen=True)
+class FraudRules:
+    # What a high risk of each detector does to a decision: "ignore" (not reported), "flag"
+    # (reported, outcome unchanged), "step_up" (a biometric match needs a second factor),
+    # "reject" (the look is a failed attempt, whatever the match).
+    replay: str = field(default="step_up", metadata=_ACTION)
+    synthetic: str = field(default="flag", metadata=_ACTION)
+    fraudster: str = field(default="step_up", metadata=_ACTION)
+
+
 @dataclass(frozen=True)
 class TenantPolicy:
     tenant: str
@@ -141,6 +155,7 @@ class TenantPolicy:
     decision: DecisionRules = field(default_factory=DecisionRules)
     assertion: AssertionRules = field(default_factory=AssertionRules)
     enrollment: EnrollmentRules = field(default_factory=EnrollmentRules)
+    fraud: FraudRules = field(default_factory=FraudRules)
 
 
 SECTIONS: dict[str, type] = {
@@ -151,6 +166,7 @@ SECTIONS: dict[str, type] = {
     "decision": DecisionRules,
     "assertion": AssertionRules,
     "enrollment": EnrollmentRules,
+    "fraud": FraudRules,
 }
 
 _REGULATED: dict[str, dict[str, Any]] = {
@@ -160,6 +176,8 @@ _REGULATED: dict[str, dict[str, Any]] = {
     "step_up": {"required": True},
     "lockout": {"max_failures": 5, "lockout_s": 900.0, "other_factor_alone": False},
     "assertion": {"lifetime_s": 300.0, "max_uses": 1},
+    # Never authenticate on biometrics while a recording or a known fraudster is suspected.
+    "fraud": {"replay": "reject", "synthetic": "reject", "fraudster": "reject"},
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"general": {}, "finance": _REGULATED, "health": _REGULATED}
 
@@ -236,6 +254,14 @@ def _check_sector_rules(p: TenantPolicy, origin: str) -> None:
         raise ConfigError(
             f"{origin}: lockout.other_factor_alone = true is not allowed for {why}: a second factor "
             "alone is one factor"
+        )
+    # Step-up is required anyway here, so anything short of "reject" would still authenticate
+    # a suspected recording or fraudster on the biometric plus a code.
+    weak = [d for d in ("replay", "synthetic", "fraudster") if getattr(p.fraud, d) != "reject"]
+    if weak:
+        raise ConfigError(
+            f"{origin}: fraud.{weak[0]} = {getattr(p.fraud, weak[0])!r} is not allowed for {why}: a "
+            "high risk must reject"
         )
     if not p.step_up.required:
         raise ConfigError(

@@ -11,6 +11,7 @@ from authsvc.audio.codecs import Encoding
 from authsvc.audio.quality import Quality
 from authsvc.enrollment import CustomerSummary
 from authsvc.errors import InvalidInput
+from authsvc.policy import risk
 from authsvc.policy.engine import Decision, IssuedAssertion, Outcome
 from authsvc.store.base import AuditEvent
 
@@ -44,6 +45,14 @@ KINDS = {
     common_pb2.KEYSTROKE_KIND_FIXED_TEXT: "fixed",
     common_pb2.KEYSTROKE_KIND_FREE_TEXT: "free",
     common_pb2.KEYSTROKE_KIND_DTMF: "dtmf",
+}
+
+
+RISK_LEVELS = {
+    risk.LOW: verification_pb2.RISK_LEVEL_LOW,
+    risk.HIGH: verification_pb2.RISK_LEVEL_HIGH,
+    risk.NOT_ENOUGH_AUDIO: verification_pb2.RISK_LEVEL_NOT_ENOUGH_AUDIO,
+    risk.UNAVAILABLE: verification_pb2.RISK_LEVEL_UNAVAILABLE,
 }
 
 
@@ -141,6 +150,19 @@ def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> 
         policy_id=decision.policy_id,
         final=decision.final,
         reason=decision.reason if evidence else decision.summary or decision.reason,
+        fraud=verification_pb2.FraudAssessment(
+            risks=[
+                verification_pb2.DetectorRisk(
+                    detector=r.detector,
+                    level=RISK_LEVELS[r.level],
+                    reason=r.reason if evidence else r.summary or r.reason,
+                    version=r.version,
+                    score=r.score if evidence else 0.0,
+                    threshold=r.threshold if evidence else 0.0,
+                )
+                for r in decision.fraud.risks
+            ]
+        ),
     )
     if evidence:
         out.fused_llr = decision.fused_llr

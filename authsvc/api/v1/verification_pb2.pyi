@@ -17,6 +17,14 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_NOT_ENROLLED: _ClassVar[Outcome]
     OUTCOME_STEP_UP_REQUIRED: _ClassVar[Outcome]
     OUTCOME_OPTED_OUT: _ClassVar[Outcome]
+
+class RiskLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RISK_LEVEL_UNSPECIFIED: _ClassVar[RiskLevel]
+    RISK_LEVEL_LOW: _ClassVar[RiskLevel]
+    RISK_LEVEL_HIGH: _ClassVar[RiskLevel]
+    RISK_LEVEL_NOT_ENOUGH_AUDIO: _ClassVar[RiskLevel]
+    RISK_LEVEL_UNAVAILABLE: _ClassVar[RiskLevel]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_PENDING: Outcome
 OUTCOME_AUTHENTICATED: Outcome
@@ -24,6 +32,11 @@ OUTCOME_REJECTED: Outcome
 OUTCOME_NOT_ENROLLED: Outcome
 OUTCOME_STEP_UP_REQUIRED: Outcome
 OUTCOME_OPTED_OUT: Outcome
+RISK_LEVEL_UNSPECIFIED: RiskLevel
+RISK_LEVEL_LOW: RiskLevel
+RISK_LEVEL_HIGH: RiskLevel
+RISK_LEVEL_NOT_ENOUGH_AUDIO: RiskLevel
+RISK_LEVEL_UNAVAILABLE: RiskLevel
 
 class VerifyRequest(_message.Message):
     __slots__ = ("start", "audio", "keystrokes", "step_up", "send_code")
@@ -124,7 +137,7 @@ class Assertion(_message.Message):
     def __init__(self, token: _Optional[str] = ..., id: _Optional[str] = ..., tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., assurance_level: _Optional[str] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., issued_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("outcome", "session_id", "sequence", "net_speech_seconds", "required_net_speech_seconds", "evidence", "quality_issues", "policy_id", "final", "reason", "step_up_factors", "fused_llr", "fused_threshold_llr", "assertion", "attempts_remaining", "retry_after_seconds")
+    __slots__ = ("outcome", "session_id", "sequence", "net_speech_seconds", "required_net_speech_seconds", "evidence", "quality_issues", "policy_id", "final", "reason", "step_up_factors", "fused_llr", "fused_threshold_llr", "assertion", "attempts_remaining", "retry_after_seconds", "fraud")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +154,7 @@ class Decision(_message.Message):
     ASSERTION_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_REMAINING_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAUD_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     session_id: str
     sequence: int
@@ -157,4 +171,27 @@ class Decision(_message.Message):
     assertion: Assertion
     attempts_remaining: int
     retry_after_seconds: float
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., net_speech_seconds: _Optional[float] = ..., required_net_speech_seconds: _Optional[float] = ..., evidence: _Optional[_Iterable[_Union[ModalityEvidence, _Mapping]]] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ..., policy_id: _Optional[str] = ..., final: _Optional[bool] = ..., reason: _Optional[str] = ..., step_up_factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ..., fused_llr: _Optional[float] = ..., fused_threshold_llr: _Optional[float] = ..., assertion: _Optional[_Union[Assertion, _Mapping]] = ..., attempts_remaining: _Optional[int] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
+    fraud: FraudAssessment
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., net_speech_seconds: _Optional[float] = ..., required_net_speech_seconds: _Optional[float] = ..., evidence: _Optional[_Iterable[_Union[ModalityEvidence, _Mapping]]] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ..., policy_id: _Optional[str] = ..., final: _Optional[bool] = ..., reason: _Optional[str] = ..., step_up_factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ..., fused_llr: _Optional[float] = ..., fused_threshold_llr: _Optional[float] = ..., assertion: _Optional[_Union[Assertion, _Mapping]] = ..., attempts_remaining: _Optional[int] = ..., retry_after_seconds: _Optional[float] = ..., fraud: _Optional[_Union[FraudAssessment, _Mapping]] = ...) -> None: ...
+
+class FraudAssessment(_message.Message):
+    __slots__ = ("risks",)
+    RISKS_FIELD_NUMBER: _ClassVar[int]
+    risks: _containers.RepeatedCompositeFieldContainer[DetectorRisk]
+    def __init__(self, risks: _Optional[_Iterable[_Union[DetectorRisk, _Mapping]]] = ...) -> None: ...
+
+class DetectorRisk(_message.Message):
+    __slots__ = ("detector", "level", "reason", "version", "score", "threshold")
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    detector: str
+    level: RiskLevel
+    reason: str
+    version: str
+    score: float
+    threshold: float
+    def __init__(self, detector: _Optional[str] = ..., level: _Optional[_Union[RiskLevel, str]] = ..., reason: _Optional[str] = ..., version: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Fraud assessment beside the authentication decision: replay, synthetic speech, known fraudsters."""

@@ -1,0 +1,54 @@
+"""Replay detection: does the caller's audio re-use recorded material of the claimed customer?
+
+References are landmark fingerprints (authsvc.audio.fingerprint) of the customer's
+enrollment samples and of their recent calls, sealed in the template store. A live
+caller says something new each time; a replayed recording shares many hashes with one
+reference at one time offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from authsvc.audio.fingerprint import VERSION, Fingerprint, match
+from authsvc.policy.risk import HIGH, LOW, NOT_ENOUGH_AUDIO, REPLAY, DetectorRisk
+
+# Probe hashes aligned at one offset with one reference from which the risk is high. Tuned by
+# `python bench/pad.py --tune` on librispeech-cohort-251 (bona fide other utterances never
+# exceeded 6 there); bench/pad.py reports APCER / BPCER on test-other and fsdd.
+MIN_ALIGNED = 9
+# Less audio than this (seconds fingerprinted) is not judged: too few hashes to tell.
+MIN_PROBE_S = 2.0
+
+
+def assess(probe: Fingerprint, references: Sequence[Fingerprint]) -> DetectorRisk:
+    if probe.seconds < MIN_PROBE_S:
+        return DetectorRisk(
+            REPLAY,
+            NOT_ENOUGH_AUDIO,
+            threshold=MIN_ALIGNED,
+            reason=f"{probe.seconds:.1f} s of audio; replay detection needs {MIN_PROBE_S:g} s",
+            version=VERSION,
+        )
+    if not references:
+        return DetectorRisk(
+            REPLAY, LOW, threshold=MIN_ALIGNED, reason="no recorded material on file", version=VERSION
+        )
+    best = max((match(probe, ref) for ref in references), key=lambda m: m.aligned)
+    if best.aligned >= MIN_ALIGNED:
+        reason = (
+            f"{best.aligned} of {best.probe_hashes} audio landmarks match a recording on file "
+            f"at one offset ({best.offset_s:+.1f} s)"
+        )
+        return DetectorRisk(
+            REPLAY, HIGH, best.aligned, MIN_ALIGNED, reason, VERSION, "the audio matches a recording on file"
+        )
+    return DetectorRisk(
+        REPLAY,
+        LOW,
+        best.aligned,
+        MIN_ALIGNED,
+        f"no recording on file matches ({len(references)} compared)",
+        VERSION,
+        "no recording on file matches",
+    )
