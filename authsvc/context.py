@@ -78,6 +78,8 @@ class ServiceConfig:
     master_key_file: Path | None = None
     # During a master-key rotation: the key being rotated away from.
     previous_master_key_file: Path | None = None
+    # The synthetic-speech countermeasure (AASIST, clovaai layout); None: not assessed.
+    countermeasure_dir: Path | None = None
 
 
 @dataclass
@@ -101,6 +103,8 @@ class ServiceContext:
     throttle: SourceThrottle
     # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
     metrics: Metrics = field(default_factory=Metrics)
+    # The synthetic-speech countermeasure behind its own batcher; None when not configured.
+    countermeasure: EmbeddingRunner | None = None
 
     async def policy_for(self, tenant: str) -> TenantPolicy:
         """The policy of a provisioned tenant, at no less than the sector it was created with.
@@ -117,6 +121,8 @@ class ServiceContext:
 
     async def close(self) -> None:
         self.runner.close()
+        if self.countermeasure is not None:
+            self.countermeasure.close()
         self.metrics.close()
         await self.refusals.flush_due(everything=True)
         await self.auditor.drain()
@@ -198,6 +204,17 @@ async def _build(
         )
     if config.half:
         enable_half(encoder)
+    countermeasure = None
+    if config.countermeasure_dir is not None:
+        from authsvc.voice.countermeasure import load_countermeasure
+
+        cm = await asyncio.to_thread(
+            load_countermeasure, config.countermeasure_dir, resolve_device(config.device)
+        )
+        log.info("synthetic-speech countermeasure %s from %s", cm.version, config.countermeasure_dir)
+    else:
+        cm = None
+        log.warning("no countermeasure model folder: synthetic speech is not assessed")
     measured = default_config(encoder)
     batching = BatchConfig(
         max_batch=measured.max_batch if config.max_batch is None else config.max_batch,
@@ -217,6 +234,9 @@ async def _build(
     await auditor.ready()
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
     metrics = Metrics()
+    if cm is not None:
+        # Its own batcher beside the encoder's: a batch holds one model's inputs.
+        countermeasure = EmbeddingRunner(cm, BatchConfig(max_batch=4), metrics, warm_up=config.warm_up)
     trust = await AssertionAuthority.open(store, master, auditor, rotate_after_s=config.key_rotation_s)
     tenants = Tenants(store, auditor)
     policies = PolicyBook(
@@ -244,6 +264,7 @@ async def _build(
         refusals=RefusalLog(auditor),
         throttle=SourceThrottle(),
         metrics=metrics,
+        countermeasure=countermeasure,
     )
 
 

@@ -29,7 +29,7 @@ from authsvc.attempts import BiometricStatus
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.fingerprint import Fingerprint, fingerprint
 from authsvc.audio.quality import assess
-from authsvc.audio.vad import SpeechTracker
+from authsvc.audio.vad import FRAME_MS, SpeechTracker
 from authsvc.context import ServiceContext
 from authsvc.enrollment import (
     FINGERPRINT,
@@ -40,7 +40,7 @@ from authsvc.enrollment import (
     profile_samples,
 )
 from authsvc.errors import ConfigError, InvalidInput, Overloaded, PreconditionFailed
-from authsvc.fraud import replay
+from authsvc.fraud import replay, synthetic
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
     CustomerView,
@@ -72,6 +72,10 @@ MIN_SEGMENT_S = 0.75
 MAX_FREE_TEXT_KEYS = 400
 # The latest audio a call keeps (int16, in memory only) to fingerprint against recordings.
 REPLAY_WINDOW_S = 60.0
+# The countermeasure judges the latest this-many seconds of speech at each look (one AASIST
+# window: its cost on a CPU is about a second per window).
+CM_WINDOW_S = 4.0
+CM_DEADLINE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -472,7 +476,27 @@ class VerificationSession:
         def replay_risk():
             return replay.assess(fingerprint(audio, rate), refs)
 
-        self._fraud = FraudAssessment((await asyncio.to_thread(replay_risk),))
+        risks = await asyncio.gather(asyncio.to_thread(replay_risk), self._synthetic_risk())
+        self._fraud = FraudAssessment(tuple(risks))
+
+    async def _synthetic_risk(self):
+        """The countermeasure on the latest window of the caller's speech (through its batcher)."""
+        runner = self.ctx.countermeasure
+        if runner is None:
+            return synthetic.unavailable()
+        cm = runner.encoder
+        frames = int(CM_WINDOW_S * 1000 / FRAME_MS)
+        samples, _ = self.tracker.voiced_since(max(0, self.tracker.voiced_frames - frames))
+        seconds = samples.size / self.tracker.sample_rate
+        if samples.size < cm.min_samples * self.tracker.sample_rate // cm.sample_rate:
+            return synthetic.not_enough(seconds, cm.min_samples / cm.sample_rate, cm.version)
+        wav = to_encoder_rate(samples, self.tracker.sample_rate, cm.sample_rate)
+        try:
+            margin = float((await runner.embed(wav, deadline=time.monotonic() + CM_DEADLINE_S))[0])
+        except (Overloaded, TimeoutError) as exc:
+            # Not a low risk: the decision says it was not assessed this time.
+            return synthetic.unavailable(f"the countermeasure is saturated ({exc})", cm.version)
+        return synthetic.assess(margin, cm.version)
 
     async def _decide_look(self, final: bool = False) -> list[Decision]:
         """Emits a look's decision; when it reached the failure limit, also what follows (the

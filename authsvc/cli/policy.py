@@ -145,6 +145,14 @@ def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:
         f"  assertions live {policy.assertion.lifetime_s:g} s, accepted {policy.assertion.max_uses} time(s)"
     )
     lines.append(f"  passive enrollment: {'allowed' if policy.enrollment.passive else 'not allowed'}")
+    does = {
+        "ignore": "is ignored (not reported)",
+        "flag": "is reported; the outcome stands",
+        "step_up": "makes a biometric match ask for a second factor",
+        "reject": "rejects the look (a counted failed attempt), whatever the match",
+    }
+    for detector in ("replay", "synthetic", "fraudster"):
+        lines.append(f"  a high {detector} risk {does[getattr(policy.fraud, detector)]}")
     return lines
 
 

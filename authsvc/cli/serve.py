@@ -73,6 +73,13 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model-dir", type=Path, help="model folder (ECAPA in the spkrec-ecapa-voxceleb layout)")
     p.add_argument(
+        "--countermeasure-dir",
+        type=Path,
+        default=os.environ.get("AUTHSVC_COUNTERMEASURE_DIR") or None,
+        help="synthetic-speech countermeasure (AASIST, clovaai layout: .conf + .pth); "
+        "without it synthetic speech is not assessed ($AUTHSVC_COUNTERMEASURE_DIR)",
+    )
+    p.add_argument(
         "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, cuda:1 ..."
     )
     p.add_argument("--threads", type=int, help="CPU threads for the encoder (default 1 on the CPU)")
@@ -160,6 +167,7 @@ async def _serve(args: argparse.Namespace) -> None:
         data_dir=args.data_dir or default_data_dir(),
         encoder=args.encoder,
         model_dir=args.model_dir,
+        countermeasure_dir=Path(args.countermeasure_dir) if args.countermeasure_dir else None,
         device=args.device,
         threads=args.threads,
         policy_dir=args.policy_dir,

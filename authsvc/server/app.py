@@ -42,6 +42,9 @@ SERVICE_NAMES = (
 )
 # Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Health names of the fraud detectors (not services: they say what each decision assesses).
+SYNTHETIC_HEALTH = "authsvc.fraud.synthetic"
+REPLAY_HEALTH = "authsvc.fraud.replay"
 # How often the store is pinged for health; a load balancer sees NOT_SERVING within this.
 STORE_CHECK_S = 2.0
 
@@ -105,6 +108,14 @@ class AuthServer:
         )
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
+        # Per detector, so an operator (or a probe) can see what is assessed: SERVING where the
+        # countermeasure model is loaded, NOT_SERVING where synthetic speech goes unassessed.
+        cm = serving and self.ctx.countermeasure is not None
+        await self.health.set(
+            SYNTHETIC_HEALTH,
+            health_pb2.HealthCheckResponse.SERVING if cm else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        await self.health.set(REPLAY_HEALTH, status)
 
     async def _watch_store(self) -> None:
         """NOT_SERVING while the store cannot answer (a load balancer then sends calls to other
