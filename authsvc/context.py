@@ -15,6 +15,7 @@ from authsvc.attempts import Attempts, SourceThrottle
 from authsvc.audit import Auditor
 from authsvc.errors import ConfigError
 from authsvc.factors import Factors
+from authsvc.fraud.watchlist import Watchlists
 from authsvc.identity.credentials import Credentials
 from authsvc.identity.refusals import RefusalLog
 from authsvc.identity.tenants import Tenants, adopt_policy_sectors
@@ -101,6 +102,8 @@ class ServiceContext:
     refusals: RefusalLog
     # Failed biometric attempts per calling source (per node).
     throttle: SourceThrottle
+    # Known fraudsters, screened 1:N (an in-memory index per tenant, kept in step with the store).
+    watchlists: Watchlists
     # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
     metrics: Metrics = field(default_factory=Metrics)
     # The synthetic-speech countermeasure behind its own batcher; None when not configured.
@@ -263,6 +266,7 @@ async def _build(
         credentials=Credentials(store, auditor),
         refusals=RefusalLog(auditor),
         throttle=SourceThrottle(),
+        watchlists=Watchlists(store, vault, auditor, encoder.encoder_id, encoder.version, calibration),
         metrics=metrics,
         countermeasure=countermeasure,
     )

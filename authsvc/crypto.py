@@ -224,6 +224,12 @@ def template_aad(
     return _aad("authsvc/template/v1", tenant, customer_id, modality, encoder_id, encoder_version)
 
 
+def fraudster_aad(
+    tenant: str, watchlist: str, fraudster_id: str, encoder_id: str, encoder_version: str
+) -> bytes:
+    return _aad("authsvc/fraudster/v1", tenant, watchlist, fraudster_id, encoder_id, encoder_version)
+
+
 def label_aad(tenant: str, customer_id: str, modality: str) -> bytes:
     return _aad("authsvc/label/v1", tenant, customer_id, modality)
 

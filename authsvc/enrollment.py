@@ -10,11 +10,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from authsvc import changes, keystroke
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
 from authsvc.audio.fingerprint import fingerprint
 from authsvc.audio.quality import Quality, assess
+from authsvc.audio.vad import SpeechTracker
 from authsvc.consent import BIOMETRIC_METHODS, METHODS, require_consent
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
@@ -41,6 +44,36 @@ class EnrollResult:
     quality: tuple[Quality, ...]
 
 
+async def embed_sample(
+    ctx: ServiceContext, policy, encoding: Encoding, sample_rate: int, audio: bytes
+) -> tuple[np.ndarray, SpeechTracker, tuple[Quality, ...], np.ndarray]:
+    """Decodes and quality-gates one recording of a voice, -> (samples, tracker, quality, embedding).
+    No speech, too little, clipped or a degenerate embedding is InvalidInput."""
+    check_rate(sample_rate, "format.sample_rate_hz")
+    if not audio:
+        raise InvalidInput("audio", "is empty")
+    samples = decode(audio, encoding)
+    if samples.size > MAX_ENROLL_SECONDS * sample_rate:
+        raise InvalidInput("audio", f"longer than {MAX_ENROLL_SECONDS} s; split it into samples")
+    rules = policy.voice
+    tracker = track(samples, sample_rate, int(encoding.full_scale * 0.98))
+    quality = tuple(assess(tracker, rules.min_enroll_speech_s))
+    if Quality.SILENT in quality:
+        raise InvalidInput("audio", "no speech detected in the sample")
+    if Quality.TOO_SHORT in quality:
+        raise InvalidInput(
+            "audio",
+            f"only {tracker.net_speech_s:.2f} s of net speech; enrollment needs "
+            f"{rules.min_enroll_speech_s:.2f} s",
+        )
+    if Quality.CLIPPED in quality:
+        raise InvalidInput("audio", "the sample is clipped (saturated); record it at a lower gain")
+    embedding = await ctx.runner.embed(encoder_input(tracker, ctx.encoder.sample_rate))
+    if not usable(embedding):
+        raise InvalidInput("audio", "the sample gives no usable voiceprint (a degenerate embedding)")
+    return samples, tracker, quality, embedding
+
+
 async def enroll_voice(
     ctx: ServiceContext,
     tenant: str,
@@ -56,30 +89,17 @@ async def enroll_voice(
     check_id(customer_id, "customer_id")
     async with ctx.store.transaction() as tx:
         require_consent(await tx.get_customer(tenant, customer_id), tenant, customer_id, "voice")
-    check_rate(sample_rate, "format.sample_rate_hz")
-    if not audio:
-        raise InvalidInput("audio", "is empty")
-    samples = decode(audio, encoding)
-    if samples.size > MAX_ENROLL_SECONDS * sample_rate:
-        raise InvalidInput("audio", f"longer than {MAX_ENROLL_SECONDS} s; split it into samples")
     policy = await ctx.policy_for(tenant)
-    rules = policy.voice
-    tracker = track(samples, sample_rate, int(encoding.full_scale * 0.98))
-    quality = tuple(assess(tracker, rules.min_enroll_speech_s))
-    if Quality.SILENT in quality:
-        raise InvalidInput("audio", "no speech detected in the sample")
-    if Quality.TOO_SHORT in quality:
-        raise InvalidInput(
-            "audio",
-            f"only {tracker.net_speech_s:.2f} s of net speech; enrollment needs "
-            f"{rules.min_enroll_speech_s:.2f} s",
-        )
-    if Quality.CLIPPED in quality:
-        raise InvalidInput("audio", "the sample is clipped (saturated); record it at a lower gain")
+    samples, tracker, quality, embedding = await embed_sample(ctx, policy, encoding, sample_rate, audio)
     digest = ctx.vault.sample_digest(tenant, customer_id, VOICE, audio)
-    embedding = await ctx.runner.embed(encoder_input(tracker, ctx.encoder.sample_rate))
-    if not usable(embedding):
-        raise InvalidInput("audio", "the sample gives no usable voiceprint (a degenerate embedding)")
+    screened = ctx.watchlists.screen(policy, await ctx.watchlists.index(tenant), embedding)
+    if screened.high and policy.fraud.enrollment_on_watchlist == "refuse":
+        # Voice ID's default: a known fraudster's voice is never enrolled under a customer's name.
+        await ctx.auditor.record(tenant, "enroll.voice", customer_id, "refused_watchlist", actor)
+        raise PreconditionFailed(
+            f"the sample's voice matches a known fraudster on tenant {tenant}'s watchlists; "
+            "it was not enrolled"
+        )
     enc = ctx.encoder
     # Of the sample as recorded (not only its speech): a replay brings the whole recording.
     print_ = await asyncio.to_thread(fingerprint, samples, sample_rate)
@@ -123,6 +143,7 @@ async def enroll_voice(
             encoder=f"{enc.encoder_id}/{enc.version}",
             tx=tx,
             **({"authorized_by": change} if change else {}),
+            **({"watchlist": "match"} if screened.high else {}),
         )
     return EnrollResult(customer, added, tracker.net_speech_s, quality)
 

@@ -133,6 +133,7 @@ class VerificationSession:
         self._recent: list[np.ndarray] = []  # the call's latest audio, for replay detection
         self._references: list[Fingerprint] = []  # the customer's recorded material
         self._fraud = FraudAssessment()
+        self._watchlist = None  # the tenant's fraudster index, as the store held it at begin
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -343,6 +344,7 @@ class VerificationSession:
             self._authenticators = await self.ctx.factors.authenticators(tenant, cid, self._factors, tx)
             await self._refresh_lockout(tx)
             biometric = await self.ctx.attempts.status(self.policy, tenant, cid, tx)
+            self._watchlist = await self.ctx.watchlists.index(tenant, tx)
         registered = record is not None and record.registered
         if registered and record.opted_out:
             self._closed_outcome = Decision(
@@ -477,7 +479,11 @@ class VerificationSession:
             return replay.assess(fingerprint(audio, rate), refs)
 
         risks = await asyncio.gather(asyncio.to_thread(replay_risk), self._synthetic_risk())
-        self._fraud = FraudAssessment(tuple(risks))
+        self._fraud = FraudAssessment((*risks, await asyncio.to_thread(self._fraudster_risk)))
+
+    def _fraudster_risk(self):
+        pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
+        return self.ctx.watchlists.screen(self.policy, self._watchlist, pooled)
 
     async def _synthetic_risk(self):
         """The countermeasure on the latest window of the caller's speech (through its batcher)."""

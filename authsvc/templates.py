@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authsvc import crypto
 from authsvc.errors import ConfigError
-from authsvc.store.base import Store, TemplateRow, Transaction, within
+from authsvc.store.base import FraudsterRow, Store, TemplateRow, Transaction, within
 
 # A growing profile has one row; its digest column is this constant.
 PROFILE_DIGEST = "profile"
@@ -248,3 +248,45 @@ class TemplateVault:
                 )
             )
         return out
+
+    async def seal_fraudster(
+        self,
+        tenant: str,
+        watchlist: str,
+        fraudster_id: str,
+        encoder_id: str,
+        encoder_version: str,
+        payload: bytes,
+        samples: int,
+        actor: str,
+        tx: Transaction,
+    ) -> FraudsterRow:
+        """A watchlist entry's voiceprint, sealed under the tenant's data key like a template."""
+        key = await self._data_key(tenant, tx)
+        aad = crypto.fraudster_aad(tenant, watchlist, fraudster_id, encoder_id, encoder_version)
+        return FraudsterRow(
+            tenant,
+            watchlist,
+            fraudster_id,
+            encoder_id,
+            encoder_version,
+            self._master.key_id,
+            crypto.seal(key, payload, aad),
+            samples,
+            int(time.time() * 1000),
+            actor,
+        )
+
+    async def open_fraudsters(self, tenant: str, rows: list[FraudsterRow], tx: Transaction) -> list[bytes]:
+        if not rows:
+            return []
+        key = await self._data_key(tenant, tx)
+        return [
+            crypto.open_sealed(
+                key,
+                r.blob,
+                crypto.fraudster_aad(tenant, r.watchlist, r.fraudster_id, r.encoder_id, r.encoder_version),
+                f"watchlist entry {tenant}/{r.watchlist}/{r.fraudster_id}",
+            )
+            for r in rows
+        ]

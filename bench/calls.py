@@ -50,7 +50,9 @@ from authsvc.attempts import BiometricStatus
 from authsvc.audio.codecs import Encoding, encode
 from authsvc.audio.resample import resample
 from authsvc.errors import ConfigError
+from authsvc.fraud.watchlist import EMPTY
 from authsvc.policy.engine import Outcome
+from authsvc.policy.risk import FRAUDSTER, LOW, DetectorRisk
 from authsvc.policy.schema import DecisionRules, TenantPolicy, build_policy
 from authsvc.scoring.calibration import Calibration, load_calibration
 from authsvc.session import SessionStart, VerificationSession
@@ -69,6 +71,7 @@ from bench.common import (
 )
 
 CHUNK_S = 0.5
+NO_LIST = DetectorRisk(FRAUDSTER, LOW, reason="no watchlist in the benchmark")
 UNBOUNDED = 1000  # looks: "off" re-decides for the whole call
 PRESETS = ("general", "finance")
 
@@ -108,6 +111,10 @@ class _Stub:
             failed=lambda policy, source: False,
         )
         self.trust = SimpleNamespace(signing_ready=self._nothing, issue=self._issue)
+        self.watchlists = SimpleNamespace(
+            index=self._no_list, screen=lambda policy, index, embedding: NO_LIST
+        )
+        self.countermeasure = None
         self.auditor = SimpleNamespace(record=self._nothing)
 
     @contextlib.asynccontextmanager
@@ -128,6 +135,9 @@ class _Stub:
 
     async def _nothing(self, *args, **kwargs):
         return None
+
+    async def _no_list(self, *args, **kwargs):
+        return EMPTY
 
     async def _issue(self, policy, customer_id, methods, level, channel, tx=None, auth_id=None):
         return SimpleNamespace(methods=methods, assurance_level=level, auth_id="a")

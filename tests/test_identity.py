@@ -14,12 +14,19 @@ from google.protobuf import message_factory
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from authsvc.api.v1 import assurance_pb2, common_pb2, enrollment_pb2, identity_pb2, verification_pb2
+from authsvc.api.v1 import (
+    assurance_pb2,
+    common_pb2,
+    enrollment_pb2,
+    fraud_pb2,
+    identity_pb2,
+    verification_pb2,
+)
 from authsvc.identity import roles
 from authsvc.identity.roles import METHODS, Scope
 from tests.principals import bearer, key_for
 
-MODULES = (assurance_pb2, enrollment_pb2, identity_pb2, verification_pb2)
+MODULES = (assurance_pb2, enrollment_pb2, fraud_pb2, identity_pb2, verification_pb2)
 DECLARED = {
     f"/{service.full_name}/{method.name}": method
     for module in MODULES

@@ -65,6 +65,13 @@ METHODS: dict[str, Rule] = {
     f"{_P}EnrollmentService/UnlockCustomer": _rule(TENANT_ADMIN),
     f"{_P}AuditService/ListAuditEvents": _rule(TENANT_ADMIN),
     f"{_P}AuditService/VerifyAuditChain": _rule(TENANT_ADMIN),
+    # Known fraudsters: listing a voice is an accusation, so only the tenant's administrators.
+    f"{_P}WatchlistService/CreateWatchlist": _rule(TENANT_ADMIN),
+    f"{_P}WatchlistService/ListWatchlists": _rule(TENANT_ADMIN),
+    f"{_P}WatchlistService/DeleteWatchlist": _rule(TENANT_ADMIN),
+    f"{_P}WatchlistService/AddFraudster": _rule(TENANT_ADMIN),
+    f"{_P}WatchlistService/RemoveFraudster": _rule(TENANT_ADMIN),
+    f"{_P}WatchlistService/ListFraudsters": _rule(TENANT_ADMIN),
     # Credentials of a tenant: its administrators, or the platform's.
     f"{_P}CredentialService/CreateApiKey": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     # Certificate identities only by the platform: a SAN is global, and a tenant that could map

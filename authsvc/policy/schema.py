@@ -141,6 +141,12 @@ class FraudRules:
     replay: str = field(default="step_up", metadata=_ACTION)
     synthetic: str = field(default="flag", metadata=_ACTION)
     fraudster: str = field(default="step_up", metadata=_ACTION)
+    # False-match rate of one watchlist comparison (the voice calibration's threshold there): a
+    # call screened against N listed voices falsely hits with a chance of about N times this.
+    watchlist_far: float = field(default=1e-4, metadata=_limits(1e-6, 0.1))
+    # An enrollment sample that matches a listed fraudster: "refuse" it (Voice ID's default) or
+    # "flag" it (enrolled, audited as a watchlist match).
+    enrollment_on_watchlist: str = field(default="refuse", metadata={"choices": ("refuse", "flag")})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from authsvc.api.v1 import (
     assurance_pb2_grpc,
     enrollment_pb2,
     enrollment_pb2_grpc,
+    fraud_pb2,
+    fraud_pb2_grpc,
     identity_pb2,
     identity_pb2_grpc,
     verification_pb2,
@@ -28,6 +30,7 @@ from authsvc.server.auth import AuthInterceptor, Authorizer
 from authsvc.server.enrollment import EnrollmentServicer
 from authsvc.server.identity import CredentialServicer, TenantServicer
 from authsvc.server.verification import VerificationServicer
+from authsvc.server.watchlist import WatchlistServicer
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ SERVICE_NAMES = (
         for n in ("StepUpService", "AssertionService", "AuditService")
     ),
     *(identity_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("TenantService", "CredentialService")),
+    fraud_pb2.DESCRIPTOR.services_by_name["WatchlistService"].full_name,
 )
 # Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -78,6 +82,7 @@ class AuthServer:
         assurance_pb2_grpc.add_StepUpServiceServicer_to_server(StepUpServicer(ctx), self.server)
         assurance_pb2_grpc.add_AssertionServiceServicer_to_server(AssertionServicer(ctx), self.server)
         assurance_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ctx), self.server)
+        fraud_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(ctx), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if reflection_on:

@@ -69,6 +69,32 @@ class AuditEvent:
 
 
 @dataclass(frozen=True)
+class WatchlistRecord:
+    tenant: str
+    name: str
+    description: str
+    created_ms: int
+    created_by: str
+    members: int = 0
+
+
+@dataclass(frozen=True)
+class FraudsterRow:
+    """A known fraudster's sealed voiceprint on one watchlist of a tenant."""
+
+    tenant: str
+    watchlist: str
+    fraudster_id: str
+    encoder_id: str
+    encoder_version: str
+    key_id: str
+    blob: bytes
+    samples: int
+    created_ms: int
+    created_by: str
+
+
+@dataclass(frozen=True)
 class TemplateRow:
     """One enrollment sample's template. `digest` makes re-enrolling the same sample a no-op."""
 
@@ -252,6 +278,28 @@ class Transaction(Protocol):
         self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
     ) -> list[AuditEvent]:
         """Newest first; `before_id` pages backwards."""
+
+    # -- watchlists (known fraudsters) ---------------------------------------------------------
+
+    async def create_watchlist(self, record: WatchlistRecord) -> bool:
+        """False if the tenant already has a watchlist of that name."""
+
+    async def list_watchlists(self, tenant: str) -> list[WatchlistRecord]: ...
+
+    async def delete_watchlist(self, tenant: str, name: str) -> int | None:
+        """-> fraudsters removed with it; None if there was no such list."""
+
+    async def put_fraudster(self, row: FraudsterRow) -> bool:
+        """Adds or replaces a fraudster's voiceprint; False if it replaced one."""
+
+    async def delete_fraudster(self, tenant: str, watchlist: str, fraudster_id: str) -> bool: ...
+
+    async def fraudsters(self, tenant: str, watchlist: str | None = None) -> list[FraudsterRow]: ...
+
+    async def watchlist_version(self, tenant: str) -> int:
+        """Counts every change of the tenant's watchlists (0: never changed)."""
+
+    async def bump_watchlist_version(self, tenant: str) -> int: ...
 
 
 class Store(Protocol):

@@ -20,9 +20,11 @@ from authsvc.store.base import (
     CredentialRecord,
     CustomerRecord,
     Erasure,
+    FraudsterRow,
     Secret,
     TemplateRow,
     TenantRecord,
+    WatchlistRecord,
 )
 
 PURGE_EVERY = 32
@@ -506,3 +508,87 @@ class SqlTransaction(ABC):
             AuditEvent(tenant, int(t), actor, action, cid, outcome, json.loads(details), id=int(i))
             for i, t, actor, action, cid, outcome, details in rows
         ]
+
+    # -- watchlists ----------------------------------------------------------------------------
+
+    async def create_watchlist(self, record: WatchlistRecord) -> bool:
+        return (
+            await self._count(
+                "INSERT INTO watchlists (tenant, name, description, created_ms, created_by) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (tenant, name) DO NOTHING",
+                (record.tenant, record.name, record.description, record.created_ms, record.created_by),
+            )
+            == 1
+        )
+
+    async def list_watchlists(self, tenant: str) -> list[WatchlistRecord]:
+        rows = await self._all(
+            "SELECT w.name, w.description, w.created_ms, w.created_by, "
+            "(SELECT COUNT(*) FROM fraudsters f WHERE f.tenant=w.tenant AND f.watchlist=w.name) "
+            "FROM watchlists w WHERE w.tenant=? ORDER BY w.name",
+            (tenant,),
+        )
+        return [WatchlistRecord(tenant, n, d, int(c), b, int(m)) for n, d, c, b, m in rows]
+
+    async def delete_watchlist(self, tenant: str, name: str) -> int | None:
+        if not await self._count("DELETE FROM watchlists WHERE tenant=? AND name=?", (tenant, name)):
+            return None
+        self.erased = True
+        return await self._count("DELETE FROM fraudsters WHERE tenant=? AND watchlist=?", (tenant, name))
+
+    async def put_fraudster(self, row: FraudsterRow) -> bool:
+        key = (row.tenant, row.watchlist, row.fraudster_id)
+        replaced = await self._count(
+            "DELETE FROM fraudsters WHERE tenant=? AND watchlist=? AND fraudster_id=?", key
+        )
+        await self._count(
+            "INSERT INTO fraudsters (tenant, watchlist, fraudster_id, encoder_id, encoder_version, key_id, "
+            "blob, samples, created_ms, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                *key,
+                row.encoder_id,
+                row.encoder_version,
+                row.key_id,
+                row.blob,
+                row.samples,
+                row.created_ms,
+                row.created_by,
+            ),
+        )
+        return replaced == 0
+
+    async def delete_fraudster(self, tenant: str, watchlist: str, fraudster_id: str) -> bool:
+        n = await self._count(
+            "DELETE FROM fraudsters WHERE tenant=? AND watchlist=? AND fraudster_id=?",
+            (tenant, watchlist, fraudster_id),
+        )
+        self.erased = self.erased or n > 0
+        return n > 0
+
+    async def fraudsters(self, tenant: str, watchlist: str | None = None) -> list[FraudsterRow]:
+        where, args = (
+            ("tenant=?", (tenant,))
+            if watchlist is None
+            else ("tenant=? AND watchlist=?", (tenant, watchlist))
+        )
+        rows = await self._all(
+            "SELECT watchlist, fraudster_id, encoder_id, encoder_version, key_id, blob, samples, created_ms, "
+            f"created_by FROM fraudsters WHERE {where} ORDER BY watchlist, fraudster_id",
+            args,
+        )
+        return [
+            FraudsterRow(tenant, w, f, e, v, k, bytes(b), int(n), int(c), by)
+            for w, f, e, v, k, b, n, c, by in rows
+        ]
+
+    async def watchlist_version(self, tenant: str) -> int:
+        row = await self._one("SELECT version FROM watchlist_versions WHERE tenant=?", (tenant,))
+        return int(row[0]) if row else 0
+
+    async def bump_watchlist_version(self, tenant: str) -> int:
+        await self._count(
+            "INSERT INTO watchlist_versions (tenant, version) VALUES (?, 1) "
+            "ON CONFLICT (tenant) DO UPDATE SET version = watchlist_versions.version + 1",
+            (tenant,),
+        )
+        return await self.watchlist_version(tenant)
