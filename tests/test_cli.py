@@ -423,3 +423,24 @@ def test_audit_verify_detects_a_row_edited_in_the_database(server: Server, store
     finally:
         execute("UPDATE audit SET outcome=? WHERE id=?", (outcome, row_id))
     assert client(server, "audit", "verify", "--tenant", TENANT).returncode == EXIT_OK
+
+
+def test_watchlist_commands_list_a_fraudster_and_deleting_needs_yes(server: Server, wavs):
+    base = ("--tenant", TENANT, "--name", "known")
+    created = client(server, "watchlist", "create", *base, "--description", "case 42")
+    assert created.returncode == EXIT_OK, _shown(created)
+    added = client(
+        server, "watchlist", "add", *base, "--fraudster", "f-42", wavs["other"][2], wavs["other"][3]
+    )
+    assert added.returncode == EXIT_OK and "f-42: listed on known" in added.stdout, _shown(added)
+    listed = client(server, "watchlist", "list", "--tenant", TENANT)
+    assert "known\t1 fraudster(s)\tcase 42" in listed.stdout.splitlines(), _shown(listed)
+    assert "1 listed voice(s)" in listed.stdout
+    members = client(server, "watchlist", "members", *base)
+    assert members.stdout.splitlines() == ["f-42\t2 sample(s)"], _shown(members)
+    missing = client(server, "watchlist", "members", "--tenant", TENANT, "--name", "nope")
+    assert missing.returncode == 4, _shown(missing)  # NOT_FOUND
+    unconfirmed = client(server, "watchlist", "delete", *base)
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr, _shown(unconfirmed)
+    deleted = client(server, "watchlist", "delete", *base, "--yes")
+    assert deleted.returncode == EXIT_OK and "(1 fraudster(s))" in deleted.stdout, _shown(deleted)

@@ -15,6 +15,7 @@ from authsvc.cli.client import EXIT_ERROR, CliError, add_client_args, describe_r
 from authsvc.cli.identity import add_identity_commands
 from authsvc.cli.policy import add_policy_commands
 from authsvc.cli.serve import add_serve_args, serve
+from authsvc.cli.watchlist import add_watchlist_commands
 from authsvc.errors import AuthsvcError
 
 
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         add_client_args(p)
         p.set_defaults(func=operator.customers)
+    add_watchlist_commands(sub, operator.existing_file)
     return parser
 
 
