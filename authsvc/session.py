@@ -27,6 +27,7 @@ import numpy as np
 from authsvc import keystroke
 from authsvc.attempts import BiometricStatus
 from authsvc.audio.codecs import Encoding, check_rate, decode
+from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
 from authsvc.audio.fingerprint import Fingerprint, fingerprint
 from authsvc.audio.quality import assess
 from authsvc.audio.vad import FRAME_MS, SpeechTracker
@@ -75,6 +76,9 @@ REPLAY_WINDOW_S = 60.0
 # The countermeasure judges the latest this-many seconds of speech at each look (one AASIST
 # window: its cost on a CPU is about a second per window).
 CM_WINDOW_S = 4.0
+# Fingerprints of the customer's latest authenticated calls kept as recorded material.
+CALL_FINGERPRINTS = 5
+CALL_SLOT = "call-"
 CM_DEADLINE_S = 5.0
 
 
@@ -700,4 +704,37 @@ class VerificationSession:
                 await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
             except (Overloaded, TimeoutError) as exc:
                 log.warning("session %s: final voice scoring skipped (%s)", self.start.session_id, exc)
-        return (await self._decide_look(final=True))[0]
+        final = (await self._decide_look(final=True))[0]
+        try:
+            await self._keep_call_fingerprint(final)
+        except Exception:  # a reference not kept must not cost the caller the decision
+            log.exception("session %s: the call's fingerprint was not kept", self.start.session_id)
+        return final
+
+    async def _keep_call_fingerprint(self, final: Decision) -> None:
+        """After a call authenticated by voice, its audio's fingerprint joins the customer's recorded
+        material (in one of CALL_FINGERPRINTS slots, the oldest replaced): a recording of this call
+        replayed later is then caught. Only the customer's own, authenticated calls are kept."""
+        voiced = any(e.modality == VOICE for e in final.evidence)
+        if final.outcome is not Outcome.AUTHENTICATED or not voiced or not self._recent:
+            return
+        audio, rate = np.concatenate(self._recent), self.tracker.sample_rate
+        if audio.size < replay.MIN_PROBE_S * rate:
+            return
+        print_ = await asyncio.to_thread(fingerprint, audio, rate)
+        tenant, cid = self.start.tenant, self.start.customer_id
+        async with self.ctx.store.transaction() as tx:
+            record = await tx.lock_customer(tenant, cid)
+            # Erased, opted out or voice dropped while the call went on: nothing is kept.
+            if record is None or record.opted_out or (record.registered and "voice" not in record.methods):
+                return
+            kept = {
+                t.encoder_id: t.created_ms
+                for t in await self.ctx.vault.load(tenant, cid, FINGERPRINT, tx)
+                if t.encoder_id.startswith(CALL_SLOT)
+            }
+            slots = [f"{CALL_SLOT}{i}" for i in range(CALL_FINGERPRINTS)]
+            slot = next((s for s in slots if s not in kept), None) or min(kept, key=kept.__getitem__)
+            await self.ctx.vault.replace(
+                tenant, cid, FINGERPRINT, slot, FINGERPRINT_VERSION, print_.to_bytes(), tx
+            )

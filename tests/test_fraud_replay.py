@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.api.v1 import verification_pb2 as V  # noqa: N812
 from authsvc.audio.codecs import Encoding, decode, encode
 from authsvc.audio.fingerprint import Fingerprint, fingerprint, match
@@ -160,3 +161,26 @@ async def test_a_telephony_principal_sees_the_risk_but_no_replay_score(svc, spee
     # The general preset asks for a second factor instead of authenticating a suspected recording.
     assert all(d.outcome != V.OUTCOME_AUTHENTICATED for d in decisions), [d.reason for d in decisions]
     assert any(d.outcome == V.OUTCOME_STEP_UP_REQUIRED for d in decisions)
+
+
+async def test_a_recording_of_an_authenticated_call_replayed_later_is_caught(svc, speech):
+    channel, ctx, _, address, _ = svc
+    target, _ = _speakers(speech)
+    from tests.test_service_assurance import _enroll_voice
+
+    await _enroll_voice(channel, "shop", "erin", target[:2])
+    first = await asyncio.to_thread(stream, address, call_requests("shop", "erin", target[3]))
+    assert first[-1].outcome == V.OUTCOME_AUTHENTICATED, first[-1].reason
+    async with ctx.store.transaction() as tx:
+        kept = [t for t in await ctx.vault.load("shop", "erin", "voice_fingerprint", tx)]
+    assert sum(t.encoder_id.startswith("call-") for t in kept) == 1, "the authenticated call is kept"
+    # Someone recorded that call (a line tap, a voicemail) and plays it back.
+    replayed = resample(_telephone(target[3], seed=7), 8000, 16000)
+    again = await asyncio.to_thread(stream, address, call_requests("shop", "erin", replayed))
+    assert any(r.level == V.RISK_LEVEL_HIGH for d in again for r in _replay(d)), [d.reason for d in again]
+    assert all(d.outcome != V.OUTCOME_AUTHENTICATED for d in again)
+    # Erased customers keep nothing, calls included.
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    await stub.DeleteCustomer(enrollment_pb2.DeleteCustomerRequest(tenant="shop", customer_id="erin"))
+    async with ctx.store.transaction() as tx:
+        assert not await tx.templates("shop", "erin")
