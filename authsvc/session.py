@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,7 +29,7 @@ from authsvc import keystroke
 from authsvc.attempts import BiometricStatus
 from authsvc.audio.codecs import Encoding, check_rate, decode
 from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
-from authsvc.audio.fingerprint import Fingerprint, fingerprint
+from authsvc.audio.fingerprint import Fingerprint, fingerprint, fingerprints_at_speeds
 from authsvc.audio.quality import assess
 from authsvc.audio.vad import FRAME_MS, SpeechTracker
 from authsvc.context import ServiceContext
@@ -134,7 +135,8 @@ class VerificationSession:
         self._authenticators: tuple[str, ...] = ()
         self._step_passed = False  # a second factor was just verified (reset the count once)
         self._spent: set[str] = set()  # typing evidence whose failure has been counted
-        self._recent: list[np.ndarray] = []  # the call's latest audio, for replay detection
+        self._recent: deque[np.ndarray] = deque()  # the call's latest audio, for replay detection
+        self._recent_size = 0
         self._references: list[Fingerprint] = []  # the customer's recorded material
         self._fraud = FraudAssessment()
         self._watchlist = None  # the tenant's fraudster index, as the store held it at begin
@@ -187,6 +189,12 @@ class VerificationSession:
                     sequence=decision.sequence,
                     final=decision.final,
                     **({"look": self._looks} if look is not None else {}),
+                    # Levels and versions only: scores would make the trail a tuning oracle.
+                    **(
+                        {"fraud": {r.detector: f"{r.level}/{r.version}" for r in decision.fraud.risks}}
+                        if decision.fraud.risks
+                        else {}
+                    ),
                     tx=tx,
                 )
             self._assertion = a
@@ -213,9 +221,11 @@ class VerificationSession:
         if decision.outcome is Outcome.AUTHENTICATED:
             await self.ctx.attempts.succeeded(tenant, cid, tx)
             return decision
-        if decision.outcome is not Outcome.REJECTED:
+        if decision.outcome is not Outcome.REJECTED and not decision.fraud.high():
             # A match waiting for its second factor, or typing before the voice of a voice call
             # (still a look: its score must not be free to probe): neither failure nor success.
+            # A look with a high fraud risk counts as failed whatever the policy does with it, so
+            # a fraudster cannot tune a replay or a clone against the detector for free.
             return decision
         status = await self.ctx.attempts.failed(
             self.policy, tenant, cid, self._can_step_up(), tx, self.start.session_id
@@ -406,7 +416,8 @@ class VerificationSession:
         self._view = CustomerView(frozenset(enrolled), False, self._factors)
         if VOICE in enrolled:
             for t in templates:
-                if t.modality == FINGERPRINT:
+                # Only fingerprints this version can compare (another version's hashes never match).
+                if t.modality == FINGERPRINT and t.encoder_version == FINGERPRINT_VERSION:
                     try:
                         self._references.append(Fingerprint.from_bytes(t.payload))
                     except ValueError:
@@ -467,12 +478,14 @@ class VerificationSession:
         return []
 
     def _keep_recent(self, samples: np.ndarray) -> None:
-        if self._voice_template is None or self._closed_outcome is not None:
+        if self._voice_template is None or self._closed_outcome is not None or samples.size == 0:
             return  # nothing of this call will be scored
-        self._recent.append(np.asarray(samples, np.int16))  # the codecs decode to 16-bit PCM
         limit = int(REPLAY_WINDOW_S * self.tracker.sample_rate)
-        while sum(c.size for c in self._recent) - self._recent[0].size >= limit:
-            self._recent.pop(0)
+        # The codecs decode to 16-bit PCM; one chunk longer than the window keeps only its end.
+        self._recent.append(np.asarray(samples[-limit:], np.int16))
+        self._recent_size += self._recent[-1].size
+        while self._recent_size - self._recent[0].size >= limit:
+            self._recent_size -= self._recent.popleft().size
 
     async def _assess_fraud(self) -> None:
         """Replay: the call's latest audio against the customer's recorded material (off the loop)."""
@@ -480,10 +493,14 @@ class VerificationSession:
         rate, refs = self.tracker.sample_rate, self._references
 
         def replay_risk():
-            return replay.assess(fingerprint(audio, rate), refs)
+            return replay.assess(fingerprints_at_speeds(audio, rate), refs)
 
         risks = await asyncio.gather(asyncio.to_thread(replay_risk), self._synthetic_risk())
-        self._fraud = FraudAssessment((*risks, await asyncio.to_thread(self._fraudster_risk)))
+        risks = (*risks, await asyncio.to_thread(self._fraudster_risk))
+        # A high risk stands for the rest of the call: what was heard once cannot be talked over
+        # (a replay followed by a minute of noise and a few words of the fraudster's own voice).
+        before = {r.detector: r for r in self._fraud.risks if r.high}
+        self._fraud = FraudAssessment(tuple(before.get(r.detector, r) for r in risks))
 
     def _fraudster_risk(self):
         pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)

@@ -12,7 +12,8 @@ through simulated channels, each ending in 8 kHz G.711 mu-law:
 - room-near: a loudspeaker near the handset (room impulse response, T60 0.3 s, direct to
   reverberant ratio +6 dB) and the line;
 - room-far: the same at 0 dB direct to reverberant (a phone held away from the speaker);
-- band: a small loudspeaker's 300-3400 Hz band and 2 % peak clipping, then the line.
+- band: a small loudspeaker's 300-3400 Hz band and 2 % peak clipping, then the line;
+- speed: played 3-7 % fast or slow (resampled), then the line.
 Bona fide: the same speaker saying something else (test-other: enrollment utterances 1-5,
 calls from 6-10) and, the hardest case for a fingerprint, the same words again (fsdd: the
 same digits, other takes, by the same speaker).
@@ -41,12 +42,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import butter, sosfilt
+from scipy.signal import butter, resample_poly, sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from authsvc.audio.codecs import Encoding, decode, encode, to_int16
-from authsvc.audio.fingerprint import VERSION, Fingerprint, fingerprint, match
+from authsvc.audio.fingerprint import VERSION, Fingerprint, fingerprint, fingerprints_at_speeds, match
 from authsvc.audio.resample import resample
 from authsvc.fraud import replay, synthetic
 from authsvc.session import CM_WINDOW_S
@@ -72,7 +73,7 @@ TTS_VOICES = {
         for v in ("voice_kal_diphone", "voice_cmu_us_slt_arctic_hts")
     ],
 }
-SPECIES = ("line", "room-near", "room-far", "band")
+SPECIES = ("line", "room-near", "room-far", "band", "speed")
 DRAWS = 5  # channel draws (noise, level, room) per replayed recording and species
 
 
@@ -98,6 +99,9 @@ def attack(x16k: np.ndarray, species: str, rng) -> np.ndarray:
         x16k = _room(x16k, rng, 6.0)
     elif species == "room-far":
         x16k = _room(x16k, rng, 0.0)
+    elif species == "speed":  # played 3-7 % fast or slow, the cheapest edit of a recording
+        factor = rng.choice([-1, 1]) * rng.uniform(0.03, 0.07) + 1
+        x16k = resample_poly(x16k, 100, round(factor * 100))
     elif species == "band":
         x16k = sosfilt(butter(4, (300, 3400), "bandpass", fs=16000, output="sos"), x16k)
         peak = np.abs(x16k).max() * 0.98
@@ -106,8 +110,9 @@ def attack(x16k: np.ndarray, species: str, rng) -> np.ndarray:
 
 
 def score(probe: np.ndarray, refs: list[Fingerprint]) -> int:
-    fp = fingerprint(probe, 8000)
-    return max((match(fp, r).aligned for r in refs), default=0)
+    """What a look counts: the probe at each playback speed the service searches, best of all."""
+    fps = fingerprints_at_speeds(probe, 8000)
+    return max((match(fp, r).aligned for fp in fps for r in refs), default=0)
 
 
 def _cut(x: np.ndarray, seconds: float | None, rate: int = 8000) -> np.ndarray:

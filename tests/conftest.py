@@ -48,6 +48,11 @@ ESPEAK_TEXTS = [
     "I would like to change the phone number on file, because I have a new mobile.",
     "My card was declined at the store this morning, and I do not understand why.",
     "Thank you for your help today, I think that answers all of my questions for now.",
+    "I am travelling abroad next month and want to make sure my card keeps working there.",
+    "Please send the new card to my work address instead of the one you have on file.",
+    "Can you explain the fee on my last statement, it was higher than I expected it to be.",
+    "I never made that transfer, so I would like you to block the card straight away please.",
+    "That is all for today, thank you, and have a good afternoon when you finish your shift.",
 ]
 
 
@@ -64,12 +69,15 @@ def _espeak(voice: list[str], text: str) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def speech() -> dict[str, list[np.ndarray]]:
-    """speaker -> utterances (float32, 16 kHz), at least 2 speakers x 5 utterances of > 3 s."""
+    """speaker -> utterances (float32, 16 kHz), at least 2 speakers x 10 utterances of > 3 s.
+
+    Tests enroll from the first four; each further call of one customer uses another of the
+    rest, since the same recording played twice is a replay (and is caught as one)."""
     if LIBRISPEECH.is_dir():
         speakers = sorted(p for p in LIBRISPEECH.iterdir() if p.is_dir())[:3]
         out = {}
         for spk in speakers:
-            files = sorted(spk.glob("*.flac"))[:5]
+            files = sorted(spk.glob("*.flac"))[:10]
             out[spk.name] = [sf.read(f, dtype="float32")[0] for f in files]
         return out
     return {name: [_espeak(v, t) for t in ESPEAK_TEXTS] for name, v in ESPEAK_VOICES.items()}

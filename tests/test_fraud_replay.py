@@ -17,7 +17,7 @@ import pytest
 from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.api.v1 import verification_pb2 as V  # noqa: N812
 from authsvc.audio.codecs import Encoding, decode, encode
-from authsvc.audio.fingerprint import Fingerprint, fingerprint, match
+from authsvc.audio.fingerprint import Fingerprint, fingerprint, fingerprints_at_speeds, match
 from authsvc.audio.resample import resample
 from authsvc.errors import ConfigError
 from authsvc.fraud import replay
@@ -184,3 +184,39 @@ async def test_a_recording_of_an_authenticated_call_replayed_later_is_caught(svc
     await stub.DeleteCustomer(enrollment_pb2.DeleteCustomerRequest(tenant="shop", customer_id="erin"))
     async with ctx.store.transaction() as tx:
         assert not await tx.templates("shop", "erin")
+
+
+@pytest.mark.parametrize("factor", [0.93, 0.96, 1.03, 1.07])
+def test_a_replay_sped_up_or_slowed_down_a_few_percent_is_still_caught(speech, factor):
+    from scipy.signal import resample_poly
+
+    target, other = _speakers(speech)
+    refs = [fingerprint(u, 16000) for u in target[:3]]
+    # Played back at another speed: every peak moves in time and frequency.
+    edited = resample_poly(target[1], 100, round(factor * 100)).astype(np.float32)
+    assert not replay.assess(fingerprint(_telephone(edited), 8000), refs).high, "one speed alone misses it"
+    assert replay.assess(fingerprints_at_speeds(_telephone(edited), 8000), refs).high
+    # The search over speeds does not turn new speech into a replay.
+    for fresh in (target[4], target[6], other[0]):
+        assert not replay.assess(fingerprints_at_speeds(_telephone(fresh), 8000), refs).high
+
+
+async def test_a_replay_stays_high_for_the_rest_of_the_call_and_counts_as_a_failed_attempt(svc, speech):
+    channel, ctx, _, address, _ = svc
+    target, _ = _speakers(speech)
+    from tests.test_service_assurance import _enroll_voice
+
+    await _enroll_voice(channel, "shop", "gil", target[:4])
+    # A replayed recording, then a minute of line hiss, then the caller's own fresh words.
+    rng = np.random.default_rng(3)
+    hiss = (rng.normal(0, 0.003, 16000 * 61)).astype(np.float32)
+    call = np.concatenate([target[0], hiss, target[6]])
+    decisions = await asyncio.to_thread(stream, address, call_requests("shop", "gil", call))
+    levels = [r.level for d in decisions for r in _replay(d)]
+    assert V.RISK_LEVEL_HIGH in levels and levels[-1] == V.RISK_LEVEL_HIGH, levels
+    assert all(d.outcome != V.OUTCOME_AUTHENTICATED for d in decisions), [d.reason for d in decisions]
+    async with ctx.store.transaction() as tx:
+        status = await ctx.attempts.status(await ctx.policy_for("shop"), "shop", "gil", tx)
+    assert status.failures >= 1, "a look with a high replay risk is a failed attempt, even under step-up"
+    rows = [e for e in await ctx.auditor.list("shop", 200, customer_id="gil") if e.action == "decision"]
+    assert any(e.details.get("fraud", {}).get("replay", "").startswith("high/") for e in rows)

@@ -108,7 +108,7 @@ async def test_one_assertion_authorizes_one_change_even_where_channels_may_use_i
     err = await asyncio.to_thread(call, address, f"{P}EnrollmentService/EnrollVoice", second, insider)
     assert err is not None and reason_of(err) == "CHANGE_NOT_AUTHORIZED"
     # An assertion a channel already used does not authorize a change either.
-    used = (await asyncio.to_thread(stream, address, call_requests("shop", "carol", target[4])))[
+    used = (await asyncio.to_thread(stream, address, call_requests("shop", "carol", target[5])))[
         -1
     ].assertion.token
     validate = assurance_pb2.ValidateAssertionRequest(tenant="shop", token=used, channel=M.CHANNEL_CHAT)

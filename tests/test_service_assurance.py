@@ -401,7 +401,7 @@ async def test_an_authenticated_call_after_the_key_is_due_for_rotation_rotates_i
     first = (await asyncio.to_thread(stream, address, call_requests("shop", "erin", target[4])))[-1]
     clock.now += 2 * 24 * 3600  # past the refresh interval and the key's rotation age
     later = await asyncio.wait_for(
-        asyncio.to_thread(stream, address, call_requests("shop", "erin", target[4])), 120
+        asyncio.to_thread(stream, address, call_requests("shop", "erin", target[6])), 120
     )
     assert later[-1].outcome == V.OUTCOME_AUTHENTICATED
     assert later[-1].assertion.key_id != first.assertion.key_id

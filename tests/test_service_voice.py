@@ -83,8 +83,12 @@ async def test_alaw_and_16khz_pcm_streams_authenticate_too(service, speech):
     channel, _, _, address = service
     target, _ = _speakers(speech)
     await _enroll(channel, "acme", "cust-1", target[:4])
-    for encoding, rate in ((Encoding.ALAW, 8000), (Encoding.PCM16_LE, 16000)):
-        decisions = await _call(address, call_requests("acme", "cust-1", target[4], encoding, rate))
+    # Another recording each time: the same one streamed twice is a replay.
+    for utterance, encoding, rate in (
+        (target[4], Encoding.ALAW, 8000),
+        (target[6], Encoding.PCM16_LE, 16000),
+    ):
+        decisions = await _call(address, call_requests("acme", "cust-1", utterance, encoding, rate))
         assert decisions[-1].outcome == V.OUTCOME_AUTHENTICATED, (encoding, decisions[-1].reason)
 
 

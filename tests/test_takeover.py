@@ -16,6 +16,7 @@ import base64
 import urllib.parse
 
 import grpc
+import numpy as np
 import pytest
 
 from authsvc.api.v1 import assurance_pb2, common_pb2, enrollment_pb2
@@ -183,7 +184,8 @@ async def test_the_enrollment_principal_replaces_protection_only_with_a_fresh_as
     }
     assert refused == {"RegisterCustomer", "EnrollTotp", "SetCodeDestination"}
 
-    # A fresh AAL2 assertion of the customer authorizes one change, once.
+    # A fresh AAL2 assertion of the customer authorizes one change, once. (Each call is another
+    # recording: the same one streamed twice is a replay.)
     first = await _authenticate(address, clock, secret, victim[4])
     redirect = by_name["SetCodeDestination"][1]
     redirect.authorization.assertion = first.token
@@ -197,7 +199,7 @@ async def test_the_enrollment_principal_replaces_protection_only_with_a_fresh_as
     )
 
     # Too old for a change (but still valid for a channel): refused.
-    stale = await _authenticate(address, clock, secret, victim[4])
+    stale = await _authenticate(address, clock, secret, np.concatenate([victim[5], victim[8]]))
     clock.now += 121
     totp_request = by_name["EnrollTotp"][1]
     totp_request.authorization.assertion = stale.token
@@ -205,13 +207,13 @@ async def test_the_enrollment_principal_replaces_protection_only_with_a_fresh_as
     assert err is not None and reason_of(err) == "CHANGE_NOT_AUTHORIZED" and "older than" in err.details()
 
     # Another customer's assertion does not authorize a change of this one.
-    fresh = await _authenticate(address, clock, secret, victim[4])
+    fresh = await _authenticate(address, clock, secret, victim[6])
     totp_request.authorization.assertion = fresh.token
     totp_request.customer_id = "someone-else"
     err = await asyncio.to_thread(call, address, f"{P}StepUpService/EnrollTotp", totp_request, operator)
     assert err is not None and err.code() == grpc.StatusCode.PERMISSION_DENIED
 
-    fresh = await _authenticate(address, clock, secret, victim[4])
+    fresh = await _authenticate(address, clock, secret, victim[7])
     totp_request.authorization.assertion = fresh.token
     totp_request.customer_id = "victim"
     assert (

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from authsvc.api.v1 import assurance_pb2, assurance_pb2_grpc, common_pb2, enrollment_pb2, enrollment_pb2_grpc
@@ -108,10 +109,13 @@ def test_a_totp_code_used_on_one_node_is_refused_on_the_other_and_lockout_counts
         assert factors.ConfirmTotp(confirm).confirmed
     # The next step's code (within the drift window): accepted once, on whichever node is first.
     code = totp.generate(secret, time.time() + 30)
-    call = call_requests("bank", "alice", voice[4])
+    # Another recording for each call: the same one streamed twice is a replay.
+    fresh = [voice[4], np.concatenate([voice[5], voice[8]]), voice[6], voice[7]]
+    calls = [call_requests("bank", "alice", u) for u in fresh]
+    call = calls[0]
     on_a = stream(a.address, [*call, _answer(code)])
     assert on_a[-1].outcome == V.OUTCOME_AUTHENTICATED, on_a[-1].reason
-    on_b = stream(b.address, [*call, _answer(code)])
+    on_b = stream(b.address, [*calls[1], _answer(code)])
     assert on_b[-1].outcome != V.OUTCOME_AUTHENTICATED
     assert "wrong or reused" in on_b[-2].reason and on_b[-2].attempts_remaining == 2
 
@@ -129,8 +133,8 @@ def test_a_totp_code_used_on_one_node_is_refused_on_the_other_and_lockout_counts
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "already used" in err.value.details()
 
     # Lockout after 3 failures, made through both: one on B above, one on A, one on B.
-    assert stream(a.address, [*call, _answer("000000")])[-2].attempts_remaining == 1
-    locked = stream(b.address, [*call, _answer("111111")])[-2]
+    assert stream(a.address, [*calls[2], _answer("000000")])[-2].attempts_remaining == 1
+    locked = stream(b.address, [*calls[3], _answer("111111")])[-2]
     assert locked.retry_after_seconds > 500, locked.reason
     for node in (a, b):
         first = stream(node.address, call[:2])[0]
@@ -168,11 +172,13 @@ def test_a_rotation_by_one_node_leaves_every_assertion_verifiable_on_the_other(c
     a, b, _ = cluster
     voice = _speaker(speech)
     _customer(a, "shop", "dave", voice[:4], [common_pb2.AUTH_METHOD_VOICE])
-    call = call_requests("shop", "dave", voice[4])
-    before_b = stream(b.address, call)[-1].assertion
-    before_a = stream(a.address, call)[-1].assertion
+    # Another recording for each call: the same one streamed twice is a replay.
+    fresh = [voice[4], np.concatenate([voice[5], voice[8]]), voice[6], voice[7]]
+    calls = [call_requests("shop", "dave", u) for u in fresh]
+    before_b = stream(b.address, calls[0])[-1].assertion
+    before_a = stream(a.address, calls[1])[-1].assertion
     time.sleep(ROTATE_S + 0.5)
-    after_a = stream(a.address, call)[-1].assertion  # A finds its key too old and rotates the ring
+    after_a = stream(a.address, calls[2])[-1].assertion  # A finds its key too old and rotates the ring
     assert after_a.key_id not in (before_a.key_id, before_b.key_id)
     ch_a, ch_b = keyed_channel(a.address, KEYS[a.address]), keyed_channel(b.address, KEYS[b.address])
     with ch_a, ch_b:
@@ -183,4 +189,4 @@ def test_a_rotation_by_one_node_leaves_every_assertion_verifiable_on_the_other(c
             )
             assert got.assertion.customer_id == "dave"
     # B, having seen a key it did not know, re-read the ring: it signs with the new key too.
-    assert stream(b.address, call)[-1].assertion.key_id != before_b.key_id
+    assert stream(b.address, calls[3])[-1].assertion.key_id != before_b.key_id

@@ -43,6 +43,11 @@ ABSOLUTE_FLOOR_DB = -40.0
 MAX_SECONDS = 600.0  # longer audio is fingerprinted on its first ten minutes
 
 _DTYPE = np.dtype([("hash", "<u4"), ("t", "<u4")])
+# Playback speeds a probe is also fingerprinted at: a recording replayed 2-8 % fast or slow (a
+# resampling, as a cheap edit makes it) moves every peak in time and frequency, so its hashes
+# match only once the speed is undone. Steps of 2 % leave at most 1 %: under one frequency bin
+# at 3 kHz and under one frame over the longest pair.
+SPEEDS = (1.0, 0.98, 1.02, 0.96, 1.04, 0.94, 1.06, 0.92, 1.08)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,19 @@ def fingerprint(samples: np.ndarray, rate: int) -> Fingerprint:
 def _tally_at(values: np.ndarray, tally: np.ndarray, query: np.ndarray) -> np.ndarray:
     idx = np.clip(np.searchsorted(values, query), 0, values.size - 1)
     return np.where(values[idx] == query, tally[idx], 0)
+
+
+def fingerprints_at_speeds(samples: np.ndarray, rate: int) -> list[Fingerprint]:
+    """The probe's fingerprint at each of SPEEDS (a recording sped up by r is slowed by r here)."""
+    from scipy.signal import resample_poly
+
+    x = np.asarray(samples)
+    x = x.astype(np.float32) / 32768.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+    out = []
+    for r in SPEEDS:
+        y = x if r == 1.0 else resample_poly(x, round(r * 50), 50).astype(np.float32)
+        out.append(fingerprint(y, rate))
+    return out
 
 
 @dataclass(frozen=True)

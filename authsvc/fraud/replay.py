@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from authsvc.audio.fingerprint import VERSION, Fingerprint, match
-from authsvc.policy.risk import HIGH, LOW, NOT_ENOUGH_AUDIO, REPLAY, DetectorRisk
+from authsvc.policy.risk import HIGH, LOW, NOT_ENOUGH_AUDIO, REPLAY, UNAVAILABLE, DetectorRisk
 
 # Probe hashes aligned at one offset with one reference from which the risk is high. Tuned by
 # `python bench/pad.py --tune` on librispeech-cohort-251 (bona fide other utterances never
@@ -21,7 +21,10 @@ MIN_ALIGNED = 9
 MIN_PROBE_S = 2.0
 
 
-def assess(probe: Fingerprint, references: Sequence[Fingerprint]) -> DetectorRisk:
+def assess(probe: Fingerprint | Sequence[Fingerprint], references: Sequence[Fingerprint]) -> DetectorRisk:
+    """`probe`: one fingerprint, or the same audio's at several playback speeds (the best counts)."""
+    probes = [probe] if isinstance(probe, Fingerprint) else list(probe)
+    probe = probes[0]
     if probe.seconds < MIN_PROBE_S:
         return DetectorRisk(
             REPLAY,
@@ -31,10 +34,16 @@ def assess(probe: Fingerprint, references: Sequence[Fingerprint]) -> DetectorRis
             version=VERSION,
         )
     if not references:
+        # Not a low risk: nothing was compared (a customer enrolled before fingerprints were kept).
         return DetectorRisk(
-            REPLAY, LOW, threshold=MIN_ALIGNED, reason="no recorded material on file", version=VERSION
+            REPLAY,
+            UNAVAILABLE,
+            threshold=MIN_ALIGNED,
+            reason="no recorded material on file to compare with (re-enroll to protect against replay)",
+            version=VERSION,
+            summary="not assessed",
         )
-    best = max((match(probe, ref) for ref in references), key=lambda m: m.aligned)
+    best = max((match(p, ref) for p in probes for ref in references), key=lambda m: m.aligned)
     if best.aligned >= MIN_ALIGNED:
         reason = (
             f"{best.aligned} of {best.probe_hashes} audio landmarks match a recording on file "
