@@ -522,7 +522,9 @@ class VerificationSession:
             margin = float((await runner.embed(wav, deadline=time.monotonic() + CM_DEADLINE_S))[0])
         except (Overloaded, TimeoutError) as exc:
             # Not a low risk: the decision says it was not assessed this time.
-            return synthetic.unavailable(f"the countermeasure is saturated ({exc})", cm.version)
+            return synthetic.unavailable(
+                f"the countermeasure is saturated ({exc or type(exc).__name__})", cm.version
+            )
         return synthetic.assess(margin, cm.version)
 
     async def _decide_look(self, final: bool = False) -> list[Decision]:
