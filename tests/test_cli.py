@@ -227,6 +227,7 @@ def test_verify_same_speaker_over_8khz_mulaw_is_authenticated(server: Server, en
     score, threshold = _figure("score", result.stdout), _figure("threshold", result.stdout)
     assert score >= threshold
     assert "FAR 0.00333 per look" in result.stdout and "4 enrolled sample(s)" in result.stdout
+    assert "fraud replay: low" in result.stdout and "fraud synthetic: unavailable" in result.stdout
 
 
 def test_verify_other_speaker_is_rejected_with_exit_1(server: Server, enrolled, wavs):

@@ -147,6 +147,9 @@ def verify_voice(args: argparse.Namespace) -> int:
         print(f"score: {e.score:.4f}\nthreshold: {e.threshold:.4f} (FAR {e.target_far:.3g} per look)")
         print(f"encoder: {e.encoder_id} ({e.encoder_version}), {e.enrolled_samples} enrolled sample(s)")
     print(f"net speech: {final.net_speech_seconds:.2f} s")
+    for r in final.fraud.risks:
+        level = verification_pb2.RiskLevel.Name(r.level).removeprefix("RISK_LEVEL_").lower()
+        print(f"fraud {r.detector}: {level} ({r.reason})")
     if final.reason:
         print(f"reason: {final.reason}")
     return EXIT_OK if final.outcome == verification_pb2.OUTCOME_AUTHENTICATED else EXIT_NEGATIVE
