@@ -22,7 +22,7 @@ from authsvc.consent import BIOMETRIC_METHODS, METHODS, require_consent
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
-from authsvc.scoring.cosine import embedding_to_bytes, usable
+from authsvc.scoring.cosine import aggregate, cosine, embedding_from_bytes, embedding_to_bytes, usable
 from authsvc.store.base import CustomerRecord, Erasure, Transaction, within
 from authsvc.voice.pipeline import encoder_input, track
 
@@ -42,6 +42,8 @@ class EnrollResult:
     added: bool
     net_speech_s: float
     quality: tuple[Quality, ...]
+    # Other customers of the tenant whose voiceprint the sample matches (how many, not who).
+    same_voice_customers: int = 0
 
 
 async def embed_sample(
@@ -101,6 +103,7 @@ async def enroll_voice(
             "it was not enrolled"
         )
     enc = ctx.encoder
+    same_voice = await _same_voice_as(ctx, policy, tenant, customer_id, embedding)
     # Of the sample as recorded (not only its speech): a replay brings the whole recording.
     print_ = await asyncio.to_thread(fingerprint, samples, sample_rate)
     # The customer, the template and its audit row are stored together or not at all.
@@ -144,8 +147,40 @@ async def enroll_voice(
             tx=tx,
             **({"authorized_by": change} if change else {}),
             **({"watchlist": "match"} if screened.high else {}),
+            # One voice behind several accounts: named here, for the tenant's administrators.
+            **({"same_voice_as": same_voice} if same_voice else {}),
         )
-    return EnrollResult(customer, added, tracker.net_speech_s, quality)
+    return EnrollResult(customer, added, tracker.net_speech_s, quality, len(same_voice))
+
+
+# Beyond this many voice samples in a tenant the scan is skipped (it reads every one):
+# the per-tenant index that watchlists use is the way to lift it.
+MAX_SAME_VOICE_SCAN = 20_000
+
+
+async def _same_voice_as(ctx: ServiceContext, policy, tenant: str, customer_id: str, embedding) -> list[str]:
+    """Other customers of the tenant whose voiceprint this sample matches (at the watchlist's
+    per-comparison false-match rate): one voice behind several accounts is a fraud signal."""
+    threshold = ctx.watchlists.threshold(policy)
+    if threshold is None:
+        return []
+    enc = ctx.encoder
+    async with ctx.store.transaction() as tx:
+        payloads = await ctx.vault.tenant_payloads(tenant, VOICE, enc.encoder_id, enc.version, tx)
+    payloads.pop(customer_id, None)
+    if not payloads or sum(map(len, payloads.values())) > MAX_SAME_VOICE_SCAN:
+        return []
+
+    def scan() -> list[str]:
+        v = np.asarray(embedding, np.float32)
+        v = v / max(float(np.linalg.norm(v)), 1e-12)
+        hits = []
+        for other, blobs in payloads.items():
+            if cosine(aggregate([embedding_from_bytes(b) for b in blobs]), v) >= threshold:
+                hits.append(other)
+        return hits
+
+    return await asyncio.to_thread(scan)
 
 
 def keystroke_modality(kind: str, profile: str) -> str:

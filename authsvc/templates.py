@@ -290,3 +290,18 @@ class TemplateVault:
             )
             for r in rows
         ]
+
+    async def tenant_payloads(
+        self, tenant: str, modality: str, encoder_id: str, encoder_version: str, tx: Transaction
+    ) -> dict[str, list[bytes]]:
+        """customer id -> decrypted payloads of one modality and encoder across the tenant."""
+        rows = await tx.tenant_templates(tenant, modality, encoder_id, encoder_version)
+        if not rows:
+            return {}
+        key = await self._data_key(tenant, tx)
+        out: dict[str, list[bytes]] = {}
+        for r in rows:
+            aad = crypto.template_aad(tenant, r.customer_id, modality, encoder_id, encoder_version)
+            what = f"template of {tenant}/{r.customer_id} ({modality}, {encoder_id})"
+            out.setdefault(r.customer_id, []).append(crypto.open_sealed(key, r.blob, aad, what))
+        return out

@@ -20,7 +20,7 @@ from authsvc.audio.codecs import Encoding, encode
 from authsvc.fraud.watchlist import Watchlists
 from authsvc.policy.risk import HIGH, LOW
 from tests.test_service_assurance import FINANCE, _enroll_voice, _speakers, _write_policy
-from tests.wire import call_requests, stream
+from tests.wire import call_requests, enroll_request, stream
 
 
 def _add(tenant: str, watchlist: str, fraudster: str, utterances) -> F.AddFraudsterRequest:
@@ -134,3 +134,24 @@ async def test_another_nodes_index_follows_the_store(svc, speech, ge2e):
     assert other_node.screen(policy, await other_node.index("shop"), probe).level == HIGH
     await ctx.watchlists.delete("shop", "known", "test")
     assert other_node.screen(policy, await other_node.index("shop"), probe).level == LOW
+
+
+async def test_one_voice_enrolled_in_two_accounts_is_reported_and_the_admin_sees_which(svc, speech):
+    channel, ctx, _, _, _ = svc
+    target, fraudster = _speakers(speech)
+    from authsvc.api.v1 import enrollment_pb2_grpc
+    from tests.principals import ensure_registered
+
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    for customer in ("acct-a", "acct-b", "honest"):
+        await ensure_registered(channel, "shop", customer)
+    first = await stub.EnrollVoice(enroll_request("shop", "acct-a", fraudster[0]), timeout=60)
+    assert first.same_voice_customers == 0
+    honest = await stub.EnrollVoice(enroll_request("shop", "honest", target[0]), timeout=60)
+    assert honest.same_voice_customers == 0, "another speaker is not reported"
+    second = await stub.EnrollVoice(enroll_request("shop", "acct-b", fraudster[1]), timeout=60)
+    assert second.added and second.same_voice_customers == 1
+    rows = [
+        e for e in await ctx.auditor.list("shop", 200, customer_id="acct-b") if e.action == "enroll.voice"
+    ]
+    assert rows and rows[0].details.get("same_voice_as") == ["acct-a"]

@@ -79,6 +79,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             added=result.added,
             net_speech_seconds=result.net_speech_s,
             quality_issues=[QUALITY[q] for q in result.quality],
+            same_voice_customers=result.same_voice_customers,
         )
 
     @unary_errors

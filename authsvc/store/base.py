@@ -279,6 +279,11 @@ class Transaction(Protocol):
     ) -> list[AuditEvent]:
         """Newest first; `before_id` pages backwards."""
 
+    async def tenant_templates(
+        self, tenant: str, modality: str, encoder_id: str, encoder_version: str
+    ) -> list[TemplateRow]:
+        """Every customer's templates of one modality and encoder in the tenant (labels left out)."""
+
     # -- watchlists (known fraudsters) ---------------------------------------------------------
 
     async def create_watchlist(self, record: WatchlistRecord) -> bool:

@@ -251,6 +251,19 @@ class SqlTransaction(ABC):
             for m, e, v, d, k, b, t, label in rows
         ]
 
+    async def tenant_templates(
+        self, tenant: str, modality: str, encoder_id: str, encoder_version: str
+    ) -> list[TemplateRow]:
+        rows = await self._all(
+            "SELECT customer_id, digest, key_id, blob, created_ms FROM templates "
+            "WHERE tenant=? AND modality=? AND encoder_id=? AND encoder_version=? ORDER BY customer_id, id",
+            (tenant, modality, encoder_id, encoder_version),
+        )
+        return [
+            TemplateRow(tenant, c, modality, encoder_id, encoder_version, d, k, bytes(b), int(t))
+            for c, d, k, b, t in rows
+        ]
+
     async def clear_labels(self) -> list[tuple[int, str, str, str, str]]:
         rows = await self._all(
             "SELECT id, tenant, customer_id, modality, label FROM templates "

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from authsvc.api.v1 import common_pb2 as authsvc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61uthsvc/v1/enrollment.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"(\n\x13\x43hangeAuthorization\x12\x11\n\tassertion\x18\x01 \x01(\t\"\xc7\x01\n\x12\x45nrollVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\r\n\x05label\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x36\n\rauthorization\x18\x07 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"\x9a\x01\n\x13\x45nrollVoiceResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\x12\x30\n\x0equality_issues\x18\x04 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\"\x8a\x02\n\x17RegisterCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x07methods\x18\x03 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x1a\n\x12opt_out_biometrics\x18\x04 \x01(\x08\x12\x1c\n\x14\x63onsent_text_version\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12 \n\x18\x63onfirm_template_removal\x18\x07 \x01(\x08\x12\x36\n\rauthorization\x18\x08 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"]\n\x18RegisterCustomerResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x19\n\x11templates_removed\x18\x02 \x01(\x05\"\xa4\x01\n\x17\x45nrollKeystrokesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x07samples\x18\x03 \x03(\x0b\x32\x1b.authsvc.v1.KeystrokeSample\x12\x36\n\rauthorization\x18\x04 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"{\n\x18\x45nrollKeystrokesResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x15\n\rsamples_added\x18\x02 \x01(\x05\x12 \n\x18samples_already_enrolled\x18\x03 \x01(\x05\"U\n\x07\x43onsent\x12\x14\n\x0ctext_version\x18\x01 \x01(\t\x12\x18\n\x10recorded_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12\x62iometrics_allowed\x18\x03 \x01(\x08\"\x95\x01\n\x0fTemplateSummary\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\x12\n\nencoder_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x05\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\x85\x02\n\x08\x43ustomer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12.\n\ttemplates\x18\x04 \x03(\x0b\x32\x1b.authsvc.v1.TemplateSummary\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x11\n\topted_out\x18\x06 \x01(\x08\x12$\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x13.authsvc.v1.Consent\x12)\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\"9\n\x12GetCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"M\n\x14ListCustomersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.authsvc.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x15\x44\x65leteCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"L\n\x16\x44\x65leteCustomerResponse\x12\x19\n\x11templates_deleted\x18\x01 \x01(\x05\x12\x17\n\x0fsecrets_deleted\x18\x02 \x01(\x05\"<\n\x15UnlockCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\")\n\x16UnlockCustomerResponse\x12\x0f\n\x07\x66\x61\x63tors\x18\x01 \x03(\t2\xee\x04\n\x11\x45nrollmentService\x12]\n\x10RegisterCustomer\x12#.authsvc.v1.RegisterCustomerRequest\x1a$.authsvc.v1.RegisterCustomerResponse\x12N\n\x0b\x45nrollVoice\x12\x1e.authsvc.v1.EnrollVoiceRequest\x1a\x1f.authsvc.v1.EnrollVoiceResponse\x12]\n\x10\x45nrollKeystrokes\x12#.authsvc.v1.EnrollKeystrokesRequest\x1a$.authsvc.v1.EnrollKeystrokesResponse\x12\x43\n\x0bGetCustomer\x12\x1e.authsvc.v1.GetCustomerRequest\x1a\x14.authsvc.v1.Customer\x12T\n\rListCustomers\x12 .authsvc.v1.ListCustomersRequest\x1a!.authsvc.v1.ListCustomersResponse\x12W\n\x0e\x44\x65leteCustomer\x12!.authsvc.v1.DeleteCustomerRequest\x1a\".authsvc.v1.DeleteCustomerResponse\x12W\n\x0eUnlockCustomer\x12!.authsvc.v1.UnlockCustomerRequest\x1a\".authsvc.v1.UnlockCustomerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61uthsvc/v1/enrollment.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"(\n\x13\x43hangeAuthorization\x12\x11\n\tassertion\x18\x01 \x01(\t\"\xc7\x01\n\x12\x45nrollVoiceRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x04 \x01(\x0c\x12\r\n\x05label\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x36\n\rauthorization\x18\x07 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"\xb8\x01\n\x13\x45nrollVoiceResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\x12\x30\n\x0equality_issues\x18\x04 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\x12\x1c\n\x14same_voice_customers\x18\x05 \x01(\x05\"\x8a\x02\n\x17RegisterCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x07methods\x18\x03 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x1a\n\x12opt_out_biometrics\x18\x04 \x01(\x08\x12\x1c\n\x14\x63onsent_text_version\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12 \n\x18\x63onfirm_template_removal\x18\x07 \x01(\x08\x12\x36\n\rauthorization\x18\x08 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"]\n\x18RegisterCustomerResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x19\n\x11templates_removed\x18\x02 \x01(\x05\"\xa4\x01\n\x17\x45nrollKeystrokesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12,\n\x07samples\x18\x03 \x03(\x0b\x32\x1b.authsvc.v1.KeystrokeSample\x12\x36\n\rauthorization\x18\x04 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"{\n\x18\x45nrollKeystrokesResponse\x12&\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Customer\x12\x15\n\rsamples_added\x18\x02 \x01(\x05\x12 \n\x18samples_already_enrolled\x18\x03 \x01(\x05\"U\n\x07\x43onsent\x12\x14\n\x0ctext_version\x18\x01 \x01(\t\x12\x18\n\x10recorded_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12\x62iometrics_allowed\x18\x03 \x01(\x08\"\x95\x01\n\x0fTemplateSummary\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\x12\n\nencoder_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x03 \x01(\t\x12\x14\n\x0csample_count\x18\x04 \x01(\x05\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\x85\x02\n\x08\x43ustomer\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12.\n\ttemplates\x18\x04 \x03(\x0b\x32\x1b.authsvc.v1.TemplateSummary\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x11\n\topted_out\x18\x06 \x01(\x08\x12$\n\x07\x63onsent\x18\x07 \x01(\x0b\x32\x13.authsvc.v1.Consent\x12)\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\"9\n\x12GetCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"M\n\x14ListCustomersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListCustomersResponse\x12\'\n\tcustomers\x18\x01 \x03(\x0b\x32\x14.authsvc.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x15\x44\x65leteCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"L\n\x16\x44\x65leteCustomerResponse\x12\x19\n\x11templates_deleted\x18\x01 \x01(\x05\x12\x17\n\x0fsecrets_deleted\x18\x02 \x01(\x05\"<\n\x15UnlockCustomerRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\")\n\x16UnlockCustomerResponse\x12\x0f\n\x07\x66\x61\x63tors\x18\x01 \x03(\t2\xee\x04\n\x11\x45nrollmentService\x12]\n\x10RegisterCustomer\x12#.authsvc.v1.RegisterCustomerRequest\x1a$.authsvc.v1.RegisterCustomerResponse\x12N\n\x0b\x45nrollVoice\x12\x1e.authsvc.v1.EnrollVoiceRequest\x1a\x1f.authsvc.v1.EnrollVoiceResponse\x12]\n\x10\x45nrollKeystrokes\x12#.authsvc.v1.EnrollKeystrokesRequest\x1a$.authsvc.v1.EnrollKeystrokesResponse\x12\x43\n\x0bGetCustomer\x12\x1e.authsvc.v1.GetCustomerRequest\x1a\x14.authsvc.v1.Customer\x12T\n\rListCustomers\x12 .authsvc.v1.ListCustomersRequest\x1a!.authsvc.v1.ListCustomersResponse\x12W\n\x0e\x44\x65leteCustomer\x12!.authsvc.v1.DeleteCustomerRequest\x1a\".authsvc.v1.DeleteCustomerResponse\x12W\n\x0eUnlockCustomer\x12!.authsvc.v1.UnlockCustomerRequest\x1a\".authsvc.v1.UnlockCustomerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLVOICEREQUEST']._serialized_start=111
   _globals['_ENROLLVOICEREQUEST']._serialized_end=310
   _globals['_ENROLLVOICERESPONSE']._serialized_start=313
-  _globals['_ENROLLVOICERESPONSE']._serialized_end=467
-  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=470
-  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=736
-  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_start=738
-  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_end=831
-  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_start=834
-  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_end=998
-  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_start=1000
-  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_end=1123
-  _globals['_CONSENT']._serialized_start=1125
-  _globals['_CONSENT']._serialized_end=1210
-  _globals['_TEMPLATESUMMARY']._serialized_start=1213
-  _globals['_TEMPLATESUMMARY']._serialized_end=1362
-  _globals['_CUSTOMER']._serialized_start=1365
-  _globals['_CUSTOMER']._serialized_end=1626
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=1628
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=1685
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1687
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1764
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1766
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1855
-  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1857
-  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1917
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1919
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=1995
-  _globals['_UNLOCKCUSTOMERREQUEST']._serialized_start=1997
-  _globals['_UNLOCKCUSTOMERREQUEST']._serialized_end=2057
-  _globals['_UNLOCKCUSTOMERRESPONSE']._serialized_start=2059
-  _globals['_UNLOCKCUSTOMERRESPONSE']._serialized_end=2100
-  _globals['_ENROLLMENTSERVICE']._serialized_start=2103
-  _globals['_ENROLLMENTSERVICE']._serialized_end=2725
+  _globals['_ENROLLVOICERESPONSE']._serialized_end=497
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=500
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=766
+  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_start=768
+  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_end=861
+  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_start=864
+  _globals['_ENROLLKEYSTROKESREQUEST']._serialized_end=1028
+  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_start=1030
+  _globals['_ENROLLKEYSTROKESRESPONSE']._serialized_end=1153
+  _globals['_CONSENT']._serialized_start=1155
+  _globals['_CONSENT']._serialized_end=1240
+  _globals['_TEMPLATESUMMARY']._serialized_start=1243
+  _globals['_TEMPLATESUMMARY']._serialized_end=1392
+  _globals['_CUSTOMER']._serialized_start=1395
+  _globals['_CUSTOMER']._serialized_end=1656
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1658
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1715
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1717
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1794
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1796
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1885
+  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1887
+  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1947
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1949
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=2025
+  _globals['_UNLOCKCUSTOMERREQUEST']._serialized_start=2027
+  _globals['_UNLOCKCUSTOMERREQUEST']._serialized_end=2087
+  _globals['_UNLOCKCUSTOMERRESPONSE']._serialized_start=2089
+  _globals['_UNLOCKCUSTOMERRESPONSE']._serialized_end=2130
+  _globals['_ENROLLMENTSERVICE']._serialized_start=2133
+  _globals['_ENROLLMENTSERVICE']._serialized_end=2755
 # @@protoc_insertion_point(module_scope)

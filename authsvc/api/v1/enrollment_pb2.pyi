@@ -32,16 +32,18 @@ class EnrollVoiceRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[bytes] = ..., label: _Optional[str] = ..., actor: _Optional[str] = ..., authorization: _Optional[_Union[ChangeAuthorization, _Mapping]] = ...) -> None: ...
 
 class EnrollVoiceResponse(_message.Message):
-    __slots__ = ("customer", "added", "net_speech_seconds", "quality_issues")
+    __slots__ = ("customer", "added", "net_speech_seconds", "quality_issues", "same_voice_customers")
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_ISSUES_FIELD_NUMBER: _ClassVar[int]
+    SAME_VOICE_CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
     customer: Customer
     added: bool
     net_speech_seconds: float
     quality_issues: _containers.RepeatedScalarFieldContainer[_common_pb2.QualityIssue]
-    def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., added: _Optional[bool] = ..., net_speech_seconds: _Optional[float] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ...) -> None: ...
+    same_voice_customers: int
+    def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ..., added: _Optional[bool] = ..., net_speech_seconds: _Optional[float] = ..., quality_issues: _Optional[_Iterable[_Union[_common_pb2.QualityIssue, str]]] = ..., same_voice_customers: _Optional[int] = ...) -> None: ...
 
 class RegisterCustomerRequest(_message.Message):
     __slots__ = ("tenant", "customer_id", "methods", "opt_out_biometrics", "consent_text_version", "actor", "confirm_template_removal", "authorization")
