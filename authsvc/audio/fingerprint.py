@@ -100,6 +100,35 @@ def _peaks(db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return frames[keep][order], bins[keep][order]
 
 
+def _pairs(frames: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each peak paired with the next FAN_OUT peaks within MAX_DT frames and MAX_DF bins,
+    vectorised over anchors (the k-th following peak of every anchor at once), so the GIL is
+    held for a few dozen array operations rather than a Python loop over every peak."""
+    n = frames.size
+    used = np.zeros(n, np.int64)
+    anchors, targets, ks = [], [], []
+    # Peaks are in time order and at most PEAKS_PER_S a second, so no valid target lies
+    # further ahead than the peaks of two seconds.
+    for k in range(1, min(n, 2 * PEAKS_PER_S + 1)):
+        i = np.arange(n - k)
+        dt = frames[i + k] - frames[i]
+        df = bins[i + k] - bins[i]
+        ok = (dt >= 1) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF) & (used[i] < FAN_OUT)
+        i = i[ok]
+        used[i] += 1
+        anchors.append(i)
+        targets.append(i + k)
+        ks.append(np.full(i.size, k))
+    if not anchors:
+        return np.zeros(0, np.uint32), np.zeros(0, np.uint32)
+    a, t, k = np.concatenate(anchors), np.concatenate(targets), np.concatenate(ks)
+    order = np.lexsort((k, a))  # as a loop over anchors, then their targets in time order
+    a, t = a[order], t[order]
+    df, dt = bins[t] - bins[a], frames[t] - frames[a]
+    hashes = (bins[a] << 12) | ((df + MAX_DF) << 6) | dt
+    return hashes.astype(np.uint32), frames[a].astype(np.uint32)
+
+
 def fingerprint(samples: np.ndarray, rate: int) -> Fingerprint:
     """Landmark hashes of mono audio at any rate (resampled to 8 kHz first): float in [-1, 1],
     or 16-bit integer samples as the codecs decode them."""
@@ -108,22 +137,8 @@ def fingerprint(samples: np.ndarray, rate: int) -> Fingerprint:
     if rate != RATE:
         x = resample(x, rate, RATE)
     frames, bins = _peaks(_spectrogram(x))
-    hashes, times = [], []
-    for i in range(frames.size):
-        paired = 0
-        for j in range(i + 1, frames.size):
-            dt = frames[j] - frames[i]
-            if dt > MAX_DT:
-                break
-            df = bins[j] - bins[i]
-            if dt < 1 or abs(df) > MAX_DF:
-                continue
-            hashes.append((bins[i] << 12) | ((df + MAX_DF) << 6) | dt)
-            times.append(frames[i])
-            paired += 1
-            if paired == FAN_OUT:
-                break
-    return Fingerprint(np.asarray(hashes, np.uint32), np.asarray(times, np.uint32), round(x.size / RATE, 3))
+    hashes, times = _pairs(frames, bins)
+    return Fingerprint(hashes, times, round(x.size / RATE, 3))
 
 
 def _tally_at(values: np.ndarray, tally: np.ndarray, query: np.ndarray) -> np.ndarray:
