@@ -42,7 +42,7 @@ from authsvc.enrollment import (
     profile_samples,
 )
 from authsvc.errors import ConfigError, InvalidInput, Overloaded, PreconditionFailed
-from authsvc.fraud import replay, synthetic
+from authsvc.fraud import caller_voices, replay, synthetic
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
     CustomerView,
@@ -726,9 +726,23 @@ class VerificationSession:
         final = (await self._decide_look(final=True))[0]
         try:
             await self._keep_call_fingerprint(final)
+            await self._keep_caller_voice()
         except Exception:  # a reference not kept must not cost the caller the decision
             log.exception("session %s: the call's fingerprint was not kept", self.start.session_id)
         return final
+
+    async def _keep_caller_voice(self) -> None:
+        """The caller's pooled voiceprint, sealed under the claimed customer for a day (the latest
+        few calls), so a tenant administrator can put whoever called on a watchlist afterwards
+        (`AddFraudster` from a session). Never audio."""
+        if not self._segments or not self.start.session_id:
+            return
+        pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
+        if not usable(pooled):
+            return
+        await caller_voices.keep(
+            self.ctx, self.start.tenant, self.start.customer_id, self.start.session_id, pooled
+        )
 
     async def _keep_call_fingerprint(self, final: Decision) -> None:
         """After a call authenticated by voice, its audio's fingerprint joins the customer's recorded

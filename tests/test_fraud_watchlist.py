@@ -155,3 +155,47 @@ async def test_one_voice_enrolled_in_two_accounts_is_reported_and_the_admin_sees
         e for e in await ctx.auditor.list("shop", 200, customer_id="acct-b") if e.action == "enroll.voice"
     ]
     assert rows and rows[0].details.get("same_voice_as") == ["acct-a"]
+
+
+async def test_a_fraudster_is_listed_from_the_call_they_made_and_caught_on_the_next(svc, speech):
+    channel, _, _, address, _ = svc
+    victim, fraudster = _speakers(speech)
+    await _enroll_voice(channel, "shop", "victim", victim[:4])
+    await _enroll_voice(channel, "shop", "mule", fraudster[:4])  # an account the fraudster controls
+    # The fraudster calls claiming to be the victim: rejected (another voice).
+    start = call_requests("shop", "victim", fraudster[4])
+    start[0].start.session_id = "call-fraud-1"
+    decisions = await asyncio.to_thread(stream, address, start)
+    assert decisions[-1].outcome == V.OUTCOME_REJECTED
+    lists = fraud_pb2_grpc.WatchlistServiceStub(channel)
+    await lists.CreateWatchlist(F.CreateWatchlistRequest(tenant="shop", name="known"))
+    request = F.AddFraudsterRequest(
+        tenant="shop",
+        watchlist="known",
+        fraudster_id="case-9",
+        from_session_id="call-fraud-1",
+        session_customer_id="victim",
+    )
+    assert (await lists.AddFraudster(request)).added
+    # Their next call, on the account they control, is screened against that voice.
+    later = await asyncio.to_thread(stream, address, call_requests("shop", "mule", fraudster[6]))
+    hits = [r for d in later for r in d.fraud.risks if r.detector == "fraudster"]
+    assert hits and hits[-1].level == V.RISK_LEVEL_HIGH, [r.reason for r in hits]
+    assert all(d.outcome != V.OUTCOME_AUTHENTICATED for d in later), "general: a match steps up"
+    # Unknown sessions, and another customer's, are not found; audio and a session together are refused.
+    for session, customer in (("no-such-call", "victim"), ("call-fraud-1", "mule")):
+        bad = F.AddFraudsterRequest(
+            tenant="shop",
+            watchlist="known",
+            fraudster_id="x",
+            from_session_id=session,
+            session_customer_id=customer,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await lists.AddFraudster(bad)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    both = _add("shop", "known", "y", [fraudster[0]])
+    both.from_session_id, both.session_customer_id = "call-fraud-1", "victim"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await lists.AddFraudster(both)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -37,8 +37,26 @@ def run(args: argparse.Namespace) -> int:
             )
             for f in reply.fraudsters:
                 print(f"{f.fraudster_id}\t{f.samples} sample(s)")
+        elif args.action == "add" and args.from_session:
+            if args.files or not args.session_customer:
+                raise CliError("--from-session takes --session-customer and no files", 2)
+            reply = stub.AddFraudster(
+                fraud_pb2.AddFraudsterRequest(
+                    tenant=args.tenant,
+                    watchlist=args.name,
+                    fraudster_id=args.fraudster,
+                    from_session_id=args.from_session,
+                    session_customer_id=args.session_customer,
+                ),
+                timeout=t,
+            )
+            state = "listed" if reply.added else "voiceprint replaced"
+            print(f"{args.fraudster}: {state} on {args.name} (the caller of session {args.from_session})")
         elif args.action == "add":
             from authsvc.cli.audio_files import file_to_wire  # scipy: only for commands that read audio
+
+            if not args.files:
+                raise CliError("give recordings of the fraudster's voice, or --from-session", 2)
 
             audio = []
             for path in args.files:
@@ -104,7 +122,9 @@ def add_watchlist_commands(sub: argparse._SubParsersAction, existing_file) -> No
         if action in ("add", "remove"):
             p.add_argument("--fraudster", required=True, help="the fraudster's id on the list")
         if action == "add":
-            p.add_argument("files", nargs="+", type=existing_file, metavar="FILE")
+            p.add_argument("files", nargs="*", type=existing_file, metavar="FILE")
+            p.add_argument("--from-session", help="instead of files: the call id of a recent scored call")
+            p.add_argument("--session-customer", help="with --from-session: the customer that call claimed")
         if action == "delete":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         add_client_args(p)

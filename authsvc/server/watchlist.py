@@ -8,6 +8,8 @@ from authsvc import enrollment
 from authsvc.api.v1 import fraud_pb2, fraud_pb2_grpc
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
+from authsvc.fraud import caller_voices
+from authsvc.identifiers import check_id
 from authsvc.scoring.cosine import aggregate
 from authsvc.server.convert import ENCODINGS
 from authsvc.server.errors import principal, unary_errors
@@ -54,6 +56,18 @@ class WatchlistServicer(fraud_pb2_grpc.WatchlistServiceServicer):
 
     @unary_errors
     async def AddFraudster(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        if request.from_session_id:
+            if request.audio:
+                raise InvalidInput("audio", "give recordings or a session, not both")
+            check_id(request.tenant, "tenant")
+            check_id(request.session_customer_id, "session_customer_id")
+            voice = await caller_voices.voice_of(
+                self.ctx, request.tenant, request.session_customer_id, request.from_session_id
+            )
+            added = await self.ctx.watchlists.add(
+                request.tenant, request.watchlist, request.fraudster_id, voice, 1, principal().id
+            )
+            return fraud_pb2.AddFraudsterResponse(added=added, samples=1)
         encoding = ENCODINGS.get(request.format.encoding)
         if encoding is None:
             raise InvalidInput("format.encoding", "must be PCM16_LE, MULAW or ALAW")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from authsvc.api.v1 import common_pb2 as authsvc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61uthsvc/v1/fraud.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"k\n\tWatchlist\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nfraudsters\x18\x05 \x01(\x05\"K\n\x16\x43reateWatchlistRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\'\n\x15ListWatchlistsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x83\x01\n\x16ListWatchlistsResponse\x12)\n\nwatchlists\x18\x01 \x03(\x0b\x32\x15.authsvc.v1.Watchlist\x12\'\n\x1f\x66\x61lse_match_rate_per_comparison\x18\x02 \x01(\x01\x12\x15\n\rlisted_voices\x18\x03 \x01(\x05\"6\n\x16\x44\x65leteWatchlistRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"5\n\x17\x44\x65leteWatchlistResponse\x12\x1a\n\x12\x66raudsters_removed\x18\x01 \x01(\x05\"\x86\x01\n\x13\x41\x64\x64\x46raudsterRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\twatchlist\x18\x02 \x01(\t\x12\x14\n\x0c\x66raudster_id\x18\x03 \x01(\t\x12\'\n\x06\x66ormat\x18\x04 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x05 \x03(\x0c\"R\n\x14\x41\x64\x64\x46raudsterResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\"Q\n\x16RemoveFraudsterRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\twatchlist\x18\x02 \x01(\t\x12\x14\n\x0c\x66raudster_id\x18\x03 \x01(\t\"\x19\n\x17RemoveFraudsterResponse\":\n\x15ListFraudstersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\twatchlist\x18\x02 \x01(\t\"K\n\tFraudster\x12\x14\n\x0c\x66raudster_id\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\"C\n\x16ListFraudstersResponse\x12)\n\nfraudsters\x18\x01 \x03(\x0b\x32\x15.authsvc.v1.Fraudster2\x9d\x04\n\x10WatchlistService\x12L\n\x0f\x43reateWatchlist\x12\".authsvc.v1.CreateWatchlistRequest\x1a\x15.authsvc.v1.Watchlist\x12W\n\x0eListWatchlists\x12!.authsvc.v1.ListWatchlistsRequest\x1a\".authsvc.v1.ListWatchlistsResponse\x12Z\n\x0f\x44\x65leteWatchlist\x12\".authsvc.v1.DeleteWatchlistRequest\x1a#.authsvc.v1.DeleteWatchlistResponse\x12Q\n\x0c\x41\x64\x64\x46raudster\x12\x1f.authsvc.v1.AddFraudsterRequest\x1a .authsvc.v1.AddFraudsterResponse\x12Z\n\x0fRemoveFraudster\x12\".authsvc.v1.RemoveFraudsterRequest\x1a#.authsvc.v1.RemoveFraudsterResponse\x12W\n\x0eListFraudsters\x12!.authsvc.v1.ListFraudstersRequest\x1a\".authsvc.v1.ListFraudstersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61uthsvc/v1/fraud.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"k\n\tWatchlist\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x12\n\nfraudsters\x18\x05 \x01(\x05\"K\n\x16\x43reateWatchlistRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\'\n\x15ListWatchlistsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x83\x01\n\x16ListWatchlistsResponse\x12)\n\nwatchlists\x18\x01 \x03(\x0b\x32\x15.authsvc.v1.Watchlist\x12\'\n\x1f\x66\x61lse_match_rate_per_comparison\x18\x02 \x01(\x01\x12\x15\n\rlisted_voices\x18\x03 \x01(\x05\"6\n\x16\x44\x65leteWatchlistRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"5\n\x17\x44\x65leteWatchlistResponse\x12\x1a\n\x12\x66raudsters_removed\x18\x01 \x01(\x05\"\xbc\x01\n\x13\x41\x64\x64\x46raudsterRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\twatchlist\x18\x02 \x01(\t\x12\x14\n\x0c\x66raudster_id\x18\x03 \x01(\t\x12\'\n\x06\x66ormat\x18\x04 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\r\n\x05\x61udio\x18\x05 \x03(\x0c\x12\x17\n\x0f\x66rom_session_id\x18\x06 \x01(\t\x12\x1b\n\x13session_customer_id\x18\x07 \x01(\t\"R\n\x14\x41\x64\x64\x46raudsterResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x08\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x1a\n\x12net_speech_seconds\x18\x03 \x01(\x01\"Q\n\x16RemoveFraudsterRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\twatchlist\x18\x02 \x01(\t\x12\x14\n\x0c\x66raudster_id\x18\x03 \x01(\t\"\x19\n\x17RemoveFraudsterResponse\":\n\x15ListFraudstersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\twatchlist\x18\x02 \x01(\t\"K\n\tFraudster\x12\x14\n\x0c\x66raudster_id\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\"C\n\x16ListFraudstersResponse\x12)\n\nfraudsters\x18\x01 \x03(\x0b\x32\x15.authsvc.v1.Fraudster2\x9d\x04\n\x10WatchlistService\x12L\n\x0f\x43reateWatchlist\x12\".authsvc.v1.CreateWatchlistRequest\x1a\x15.authsvc.v1.Watchlist\x12W\n\x0eListWatchlists\x12!.authsvc.v1.ListWatchlistsRequest\x1a\".authsvc.v1.ListWatchlistsResponse\x12Z\n\x0f\x44\x65leteWatchlist\x12\".authsvc.v1.DeleteWatchlistRequest\x1a#.authsvc.v1.DeleteWatchlistResponse\x12Q\n\x0c\x41\x64\x64\x46raudster\x12\x1f.authsvc.v1.AddFraudsterRequest\x1a .authsvc.v1.AddFraudsterResponse\x12Z\n\x0fRemoveFraudster\x12\".authsvc.v1.RemoveFraudsterRequest\x1a#.authsvc.v1.RemoveFraudsterResponse\x12W\n\x0eListFraudsters\x12!.authsvc.v1.ListFraudstersRequest\x1a\".authsvc.v1.ListFraudstersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEWATCHLISTRESPONSE']._serialized_start=480
   _globals['_DELETEWATCHLISTRESPONSE']._serialized_end=533
   _globals['_ADDFRAUDSTERREQUEST']._serialized_start=536
-  _globals['_ADDFRAUDSTERREQUEST']._serialized_end=670
-  _globals['_ADDFRAUDSTERRESPONSE']._serialized_start=672
-  _globals['_ADDFRAUDSTERRESPONSE']._serialized_end=754
-  _globals['_REMOVEFRAUDSTERREQUEST']._serialized_start=756
-  _globals['_REMOVEFRAUDSTERREQUEST']._serialized_end=837
-  _globals['_REMOVEFRAUDSTERRESPONSE']._serialized_start=839
-  _globals['_REMOVEFRAUDSTERRESPONSE']._serialized_end=864
-  _globals['_LISTFRAUDSTERSREQUEST']._serialized_start=866
-  _globals['_LISTFRAUDSTERSREQUEST']._serialized_end=924
-  _globals['_FRAUDSTER']._serialized_start=926
-  _globals['_FRAUDSTER']._serialized_end=1001
-  _globals['_LISTFRAUDSTERSRESPONSE']._serialized_start=1003
-  _globals['_LISTFRAUDSTERSRESPONSE']._serialized_end=1070
-  _globals['_WATCHLISTSERVICE']._serialized_start=1073
-  _globals['_WATCHLISTSERVICE']._serialized_end=1614
+  _globals['_ADDFRAUDSTERREQUEST']._serialized_end=724
+  _globals['_ADDFRAUDSTERRESPONSE']._serialized_start=726
+  _globals['_ADDFRAUDSTERRESPONSE']._serialized_end=808
+  _globals['_REMOVEFRAUDSTERREQUEST']._serialized_start=810
+  _globals['_REMOVEFRAUDSTERREQUEST']._serialized_end=891
+  _globals['_REMOVEFRAUDSTERRESPONSE']._serialized_start=893
+  _globals['_REMOVEFRAUDSTERRESPONSE']._serialized_end=918
+  _globals['_LISTFRAUDSTERSREQUEST']._serialized_start=920
+  _globals['_LISTFRAUDSTERSREQUEST']._serialized_end=978
+  _globals['_FRAUDSTER']._serialized_start=980
+  _globals['_FRAUDSTER']._serialized_end=1055
+  _globals['_LISTFRAUDSTERSRESPONSE']._serialized_start=1057
+  _globals['_LISTFRAUDSTERSRESPONSE']._serialized_end=1124
+  _globals['_WATCHLISTSERVICE']._serialized_start=1127
+  _globals['_WATCHLISTSERVICE']._serialized_end=1668
 # @@protoc_insertion_point(module_scope)

@@ -62,18 +62,22 @@ class DeleteWatchlistResponse(_message.Message):
     def __init__(self, fraudsters_removed: _Optional[int] = ...) -> None: ...
 
 class AddFraudsterRequest(_message.Message):
-    __slots__ = ("tenant", "watchlist", "fraudster_id", "format", "audio")
+    __slots__ = ("tenant", "watchlist", "fraudster_id", "format", "audio", "from_session_id", "session_customer_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     WATCHLIST_FIELD_NUMBER: _ClassVar[int]
     FRAUDSTER_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
+    FROM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     watchlist: str
     fraudster_id: str
     format: _common_pb2.AudioFormat
     audio: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, tenant: _Optional[str] = ..., watchlist: _Optional[str] = ..., fraudster_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    from_session_id: str
+    session_customer_id: str
+    def __init__(self, tenant: _Optional[str] = ..., watchlist: _Optional[str] = ..., fraudster_id: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, _Mapping]] = ..., audio: _Optional[_Iterable[bytes]] = ..., from_session_id: _Optional[str] = ..., session_customer_id: _Optional[str] = ...) -> None: ...
 
 class AddFraudsterResponse(_message.Message):
     __slots__ = ("added", "samples", "net_speech_seconds")
