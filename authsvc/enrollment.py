@@ -21,6 +21,7 @@ from authsvc.audio.vad import SpeechTracker
 from authsvc.consent import BIOMETRIC_METHODS, METHODS, require_consent
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
+from authsvc.fraud import caller_voices
 from authsvc.identifiers import check_id
 from authsvc.scoring.cosine import aggregate, cosine, embedding_from_bytes, embedding_to_bytes, usable
 from authsvc.store.base import CustomerRecord, Erasure, Transaction, within
@@ -363,6 +364,11 @@ async def register_customer(
             int(time.time() * 1000),
         )
         removed = await tx.delete_templates(tenant, customer_id, unwanted) - prints if unwanted else 0
+        if opt_out or "voice" not in methods:
+            # The voices of recent callers claiming this customer go with the voice method.
+            for name in await tx.state_names(tenant, customer_id):
+                if name.startswith(caller_voices.PREFIX):
+                    await tx.delete_state(tenant, customer_id, name)
         await ctx.auditor.record(
             tenant,
             "register",

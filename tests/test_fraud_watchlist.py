@@ -199,3 +199,25 @@ async def test_a_fraudster_is_listed_from_the_call_they_made_and_caught_on_the_n
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await lists.AddFraudster(both)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_opting_out_erases_the_voices_of_recent_callers_too(svc, speech):
+    channel, ctx, _, address, _ = svc
+    victim, fraudster = _speakers(speech)
+    await _enroll_voice(channel, "shop", "olga", victim[:4])
+    await asyncio.to_thread(stream, address, call_requests("shop", "olga", fraudster[4]))
+    async with ctx.store.transaction() as tx:
+        assert any(n.startswith("caller.") for n in await tx.state_names("shop", "olga"))
+    from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
+
+    await enrollment_pb2_grpc.EnrollmentServiceStub(channel).RegisterCustomer(
+        enrollment_pb2.RegisterCustomerRequest(
+            tenant="shop",
+            customer_id="olga",
+            opt_out_biometrics=True,
+            consent_text_version="c-2",
+            confirm_template_removal=True,
+        )
+    )
+    async with ctx.store.transaction() as tx:
+        assert not any(n.startswith("caller.") for n in await tx.state_names("shop", "olga"))
