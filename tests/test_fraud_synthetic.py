@@ -72,6 +72,9 @@ def test_a_model_folder_in_either_published_layout_loads_and_scores_each_wavefor
     both = cm.embed_batch([a, b])
     assert both.shape == (2, 1) and np.isfinite(both).all()
     assert np.allclose(cm.embed_batch([a]), both[:1], atol=1e-5), "a row must not depend on its batch"
+    from authsvc.voice.device import warm_up
+
+    assert warm_up(cm) > 0, "the batcher's warm-up fits the countermeasure's minimum length"
 
 
 def test_missing_or_mismatched_model_files_refuse_start_up_naming_the_file(tmp_path):

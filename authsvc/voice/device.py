@@ -73,7 +73,9 @@ def probe_signals(sample_rate: int, seconds: Sequence[float] = PROBE_SECONDS) ->
 def warm_up(encoder: SpeakerEncoder) -> float:
     """Embed probe signals alone and together; returns the seconds it took."""
     started = time.perf_counter()
-    wavs = probe_signals(encoder.sample_rate)
+    # No shorter than the model takes (the countermeasure wants 1.5 s).
+    shortest = getattr(encoder, "min_samples", 0) / encoder.sample_rate
+    wavs = probe_signals(encoder.sample_rate, [max(s, shortest) for s in PROBE_SECONDS])
     encoder.embed_batch(wavs[:1])
     encoder.embed_batch(wavs)
     if torch.cuda.is_available():
