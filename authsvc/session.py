@@ -493,18 +493,25 @@ class VerificationSession:
         rate, refs = self.tracker.sample_rate, self._references
 
         def replay_risk():
+            if not refs:  # nothing to compare with: no need to fingerprint the call at nine speeds
+                none = np.zeros(0, np.uint32)
+                return replay.assess(Fingerprint(none, none, audio.size / rate), refs)
             return replay.assess(fingerprints_at_speeds(audio, rate), refs)
 
-        risks = await asyncio.gather(asyncio.to_thread(replay_risk), self._synthetic_risk())
-        risks = (*risks, await asyncio.to_thread(self._fraudster_risk))
+        risks = await asyncio.gather(
+            asyncio.to_thread(replay_risk), self._synthetic_risk(), asyncio.to_thread(self._fraudster_risk)
+        )
         # A high risk stands for the rest of the call: what was heard once cannot be talked over
         # (a replay followed by a minute of noise and a few words of the fraudster's own voice).
         before = {r.detector: r for r in self._fraud.risks if r.high}
         self._fraud = FraudAssessment(tuple(before.get(r.detector, r) for r in risks))
 
+    def _pooled(self) -> np.ndarray:
+        """The call's voice so far: its segments' unit embeddings, weighted by their speech."""
+        return sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
+
     def _fraudster_risk(self):
-        pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
-        return self.ctx.watchlists.screen(self.policy, self._watchlist, pooled)
+        return self.ctx.watchlists.screen(self.policy, self._watchlist, self._pooled())
 
     async def _synthetic_risk(self):
         """The countermeasure on the latest window of the caller's speech (through its batcher)."""
@@ -563,7 +570,7 @@ class VerificationSession:
         await self._assess_fraud()
         self._begin_look()
         # A degenerate segment makes the score NaN, which the engine rejects (and counts).
-        pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
+        pooled = self._pooled()
         score = cosine(pooled, self._voice_template) if usable(pooled) else float("nan")
         if not all(usable(e) for e, _ in self._segments):
             score = float("nan")
@@ -737,7 +744,7 @@ class VerificationSession:
         (`AddFraudster` from a session). Never audio."""
         if not self._segments or not self.start.session_id:
             return
-        pooled = sum(e / max(np.linalg.norm(e), 1e-12) * d for e, d in self._segments)
+        pooled = self._pooled()
         if not usable(pooled):
             return
         await caller_voices.keep(

@@ -71,6 +71,11 @@ class Fingerprint:
         return Fingerprint(rec["hash"].astype(np.uint32), rec["t"].astype(np.uint32), seconds)
 
 
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """Float32 in [-1, 1] from float audio or from 16-bit samples as the codecs decode them."""
+    return x.astype(np.float32) / 32768.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+
+
 def _spectrogram(x: np.ndarray) -> np.ndarray:
     """dB magnitude, (bins, frames)."""
     if x.size < N_FFT:
@@ -132,8 +137,7 @@ def _pairs(frames: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def fingerprint(samples: np.ndarray, rate: int) -> Fingerprint:
     """Landmark hashes of mono audio at any rate (resampled to 8 kHz first): float in [-1, 1],
     or 16-bit integer samples as the codecs decode them."""
-    x = np.asarray(samples)[: int(MAX_SECONDS * rate)]
-    x = x.astype(np.float32) / 32768.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+    x = _as_float(np.asarray(samples)[: int(MAX_SECONDS * rate)])
     if rate != RATE:
         x = resample(x, rate, RATE)
     frames, bins = _peaks(_spectrogram(x))
@@ -150,8 +154,7 @@ def fingerprints_at_speeds(samples: np.ndarray, rate: int) -> list[Fingerprint]:
     """The probe's fingerprint at each of SPEEDS (a recording sped up by r is slowed by r here)."""
     from scipy.signal import resample_poly
 
-    x = np.asarray(samples)
-    x = x.astype(np.float32) / 32768.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+    x = _as_float(np.asarray(samples))
     out = []
     for r in SPEEDS:
         y = x if r == 1.0 else resample_poly(x, round(r * 50), 50).astype(np.float32)

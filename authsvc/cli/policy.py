@@ -10,6 +10,7 @@ from authsvc.cli.client import EXIT_INVALID, EXIT_OK, CliError
 from authsvc.cli.serve import default_data_dir
 from authsvc.errors import ConfigError
 from authsvc.policy.engine import NO_AAL, look_far
+from authsvc.policy.risk import DETECTORS
 from authsvc.policy.schema import SECTIONS, PolicyBook, TenantPolicy, check_policy_file
 from authsvc.scoring.calibration import Calibration, load_calibration
 
@@ -151,7 +152,7 @@ def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:
         "step_up": "makes a biometric match ask for a second factor",
         "reject": "rejects the look (a counted failed attempt), whatever the match",
     }
-    for detector in ("replay", "synthetic", "fraudster"):
+    for detector in DETECTORS:
         lines.append(f"  a high {detector} risk {does[getattr(policy.fraud, detector)]}")
     return lines
 

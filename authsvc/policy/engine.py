@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from authsvc.audio.quality import Quality
 from authsvc.errors import ConfigError
-from authsvc.policy.risk import NO_RISK, FraudAssessment
+from authsvc.policy.risk import DETECTORS, NO_RISK, FraudAssessment
 from authsvc.policy.schema import TenantPolicy
 from authsvc.scoring.calibration import Calibration
 
@@ -184,7 +184,7 @@ def decide(
 ) -> Decision:
     """`voice_required`: the call carries audio, so only a voice match can authenticate it.
     `fraud`: the detectors' risks; `policy.fraud` says what a high one does to a match."""
-    actions = {d: getattr(policy.fraud, d) for d in ("replay", "synthetic", "fraudster")}
+    actions = {d: getattr(policy.fraud, d) for d in DETECTORS}
     fraud = FraudAssessment(tuple(r for r in fraud.risks if actions.get(r.detector) != "ignore"))
     base = {
         "policy_id": policy.policy_id,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from authsvc.errors import ConfigError
+from authsvc.policy.risk import DETECTORS
 
 SECTORS = ("general", "finance", "health")
 # A policy may move a tenant up, or sideways between the regulated sectors, never down.
@@ -263,7 +264,7 @@ def _check_sector_rules(p: TenantPolicy, origin: str) -> None:
         )
     # Step-up is required anyway here, so anything short of "reject" would still authenticate
     # a suspected recording or fraudster on the biometric plus a code.
-    weak = [d for d in ("replay", "synthetic", "fraudster") if getattr(p.fraud, d) != "reject"]
+    weak = [d for d in DETECTORS if getattr(p.fraud, d) != "reject"]
     if weak:
         raise ConfigError(
             f"{origin}: fraud.{weak[0]} = {getattr(p.fraud, weak[0])!r} is not allowed for {why}: a "
