@@ -54,7 +54,7 @@ from authsvc.policy.engine import (
     look_far,
     voice_threshold,
 )
-from authsvc.policy.risk import FraudAssessment
+from authsvc.policy.risk import REPLAY, SYNTHETIC, DetectorRisk, FraudAssessment
 from authsvc.policy.schema import TenantPolicy
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes, usable
 from authsvc.store.base import Transaction
@@ -74,9 +74,13 @@ MIN_SEGMENT_S = 0.75
 MAX_FREE_TEXT_KEYS = 400
 # The latest audio a call keeps (int16, in memory only) to fingerprint against recordings.
 REPLAY_WINDOW_S = 60.0
-# The countermeasure judges the latest this-many seconds of speech at each look (one AASIST
+# The countermeasure judges the latest this-many seconds of speech for each look (one AASIST
 # window: its cost on a CPU is about a second per window).
 CM_WINDOW_S = 4.0
+# That second is more than a decision may wait, so each look's window is taken this much net
+# speech (at least as much time) before the look and judged beside the call: the look finds it
+# done, or nearly. The speech of those last moments is judged for the next look.
+CM_LEAD_S = 1.0
 # Fingerprints of the customer's latest authenticated calls kept as recorded material.
 CALL_FINGERPRINTS = 5
 CALL_SLOT = "call-"
@@ -140,6 +144,7 @@ class VerificationSession:
         self._references: list[Fingerprint] = []  # the customer's recorded material
         self._fraud = FraudAssessment()
         self._watchlist = None  # the tenant's fraudster index, as the store held it at begin
+        self._countermeasure: asyncio.Task | None = None  # the next look's window, being judged
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -459,6 +464,13 @@ class VerificationSession:
             return []
         speech = self.tracker.net_speech_s
         rules = self.policy.voice
+        next_look = (
+            rules.min_net_speech_s
+            if self._scored_at_s is None
+            else self._scored_at_s + rules.redecide_interval_s
+        )
+        if speech >= next_look - CM_LEAD_S:
+            self._start_countermeasure()
         if speech < rules.min_net_speech_s:
             if not self._evidence and speech - self._last_pending_s >= PENDING_STEP_S:
                 self._last_pending_s = speech
@@ -487,8 +499,9 @@ class VerificationSession:
         while self._recent_size - self._recent[0].size >= limit:
             self._recent_size -= self._recent.popleft().size
 
-    async def _assess_fraud(self) -> None:
-        """Replay: the call's latest audio against the customer's recorded material (off the loop)."""
+    async def _audio_risks(self) -> list[DetectorRisk]:
+        """Replay and synthetic speech on the call's latest audio, together and off the event loop
+        (beside the embedding of the look: neither needs the voiceprint)."""
         audio = np.concatenate(self._recent) if self._recent else np.zeros(0, np.int16)
         rate, refs = self.tracker.sample_rate, self._references
 
@@ -498,9 +511,18 @@ class VerificationSession:
                 return replay.assess(Fingerprint(none, none, audio.size / rate), refs)
             return replay.assess(fingerprints_at_speeds(audio, rate), refs)
 
-        risks = await asyncio.gather(
-            asyncio.to_thread(replay_risk), self._synthetic_risk(), asyncio.to_thread(self._fraudster_risk)
+        # A detector the policy ignores is not run: its risk would never be reported or acted on.
+        rules = self.policy.fraud
+        jobs = {REPLAY: lambda: asyncio.to_thread(replay_risk), SYNTHETIC: self._synthetic_risk}
+        return list(
+            await asyncio.gather(*(job() for d, job in jobs.items() if getattr(rules, d) != "ignore"))
         )
+
+    async def _assess_fraud(self, audio_risks: list[DetectorRisk]) -> None:
+        """The look's fraud assessment: the audio detectors' risks and the watchlist screen."""
+        risks = [*audio_risks]
+        if self.policy.fraud.fraudster != "ignore":
+            risks.append(await asyncio.to_thread(self._fraudster_risk))
         # A high risk stands for the rest of the call: what was heard once cannot be talked over
         # (a replay followed by a minute of noise and a few words of the fraudster's own voice).
         before = {r.detector: r for r in self._fraud.risks if r.high}
@@ -513,7 +535,24 @@ class VerificationSession:
     def _fraudster_risk(self):
         return self.ctx.watchlists.screen(self.policy, self._watchlist, self._pooled())
 
-    async def _synthetic_risk(self):
+    def _start_countermeasure(self) -> None:
+        """Starts judging the next look's window now, unless it is being judged already."""
+        runner = self.ctx.countermeasure
+        if self._countermeasure is not None or runner is None or self.policy.fraud.synthetic == "ignore":
+            return
+        if self.tracker.net_speech_s < runner.encoder.min_samples / runner.encoder.sample_rate:
+            return  # too little yet: the look itself judges what it has
+        task = asyncio.get_running_loop().create_task(self._judge_latest_speech())
+        # A call that ends before its look never reads the result: nor its exception.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._countermeasure = task
+
+    async def _synthetic_risk(self) -> DetectorRisk:
+        """The look's synthetic-speech risk: the window started ahead of it, else the latest one."""
+        task, self._countermeasure = self._countermeasure, None
+        return await (task if task is not None else self._judge_latest_speech())
+
+    async def _judge_latest_speech(self) -> DetectorRisk:
         """The countermeasure on the latest window of the caller's speech (through its batcher)."""
         runner = self.ctx.countermeasure
         if runner is None:
@@ -558,16 +597,22 @@ class VerificationSession:
         assert self._voice_template is not None
         speech = self.tracker.net_speech_s
         enc = self.ctx.encoder
-        samples, mark = self.tracker.voiced_since(self._voiced_mark)
-        if samples.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments:
-            wav = to_encoder_rate(samples, self.tracker.sample_rate, enc.sample_rate)
-            embedding = await self.ctx.runner.embed(wav, deadline=deadline)
-            self._segments.append((embedding, samples.size / self.tracker.sample_rate))
-            self._voiced_mark = mark  # only once embedded: a refused segment is retried, not lost
-            while sum(d for _, d in self._segments) - self._segments[0][1] >= self.policy.voice.max_window_s:
-                self._segments.pop(0)
+        audio_risks = asyncio.ensure_future(self._audio_risks())
+        try:
+            samples, mark = self.tracker.voiced_since(self._voiced_mark)
+            if samples.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments:
+                wav = to_encoder_rate(samples, self.tracker.sample_rate, enc.sample_rate)
+                embedding = await self.ctx.runner.embed(wav, deadline=deadline)
+                self._segments.append((embedding, samples.size / self.tracker.sample_rate))
+                self._voiced_mark = mark  # only once embedded: a refused segment is retried, not lost
+                window = self.policy.voice.max_window_s
+                while sum(d for _, d in self._segments) - self._segments[0][1] >= window:
+                    self._segments.pop(0)
+        except BaseException:
+            audio_risks.cancel()
+            raise
         self._scored_at_s = speech
-        await self._assess_fraud()
+        await self._assess_fraud(await audio_risks)
         self._begin_look()
         # A degenerate segment makes the score NaN, which the engine rejects (and counts).
         pooled = self._pooled()
@@ -731,6 +776,8 @@ class VerificationSession:
             except (Overloaded, TimeoutError) as exc:
                 log.warning("session %s: final voice scoring skipped (%s)", self.start.session_id, exc)
         final = (await self._decide_look(final=True))[0]
+        if self._countermeasure is not None:  # started for a look that never came
+            self._countermeasure.cancel()
         try:
             await self._keep_call_fingerprint(final)
             await self._keep_caller_voice()

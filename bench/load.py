@@ -2,6 +2,7 @@
 
     python bench/load.py [--data DIR] [--levels 25,50,100,150,200] [--budget-s 720]
                          [--clients K] [--server-arg=--threads=1 ...] [--store sqlite|POSTGRES_DSN]
+                         [--detectors off,on] [--countermeasure-dir DIR]
                          [--out bench/results/load.json]
 
 What it does, per level N (a fresh server each time, so memory and metrics are the level's own):
@@ -21,7 +22,8 @@ What it does, per level N (a fresh server each time, so memory and metrics are t
    of exactly the chunks it sends, chunk by chunk, and applies the session's rules
    (authsvc/session.py, with the tenant's effective policy): PENDING each 0.5 s of net speech
    until the first score, a score when net speech reaches min_net_speech_s, then one each
-   time it has grown by redecide_interval_s since the last score. The tracker is
+   time it has grown by redecide_interval_s since the last score, until the call's
+   decision.max_looks scores are spent (later audio is only tracked). The tracker is
    deterministic, so this predicts every decision point. The k-th score decision received is
    matched to the k-th predicted score point (PENDING likewise) and its net speech checked:
    equal, or later when the server deferred a scoring under load ("shifted"; its latency then
@@ -42,6 +44,17 @@ What it does, per level N (a fresh server each time, so memory and metrics are t
 6. The server's Prometheus endpoint is scraped just before the streams start and at the end;
    the difference gives the level's embedding figures: requests, batch sizes, queue wait,
    compute seconds, audio seconds per request, refused and dropped requests.
+
+Fraud detectors (issue 11), side by side in the same run: the whole search runs once per
+--detectors setting, each with its own --budget-s. "off": the load tenant's policy ignores
+replay, synthetic speech and watchlist screening, so the server does not run them. "on": the
+server gets --countermeasure-dir (AASIST, default ../shared/models/aasist) and the policy flags
+each detector's high risk, so every scored look fingerprints the call's latest minute at nine
+speeds against the speaker's enrollment and kept calls, runs the countermeasure on the latest
+4 s of speech through its own batcher, and screens the pooled voice. ("flag", not the preset's
+step-up: the load calls re-send each speaker's six utterances, so later calls are replays of
+earlier ones; a step-up would change the decision points and lock the speakers out. The
+detectors' compute is the same.)
 
 Baseline in the same run: before the levels, the server's encoder (with the server's
 --threads, else 1 and torch's default; with the server's OMP_WAIT_POLICY, else PASSIVE and
@@ -135,7 +148,9 @@ def speaker_audio(data: Path) -> dict[str, tuple[list[np.ndarray], list[np.ndarr
     return out
 
 
-def plan_decisions(chunks: list[bytes], voice) -> tuple[list[tuple[int, int, bool, float]], float]:
+def plan_decisions(
+    chunks: list[bytes], voice, max_looks: int
+) -> tuple[list[tuple[int, int, bool, float]], float]:
     """The decisions VerificationSession.feed_audio emits for these chunks, for an enrolled claim.
 
     Mirrors authsvc/session.py rule for rule over the same SpeechTracker fed the same decoded
@@ -145,8 +160,11 @@ def plan_decisions(chunks: list[bytes], voice) -> tuple[list[tuple[int, int, boo
     events: list[tuple[int, int, bool, float]] = []
     last_pending = -PENDING_STEP_S
     scored_at: float | None = None
+    looks = 0
     for k, chunk in enumerate(chunks):
         tracker.feed(decode(chunk, Encoding.MULAW), 32767)
+        if looks >= max_looks:  # the call's looks are spent: the rest of its audio is only tracked
+            continue
         speech = tracker.net_speech_s
         if speech < voice.min_net_speech_s:
             if scored_at is None and speech - last_pending >= PENDING_STEP_S:
@@ -154,12 +172,19 @@ def plan_decisions(chunks: list[bytes], voice) -> tuple[list[tuple[int, int, boo
                 events.append((len(events) + 1, k, False, speech))
         elif scored_at is None or speech - scored_at >= voice.redecide_interval_s:
             scored_at = speech
+            looks += 1
             events.append((len(events) + 1, k, True, speech))
     return events, tracker.net_speech_s
 
 
 def call_audio(
-    speaker: str, utterances: list[np.ndarray], rotation: int, seconds: float, frame_ms: int, voice
+    speaker: str,
+    utterances: list[np.ndarray],
+    rotation: int,
+    seconds: float,
+    frame_ms: int,
+    voice,
+    max_looks: int,
 ) -> CallAudio:
     """The speaker's call utterances, rotated by `rotation`, looped to `seconds`, as mu-law chunks."""
     order = utterances[rotation % len(utterances) :] + utterances[: rotation % len(utterances)]
@@ -169,7 +194,7 @@ def call_audio(
     data = encode(resample(wav, SR, RATE), Encoding.MULAW)
     step = RATE * frame_ms // 1000
     chunks = [data[i : i + step] for i in range(0, len(data), step)]
-    events, net = plan_decisions(chunks, voice)
+    events, net = plan_decisions(chunks, voice, max_looks)
     return CallAudio(speaker, rotation, chunks, events, net)
 
 
@@ -441,9 +466,17 @@ class Server:
     default SQLite file in the data directory, or a fresh schema of the PostgreSQL `store`."""
 
     def __init__(
-        self, extra_args: list[str], env_overrides: dict[str, str], workdir: Path, store: str = "sqlite"
+        self,
+        extra_args: list[str],
+        env_overrides: dict[str, str],
+        workdir: Path,
+        store: str = "sqlite",
+        policy: str = "",
     ) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
+        if policy:
+            (self.data_dir / "policies").mkdir()
+            (self.data_dir / "policies" / f"{TENANT}.toml").write_text(policy)
         self.store, self.schema = store, ""
         if store != "sqlite":
             self.schema = f"load_{os.getpid()}_{free_port()}"
@@ -772,18 +805,57 @@ def pct(values, qs=(50, 95, 99)) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Detectors:
+    """The fraud detectors a level's server runs: `serve` flags and the load tenant's policy."""
+
+    label: str
+    what: str
+    server_args: tuple[str, ...]
+    policy: str
+
+
+def detector_settings(countermeasure_dir: Path) -> dict[str, Detectors]:
+    # "on" flags rather than acts on a high risk: every call re-sends a speaker's few utterances,
+    # so later calls really are replays of earlier ones, and a step-up or rejection would change
+    # how many decisions a call gets (and lock the speakers out). The compute is the same.
+    return {
+        "off": Detectors(
+            "off",
+            "replay, synthetic speech and watchlist screening ignored by the tenant's policy (not run)",
+            (),
+            'sector = "general"\n[fraud]\nreplay = "ignore"\nsynthetic = "ignore"\nfraudster = "ignore"\n',
+        ),
+        "on": Detectors(
+            "on",
+            f"replay, synthetic speech (AASIST from {countermeasure_dir}) and watchlist screening at "
+            "every scored look, high risks flagged",
+            ("--countermeasure-dir", str(countermeasure_dir)),
+            'sector = "general"\n[fraud]\nreplay = "flag"\nsynthetic = "flag"\nfraudster = "flag"\n',
+        ),
+    }
+
+
 @dataclass
 class Plan:
     variants: list[CallAudio]
     speakers: dict
     voice: object
     args: argparse.Namespace
+    detectors: Detectors | None = None
 
 
 def run_level(n: int, plan: Plan, workdir: Path) -> dict:
     args = plan.args
     level_started = time.monotonic()
-    server = Server(args.server_arg, dict(kv.split("=", 1) for kv in args.server_env), workdir, args.store)
+    det = plan.detectors
+    server = Server(
+        [*args.server_arg, *(det.server_args if det else ())],
+        dict(kv.split("=", 1) for kv in args.server_env),
+        workdir,
+        args.store,
+        det.policy if det else "",
+    )
     try:
         server.wait_ready()
         key = server.provision()
@@ -1115,49 +1187,47 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict], target_ms: float, path: Path, title: str) -> None:
+def plot(runs: dict[str, list[dict]], target_ms: float, path: Path, title: str) -> None:
+    """Decision latency and server CPU against N, one colour per fraud-detector setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ns = [r["n"] for r in results]
+    def steady(r: dict) -> dict:
+        return r["server"]["steady"] or r["server"]["whole_level"]
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for key, style, label in (("p99", "o-", "decision p99"), ("p50", "s--", "decision p50")):
-        ax1.plot(ns, [r["latency_ms"]["decision"].get(key, np.nan) for r in results], style, label=label)
-    ax1.plot(ns, [r["latency_ms"]["pending"].get("p99", np.nan) for r in results], "^:", label="PENDING p99")
+    for (label, results), colour in zip(runs.items(), ("tab:blue", "tab:orange", "tab:green"), strict=False):
+        ns = [r["n"] for r in results]
+        name = f"detectors {label}"
+        for key, style in (("p99", "o-"), ("p50", "s--")):
+            values = [r["latency_ms"]["decision"].get(key, np.nan) for r in results]
+            ax1.plot(ns, values, style, color=colour, label=f"{name}: decision {key}")
+        pending = [r["latency_ms"]["pending"].get("p99", np.nan) for r in results]
+        ax1.plot(ns, pending, "^:", color=colour, label=f"{name}: PENDING p99")
+        ax2.plot(
+            ns,
+            [steady(r).get("server_cores", np.nan) for r in results],
+            "o-",
+            color=colour,
+            label=f"{name}: server (all threads)",
+        )
+        loop = [steady(r).get("server_cores_by_thread", {}).get("event_loop", np.nan) for r in results]
+        ax2.plot(ns, loop, "s--", color=colour, label=f"{name}: event-loop thread")
+        busy = [r["embedding"]["compute_busy_fraction"] or np.nan for r in results]
+        ax2.plot(ns, busy, "d-.", color=colour, label=f"{name}: embed worker busy (fraction)")
     ax1.axhline(target_ms, color="red", lw=1, label=f"{target_ms:g} ms target")
     ax1.set_yscale("log")
     ax1.set_xlabel("concurrent calls N")
     ax1.set_ylabel("chunk reaching decision point -> decision (ms)")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=7)
     ax1.grid(True, which="both", alpha=0.3)
     ax1.set_title("decision latency")
-
-    def steady(r: dict) -> dict:
-        return r["server"]["steady"] or r["server"]["whole_level"]
-
-    ax2.plot(ns, [steady(r).get("server_cores", np.nan) for r in results], "o-", label="server (all threads)")
-    ax2.plot(
-        ns,
-        [steady(r).get("server_cores_by_thread", {}).get("event_loop", np.nan) for r in results],
-        "s--",
-        label="server event-loop thread",
-    )
-    ax2.plot(ns, [steady(r).get("client_cores", np.nan) for r in results], "^:", label="load client")
-    ax2.plot(
-        ns, [steady(r).get("other_cores", np.nan) for r in results], "x:", color="grey", label="neighbours"
-    )
-    ax2.plot(
-        ns,
-        [r["embedding"]["compute_busy_fraction"] or np.nan for r in results],
-        "d-.",
-        label="embed worker busy (fraction)",
-    )
     ax2.axhline(os.cpu_count() or 1, color="grey", lw=1, label=f"{os.cpu_count()} cores")
     ax2.set_xlabel("concurrent calls N")
     ax2.set_ylabel("cores (steady window)")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7)
     ax2.grid(True, alpha=0.3)
     ax2.set_title("CPU")
     fig.suptitle(title, fontsize=9)
@@ -1226,8 +1296,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sqlite (default: the server's own file in its data directory) or a PostgreSQL DSN; each "
         "level's server then gets a fresh schema of that database, dropped after the level",
     )
+    p.add_argument(
+        "--detectors",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=["off", "on"],
+        help="fraud detector settings to run, each with its own search and --budget-s: off, on "
+        "(default off,on)",
+    )
+    p.add_argument(
+        "--countermeasure-dir",
+        type=Path,
+        help="AASIST model folder for detectors on (default <data>/../models/aasist)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "load.json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.detectors or set(args.detectors) - {"off", "on"}:
+        p.error("--detectors takes off, on or off,on")
+    return args
 
 
 def store_kind(store: str) -> str:
@@ -1264,10 +1349,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     speakers = speaker_audio(data)
-    voice = PolicyBook(None).get(TENANT).voice
+    policy = PolicyBook(None).get(TENANT)
+    voice = policy.voice
+    max_looks = 1 if voice.threshold is not None else policy.decision.max_looks
     rotations = max(len(calls) for _, calls in speakers.values())
     variants = [
-        call_audio(spk, calls, rot, args.speech_s, args.frame_ms, voice)
+        call_audio(spk, calls, rot, args.speech_s, args.frame_ms, voice, max_looks)
         for rot in range(rotations)
         for spk, (_, calls) in speakers.items()
     ]
@@ -1277,21 +1364,33 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(v.net_speech_s for v in variants):.1f}-{max(v.net_speech_s for v in variants):.1f} s, "
         f"{min(scores)}-{max(scores)} score decisions per call (policy: first at "
         f"{voice.min_net_speech_s:g} s, then every {voice.redecide_interval_s:g} s, "
-        f"window {voice.max_window_s:g} s)",
+        f"window {voice.max_window_s:g} s, at most {max_looks} looks)",
         flush=True,
     )
-    plan = Plan(variants, speakers, voice, args)
+    settings = detector_settings(args.countermeasure_dir or data.parent / "models" / "aasist")
     waited, busy = wait_quiet(args.quiet_wait_s, args.quiet_cores)
     baseline = encoder_baseline(args, variants)
     baseline["before"] = {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)}
     print(f"encoder alone (baseline, same run): {json.dumps(baseline)}", flush=True)
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="authsvc-load-") as tmp:
-        results = search(plan, Path(tmp))
-    for r in results:
-        r["embedding"]["server_vs_alone"] = compare_with_baseline(r["embedding"], baseline)
-    held = [r["n"] for r in results if r["held"]]
-    largest = max(held) if held else 0
-    failed = [r["n"] for r in results if not r["held"]]
+        for label in args.detectors:
+            det = settings[label]
+            print(f"fraud detectors {label}: {det.what}", flush=True)
+            results = search(Plan(variants, speakers, voice, args, det), Path(tmp))
+            for r in results:
+                r["embedding"]["server_vs_alone"] = compare_with_baseline(r["embedding"], baseline)
+            held = [r["n"] for r in results if r["held"]]
+            failed = [r["n"] for r in results if not r["held"]]
+            runs[label] = {
+                "detectors": det.what,
+                "server_flags": list(det.server_args),
+                "tenant_policy": det.policy,
+                "largest_n_held": max(held) if held else 0,
+                "smallest_n_failed": min(failed) if failed else None,
+                "levels": results,
+            }
+    largest = {label: run["largest_n_held"] for label, run in runs.items()}
     out = {
         "benchmark": "bench/load.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -1317,6 +1416,7 @@ def main(argv: list[str] | None = None) -> int:
                 "min_net_speech_s": voice.min_net_speech_s,
                 "redecide_interval_s": voice.redecide_interval_s,
                 "max_window_s": voice.max_window_s,
+                "max_looks": max_looks,
             },
             "latency": "receive time of a score decision - write time of the chunk that reached "
             "its decision point",
@@ -1334,23 +1434,31 @@ def main(argv: list[str] | None = None) -> int:
         "goal here >= 100, aim 200",
         "encoder_baseline": baseline,
         "largest_n_held": largest,
-        "smallest_n_failed": min(failed) if failed else None,
-        "levels": results,
+        "held_detectors_on_vs_off": (
+            round(largest["on"] / largest["off"], 2) if largest.get("off") and "on" in largest else None
+        ),
+        "runs": runs,
         "total_s": round(time.monotonic() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    held_text = ", ".join(f"detectors {label} {n}" for label, n in largest.items())
     title = (
         f"authsvc load, GE2E, {os.cpu_count()} cores, {args.speech_s:g} s mu-law calls "
-        f"ramped over {args.ramp_s:g} s; "
-        f"largest N with p99 < {args.target_ms:g} ms: {largest}"
+        f"ramped over {args.ramp_s:g} s; largest N with p99 < {args.target_ms:g} ms: {held_text}"
     )
-    plot(results, args.target_ms, args.out.with_suffix(".png"), title)
-    print()
-    print(table(results))
-    print(f"\nlargest N held (p99 decision latency < {args.target_ms:g} ms, no errors): {largest}")
-    for r in results:
-        print(f"  N={r['n']}: " + "; ".join(r["limits"]))
+    plot(
+        {label: run["levels"] for label, run in runs.items()},
+        args.target_ms,
+        args.out.with_suffix(".png"),
+        title,
+    )
+    for label, run in runs.items():
+        print(f"\nfraud detectors {label}:")
+        print(table(run["levels"]))
+        for r in run["levels"]:
+            print(f"  N={r['n']}: " + "; ".join(r["limits"]))
+    print(f"\nlargest N held (p99 decision latency < {args.target_ms:g} ms, no errors): {held_text}")
     print(f"wrote {args.out} and {args.out.with_suffix('.png')} ({out['total_s']:.0f} s)")
     return 0
 

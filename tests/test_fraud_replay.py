@@ -220,3 +220,26 @@ async def test_a_replay_stays_high_for_the_rest_of_the_call_and_counts_as_a_fail
     assert status.failures >= 1, "a look with a high replay risk is a failed attempt, even under step-up"
     rows = [e for e in await ctx.auditor.list("shop", 200, customer_id="gil") if e.action == "decision"]
     assert any(e.details.get("fraud", {}).get("replay", "").startswith("high/") for e in rows)
+
+
+async def test_a_detector_the_policy_ignores_is_not_run_nor_reported(svc, speech, monkeypatch):
+    channel, ctx, data_dir, address, _ = svc
+    target, _ = _speakers(speech)
+    from authsvc import session
+    from tests.test_service_assurance import _enroll_voice
+
+    await _enroll_voice(channel, "shop", "hal", target[:4])
+    (data_dir / "policies" / "shop.toml").write_text(
+        'sector = "general"\n[fraud]\nreplay = "ignore"\nsynthetic = "ignore"\nfraudster = "ignore"\n'
+    )
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("an ignored detector ran")
+
+    monkeypatch.setattr(session, "fingerprints_at_speeds", never)
+    monkeypatch.setattr(session.VerificationSession, "_synthetic_risk", never)
+    monkeypatch.setattr(session.VerificationSession, "_fraudster_risk", never)
+    # The tenant chose to ignore replays: its own enrollment recording is then only a voice match.
+    decisions = await asyncio.to_thread(stream, address, call_requests("shop", "hal", target[0]))
+    assert decisions[-1].outcome == V.OUTCOME_AUTHENTICATED, decisions[-1].reason
+    assert all(not d.fraud.risks for d in decisions)

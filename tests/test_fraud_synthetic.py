@@ -149,3 +149,37 @@ async def test_without_a_model_folder_the_decision_and_health_say_synthetic_spee
         health_pb2.HealthCheckRequest(service="authsvc.fraud.synthetic")
     )
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_each_look_is_judged_once_and_from_before_the_look_so_it_need_not_wait(svc, speech, tmp_path):
+    """The countermeasure costs more than a decision may wait: a look's window is started ahead
+    of it, beside the call, and a call costs one judgement per look, not one per chunk."""
+    channel, ctx, _, address, _ = svc
+    target, _ = _speakers(speech)
+    await _enroll_voice(channel, "shop", "ivy", target[:4])
+    cm = load_countermeasure(_folder(tmp_path / "cm", "flat"))
+    ctx.countermeasure = EmbeddingRunner(cm, warm_up=False)
+    started: list[float] = []
+    real = ctx.countermeasure.embed
+
+    async def spy(wav, deadline=None):
+        started.append(len(wav) / cm.sample_rate)  # the judged window, in seconds of speech
+        return await real(wav, deadline=deadline)
+
+    ctx.countermeasure.embed = spy
+    try:
+        decisions = await asyncio.to_thread(stream, address, call_requests("shop", "ivy", target[5]))
+    finally:
+        ctx.countermeasure.close()
+        ctx.countermeasure = None
+    looks = [d for d in decisions if any(r.detector == "synthetic" for r in d.fraud.risks)]
+    assert looks and len(started) == len(looks), (len(started), len(looks))
+    first = await ctx.policy_for("shop")
+    # The first look comes at min_net_speech_s; its window was taken a lead earlier.
+    assert started[0] < first.voice.min_net_speech_s - 0.5, started
+    assert all(
+        r.level in (V.RISK_LEVEL_LOW, V.RISK_LEVEL_HIGH)
+        for d in looks
+        for r in d.fraud.risks
+        if r.detector == "synthetic"
+    )
