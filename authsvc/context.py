@@ -13,6 +13,7 @@ from pathlib import Path
 from authsvc import crypto
 from authsvc.attempts import Attempts, SourceThrottle
 from authsvc.audit import Auditor
+from authsvc.calls import LiveCalls
 from authsvc.errors import ConfigError
 from authsvc.factors import Factors
 from authsvc.fraud.watchlist import Watchlists
@@ -108,6 +109,8 @@ class ServiceContext:
     metrics: Metrics = field(default_factory=Metrics)
     # The synthetic-speech countermeasure behind its own batcher; None when not configured.
     countermeasure: EmbeddingRunner | None = None
+    # The calls this node holds, by call id (claims and watchers find them there).
+    calls: LiveCalls = field(default_factory=LiveCalls)
 
     async def policy_for(self, tenant: str) -> TenantPolicy:
         """The policy of a provisioned tenant, at no less than the sector it was created with.

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -72,6 +73,8 @@ PENDING_STEP_S = 0.5
 MIN_SEGMENT_S = 0.75
 # Free text keeps at most this many recent keys for scoring.
 MAX_FREE_TEXT_KEYS = 400
+# Typing samples kept until a call's customer is claimed.
+MAX_TYPED_BEFORE_CLAIM = 8
 # The latest audio a call keeps (int16, in memory only) to fingerprint against recordings.
 REPLAY_WINDOW_S = 60.0
 # The countermeasure judges the latest this-many seconds of speech for each look (one AASIST
@@ -103,7 +106,8 @@ class SessionStart:
 class VerificationSession:
     def __init__(self, ctx: ServiceContext, start: SessionStart, policy: TenantPolicy) -> None:
         check_id(start.tenant, "start.tenant")
-        check_id(start.customer_id, "start.customer_id")
+        if start.customer_id:  # else claimed later (claim): until then speech is only tracked
+            check_id(start.customer_id, "start.customer_id")
         self.has_audio = start.encoding is not None or start.sample_rate != 0
         if self.has_audio:
             if start.encoding is None:
@@ -145,6 +149,14 @@ class VerificationSession:
         self._fraud = FraudAssessment()
         self._watchlist = None  # the tenant's fraudster index, as the store held it at begin
         self._countermeasure: asyncio.Task | None = None  # the next look's window, being judged
+        self._embedded_at_s: float | None = None  # before a claim: net speech last embedded
+        self._typed_before_claim: list[tuple[str, keystroke.Sample]] = []
+        # Told of every decision once it is stored (the call's feed: its stream and watchers).
+        self.emitted: Callable[[Decision], None] | None = None
+
+    @property
+    def claimed(self) -> bool:
+        return bool(self.start.customer_id)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -209,6 +221,8 @@ class VerificationSession:
             decision = replace(decision, assertion=self._assertion)
         self._sequence = decision.sequence
         self._last = decision
+        if self.emitted is not None:
+            self.emitted(decision)
         return decision
 
     async def _count_look(self, decision: Decision, look: str, tx: Transaction) -> Decision:
@@ -322,6 +336,14 @@ class VerificationSession:
     def _decide(self) -> Decision:
         if self._closed_outcome is not None:
             return self._closed_outcome
+        if not self.claimed:
+            return Decision(
+                Outcome.PENDING,
+                self.policy.policy_id,
+                self.tracker.net_speech_s,
+                self.policy.voice.min_net_speech_s,
+                reason="no customer claimed yet: the call's speech is kept and scored once one is",
+            )
         quality = tuple(assess(self.tracker, self.policy.voice.min_net_speech_s)) if self._samples else ()
         return decide(
             self.policy,
@@ -334,12 +356,18 @@ class VerificationSession:
             fraud=self._fraud,
         )
 
+    def current(self) -> Decision:
+        """The call's decision as it stands now, without emitting (or counting) one."""
+        return replace(self._decide(), sequence=self._sequence)
+
     # -- stream events ---------------------------------------------------------------------
 
     async def begin(self) -> list[Decision]:
         """Loads what the claimed customer has; some outcomes are known before any evidence."""
-        tenant, cid = self.start.tenant, self.start.customer_id
+        cid = self.start.customer_id
         if self.start.assertion:
+            if not cid:
+                raise InvalidInput("start.customer_id", "an assertion is for a named customer: set it")
             claims = await self.ctx.trust.validate(self.policy, self.start.assertion, self.start.channel)
             if claims.customer_id != cid:
                 raise InvalidInput("start.assertion", "the assertion names another customer")
@@ -355,6 +383,41 @@ class VerificationSession:
             return [await self._emit(self._closed_outcome)]
         # A source over its failure budget gets no new session (RateLimited).
         self.ctx.throttle.check(self.policy, self.start.source)
+        return await self._load_customer() if cid else []
+
+    async def claim(self, customer_id: str) -> list[Decision]:
+        """Names the call's customer (the IVR identified the caller midway): loads them and,
+        where enough speech was heard, scores it at once. A call claims one customer only, so a
+        call cannot be used to search customers one claim at a time."""
+        check_id(customer_id, "customer_id")
+        if self.claimed:
+            if customer_id == self.start.customer_id:
+                return []
+            raise PreconditionFailed("the call has already claimed another customer; a call claims one")
+        if self.start.assertion:
+            raise PreconditionFailed("the call was decided by an assertion")
+        self.ctx.throttle.check(self.policy, self.start.source)
+        self.start = replace(self.start, customer_id=customer_id)
+        await self.ctx.auditor.record(
+            self.start.tenant,
+            "session.claim",
+            customer_id,
+            "claimed",
+            session=self.start.session_id,
+            net_speech_s=round(self.tracker.net_speech_s, 1),
+        )
+        decisions = await self._load_customer()
+        speech = self.tracker.net_speech_s
+        scorable = self._voice_template is not None and self._closed_outcome is None and self._may_look()
+        if scorable and speech >= self.policy.voice.min_net_speech_s:
+            decisions += await self._look_at_voice(speech)
+        typed, self._typed_before_claim = self._typed_before_claim, []
+        for profile, sample in typed:
+            decisions += await self._score_keystrokes(profile, sample)
+        return decisions
+
+    async def _load_customer(self) -> list[Decision]:
+        tenant, cid = self.start.tenant, self.start.customer_id
         # One read of everything the session needs: a consistent view of the customer.
         async with self.ctx.store.transaction() as tx:
             record = await tx.get_customer(tenant, cid)
@@ -460,6 +523,8 @@ class VerificationSession:
         self._samples += samples.size
         self._keep_recent(samples)
         self.tracker.feed(samples, self._clip_level)
+        if not self.claimed:
+            return await self._track_unclaimed()
         if self._voice_template is None or self._closed_outcome is not None or not self._may_look():
             return []
         speech = self.tracker.net_speech_s
@@ -477,16 +542,37 @@ class VerificationSession:
                 return [await self._emit(self._decide())]
             return []
         if self._scored_at_s is None or speech - self._scored_at_s >= rules.redecide_interval_s:
+            return await self._look_at_voice(speech)
+        return []
+
+    async def _look_at_voice(self, speech: float) -> list[Decision]:
+        try:
+            await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
+        except (Overloaded, TimeoutError) as exc:
+            # The embedding core is saturated: keep the decision already made and try
+            # again a full interval later (retrying sooner would add load exactly when
+            # there is too much), rather than ending the call's stream.
+            log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
+            self._scored_at_s = speech
+            return []
+        return await self._decide_look()
+
+    async def _track_unclaimed(self) -> list[Decision]:
+        """Before a claim: PENDING progress, and the speech embedded as it grows (at the pace of
+        re-decisions), so that a claim is scored at once on what was heard."""
+        speech = self.tracker.net_speech_s
+        rules = self.policy.voice
+        if speech < rules.min_net_speech_s:
+            if speech - self._last_pending_s >= PENDING_STEP_S:
+                self._last_pending_s = speech
+                return [await self._emit(self._decide())]
+            return []
+        if self._embedded_at_s is None or speech - self._embedded_at_s >= rules.redecide_interval_s:
+            self._embedded_at_s = speech
             try:
-                await self._score_voice(deadline=time.monotonic() + rules.redecide_interval_s)
-            except (Overloaded, TimeoutError) as exc:
-                # The embedding core is saturated: keep the decision already made and try
-                # again a full interval later (retrying sooner would add load exactly when
-                # there is too much), rather than ending the call's stream.
-                log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
-                self._scored_at_s = speech
-                return []
-            return await self._decide_look()
+                await self._embed_new_speech(time.monotonic() + rules.redecide_interval_s)
+            except (Overloaded, TimeoutError) as exc:  # not lost: embedded with the next piece
+                log.warning("session %s: embedding deferred (%s)", self.start.session_id, exc)
         return []
 
     def _keep_recent(self, samples: np.ndarray) -> None:
@@ -583,6 +669,18 @@ class VerificationSession:
             self._closed_outcome = self._decide()
         return [decision, await self._emit(self._decide())]
 
+    async def _embed_new_speech(self, deadline: float | None) -> None:
+        """Embeds the speech since the last segment; segments older than `max_window_s` go."""
+        samples, mark = self.tracker.voiced_since(self._voiced_mark)
+        if samples.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments:
+            wav = to_encoder_rate(samples, self.tracker.sample_rate, self.ctx.encoder.sample_rate)
+            embedding = await self.ctx.runner.embed(wav, deadline=deadline)
+            self._segments.append((embedding, samples.size / self.tracker.sample_rate))
+            self._voiced_mark = mark  # only once embedded: a refused segment is retried, not lost
+            window = self.policy.voice.max_window_s
+            while sum(d for _, d in self._segments) - self._segments[0][1] >= window:
+                self._segments.pop(0)
+
     async def _score_voice(self, deadline: float | None = None) -> None:
         """Embeds only the speech that arrived since the last decision and pools it with the rest.
 
@@ -599,15 +697,7 @@ class VerificationSession:
         enc = self.ctx.encoder
         audio_risks = asyncio.ensure_future(self._audio_risks())
         try:
-            samples, mark = self.tracker.voiced_since(self._voiced_mark)
-            if samples.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments:
-                wav = to_encoder_rate(samples, self.tracker.sample_rate, enc.sample_rate)
-                embedding = await self.ctx.runner.embed(wav, deadline=deadline)
-                self._segments.append((embedding, samples.size / self.tracker.sample_rate))
-                self._voiced_mark = mark  # only once embedded: a refused segment is retried, not lost
-                window = self.policy.voice.max_window_s
-                while sum(d for _, d in self._segments) - self._segments[0][1] >= window:
-                    self._segments.pop(0)
+            await self._embed_new_speech(deadline)
         except BaseException:
             audio_risks.cancel()
             raise
@@ -640,6 +730,15 @@ class VerificationSession:
 
     async def feed_keystrokes(self, profile: str, sample: keystroke.Sample) -> list[Decision]:
         self._typed += 1
+        if not self.claimed:
+            # Typed before the claim (an account number keyed into the IVR): judged once the
+            # customer is known. The first few only: typing is a few samples per call.
+            if len(self._typed_before_claim) < MAX_TYPED_BEFORE_CLAIM:
+                self._typed_before_claim.append((profile, sample))
+            return []
+        return await self._score_keystrokes(profile, sample)
+
+    async def _score_keystrokes(self, profile: str, sample: keystroke.Sample) -> list[Decision]:
         if self._closed_outcome is not None or not self._may_look():
             return []
         modality = keystroke_modality(sample.kind, profile)
@@ -778,6 +877,8 @@ class VerificationSession:
         final = (await self._decide_look(final=True))[0]
         if self._countermeasure is not None:  # started for a look that never came
             self._countermeasure.cancel()
+        if not self.claimed:
+            return final  # nobody to keep the call's voice or fingerprint under
         try:
             await self._keep_call_fingerprint(final)
             await self._keep_caller_voice()

@@ -94,6 +94,9 @@ def invoke(address: str, method: str, request, key: str | None):
         if desc.client_streaming:
             rpc = ch.stream_stream(method, type(request).SerializeToString, response_cls.FromString)
             return list(rpc(iter([request]), metadata=metadata, timeout=30))[-1]
+        if desc.server_streaming:
+            rpc = ch.unary_stream(method, type(request).SerializeToString, response_cls.FromString)
+            return list(rpc(request, metadata=metadata, timeout=30))[-1]
         rpc = ch.unary_unary(method, type(request).SerializeToString, response_cls.FromString)
         return rpc(request, metadata=metadata, timeout=30)
 

@@ -49,6 +49,9 @@ METHODS: dict[str, Rule] = {
     # A call in progress: verify (with the step-up answers and code requests inside the stream),
     # and the other channel's check of an assertion.
     f"{_P}VerificationService/Verify": _rule(TELEPHONY),
+    # A live call found by its id: naming its customer, following its decisions.
+    f"{_P}VerificationService/ClaimIdentity": _rule(TELEPHONY, AGENT),
+    f"{_P}VerificationService/WatchSession": _rule(TELEPHONY, AGENT),
     f"{_P}AssertionService/ValidateAssertion": _rule(TELEPHONY, AGENT),
     # Enrollment: registration with consent, samples, second factors, reading one customer.
     # Replacing what already protects a customer needs more (see authsvc.enrollment.gates).

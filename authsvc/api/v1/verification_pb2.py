@@ -25,37 +25,45 @@ _sym_db = _symbol_database.Default()
 from authsvc.api.v1 import common_pb2 as authsvc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/verification.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"\x83\x02\n\rVerifyRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.authsvc.v1.SessionStartH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.authsvc.v1.AudioChunkH\x00\x12\x31\n\nkeystrokes\x18\x03 \x01(\x0b\x32\x1b.authsvc.v1.KeystrokeSampleH\x00\x12+\n\x07step_up\x18\x04 \x01(\x0b\x32\x18.authsvc.v1.StepUpAnswerH\x00\x12\x33\n\tsend_code\x18\x05 \x01(\x0b\x32\x1e.authsvc.v1.OneTimeCodeRequestH\x00\x42\t\n\x07message\"F\n\x0cStepUpAnswer\x12(\n\x06\x66\x61\x63tor\x18\x01 \x01(\x0e\x32\x18.authsvc.v1.SecondFactor\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x14\n\x12OneTimeCodeRequest\"\xaf\x01\n\x0cSessionStart\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12$\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x13.authsvc.v1.Channel\x12-\n\x0c\x61udio_format\x18\x04 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x11\n\tassertion\x18\x06 \x01(\t\"\x1a\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xfc\x01\n\x10ModalityEvidence\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x12\n\ntarget_far\x18\x04 \x01(\x01\x12\x12\n\nencoder_id\x18\x05 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x06 \x01(\t\x12\x18\n\x10\x65nrolled_samples\x18\x07 \x01(\x05\x12\x0b\n\x03llr\x18\x08 \x01(\x01\x12\x0f\n\x07profile\x18\t \x01(\t\x12\x12\n\ncalibrated\x18\n \x01(\x08\x12\x11\n\tfloor_llr\x18\x0b \x01(\x01\"\xf4\x01\n\tAssertion\x12\r\n\x05token\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x17\n\x0f\x61ssurance_level\x18\x06 \x01(\t\x12$\n\x07\x63hannel\x18\x07 \x01(\x0e\x32\x13.authsvc.v1.Channel\x12\x16\n\x0eissued_unix_ms\x18\x08 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\t \x01(\x03\x12\x0e\n\x06key_id\x18\n \x01(\t\"\x9d\x04\n\x08\x44\x65\x63ision\x12$\n\x07outcome\x18\x01 \x01(\x0e\x32\x13.authsvc.v1.Outcome\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x05\x12\x1a\n\x12net_speech_seconds\x18\x04 \x01(\x01\x12#\n\x1brequired_net_speech_seconds\x18\x05 \x01(\x01\x12.\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x1c.authsvc.v1.ModalityEvidence\x12\x30\n\x0equality_issues\x18\x07 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\x12\x11\n\tpolicy_id\x18\x08 \x01(\t\x12\r\n\x05\x66inal\x18\t \x01(\x08\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x31\n\x0fstep_up_factors\x18\x0b \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\x12\x11\n\tfused_llr\x18\x0c \x01(\x01\x12\x1b\n\x13\x66used_threshold_llr\x18\r \x01(\x01\x12(\n\tassertion\x18\x0e \x01(\x0b\x32\x15.authsvc.v1.Assertion\x12\x1a\n\x12\x61ttempts_remaining\x18\x0f \x01(\x05\x12\x1b\n\x13retry_after_seconds\x18\x10 \x01(\x01\x12*\n\x05\x66raud\x18\x11 \x01(\x0b\x32\x1b.authsvc.v1.FraudAssessment\":\n\x0f\x46raudAssessment\x12\'\n\x05risks\x18\x01 \x03(\x0b\x32\x18.authsvc.v1.DetectorRisk\"\x89\x01\n\x0c\x44\x65tectorRisk\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12$\n\x05level\x18\x02 \x01(\x0e\x32\x15.authsvc.v1.RiskLevel\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01*\xb7\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x19\n\x15OUTCOME_AUTHENTICATED\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x18\n\x14OUTCOME_NOT_ENROLLED\x10\x04\x12\x1c\n\x18OUTCOME_STEP_UP_REQUIRED\x10\x05\x12\x15\n\x11OUTCOME_OPTED_OUT\x10\x06*\x8d\x01\n\tRiskLevel\x12\x1a\n\x16RISK_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eRISK_LEVEL_LOW\x10\x01\x12\x13\n\x0fRISK_LEVEL_HIGH\x10\x02\x12\x1f\n\x1bRISK_LEVEL_NOT_ENOUGH_AUDIO\x10\x03\x12\x1a\n\x16RISK_LEVEL_UNAVAILABLE\x10\x04\x32T\n\x13VerificationService\x12=\n\x06Verify\x12\x19.authsvc.v1.VerifyRequest\x1a\x14.authsvc.v1.Decision(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthsvc/v1/verification.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\"\xa7\x02\n\rVerifyRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.authsvc.v1.SessionStartH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.authsvc.v1.AudioChunkH\x00\x12\x31\n\nkeystrokes\x18\x03 \x01(\x0b\x32\x1b.authsvc.v1.KeystrokeSampleH\x00\x12+\n\x07step_up\x18\x04 \x01(\x0b\x32\x18.authsvc.v1.StepUpAnswerH\x00\x12\x33\n\tsend_code\x18\x05 \x01(\x0b\x32\x1e.authsvc.v1.OneTimeCodeRequestH\x00\x12\"\n\x05\x63laim\x18\x06 \x01(\x0b\x32\x11.authsvc.v1.ClaimH\x00\x42\t\n\x07message\"\x1c\n\x05\x43laim\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"O\n\x14\x43laimIdentityRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"?\n\x15\x43laimIdentityResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x14.authsvc.v1.Decision\"9\n\x13WatchSessionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"F\n\x0cStepUpAnswer\x12(\n\x06\x66\x61\x63tor\x18\x01 \x01(\x0e\x32\x18.authsvc.v1.SecondFactor\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x14\n\x12OneTimeCodeRequest\"\xaf\x01\n\x0cSessionStart\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12$\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x13.authsvc.v1.Channel\x12-\n\x0c\x61udio_format\x18\x04 \x01(\x0b\x32\x17.authsvc.v1.AudioFormat\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x11\n\tassertion\x18\x06 \x01(\t\"\x1a\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xfc\x01\n\x10ModalityEvidence\x12&\n\x08modality\x18\x01 \x01(\x0e\x32\x14.authsvc.v1.Modality\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x12\n\ntarget_far\x18\x04 \x01(\x01\x12\x12\n\nencoder_id\x18\x05 \x01(\t\x12\x17\n\x0f\x65ncoder_version\x18\x06 \x01(\t\x12\x18\n\x10\x65nrolled_samples\x18\x07 \x01(\x05\x12\x0b\n\x03llr\x18\x08 \x01(\x01\x12\x0f\n\x07profile\x18\t \x01(\t\x12\x12\n\ncalibrated\x18\n \x01(\x08\x12\x11\n\tfloor_llr\x18\x0b \x01(\x01\"\xf4\x01\n\tAssertion\x12\r\n\x05token\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\'\n\x07methods\x18\x05 \x03(\x0e\x32\x16.authsvc.v1.AuthMethod\x12\x17\n\x0f\x61ssurance_level\x18\x06 \x01(\t\x12$\n\x07\x63hannel\x18\x07 \x01(\x0e\x32\x13.authsvc.v1.Channel\x12\x16\n\x0eissued_unix_ms\x18\x08 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\t \x01(\x03\x12\x0e\n\x06key_id\x18\n \x01(\t\"\x9d\x04\n\x08\x44\x65\x63ision\x12$\n\x07outcome\x18\x01 \x01(\x0e\x32\x13.authsvc.v1.Outcome\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x05\x12\x1a\n\x12net_speech_seconds\x18\x04 \x01(\x01\x12#\n\x1brequired_net_speech_seconds\x18\x05 \x01(\x01\x12.\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x1c.authsvc.v1.ModalityEvidence\x12\x30\n\x0equality_issues\x18\x07 \x03(\x0e\x32\x18.authsvc.v1.QualityIssue\x12\x11\n\tpolicy_id\x18\x08 \x01(\t\x12\r\n\x05\x66inal\x18\t \x01(\x08\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x31\n\x0fstep_up_factors\x18\x0b \x03(\x0e\x32\x18.authsvc.v1.SecondFactor\x12\x11\n\tfused_llr\x18\x0c \x01(\x01\x12\x1b\n\x13\x66used_threshold_llr\x18\r \x01(\x01\x12(\n\tassertion\x18\x0e \x01(\x0b\x32\x15.authsvc.v1.Assertion\x12\x1a\n\x12\x61ttempts_remaining\x18\x0f \x01(\x05\x12\x1b\n\x13retry_after_seconds\x18\x10 \x01(\x01\x12*\n\x05\x66raud\x18\x11 \x01(\x0b\x32\x1b.authsvc.v1.FraudAssessment\":\n\x0f\x46raudAssessment\x12\'\n\x05risks\x18\x01 \x03(\x0b\x32\x18.authsvc.v1.DetectorRisk\"\x89\x01\n\x0c\x44\x65tectorRisk\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12$\n\x05level\x18\x02 \x01(\x0e\x32\x15.authsvc.v1.RiskLevel\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x11\n\tthreshold\x18\x06 \x01(\x01*\xb7\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_PENDING\x10\x01\x12\x19\n\x15OUTCOME_AUTHENTICATED\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x18\n\x14OUTCOME_NOT_ENROLLED\x10\x04\x12\x1c\n\x18OUTCOME_STEP_UP_REQUIRED\x10\x05\x12\x15\n\x11OUTCOME_OPTED_OUT\x10\x06*\x8d\x01\n\tRiskLevel\x12\x1a\n\x16RISK_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eRISK_LEVEL_LOW\x10\x01\x12\x13\n\x0fRISK_LEVEL_HIGH\x10\x02\x12\x1f\n\x1bRISK_LEVEL_NOT_ENOUGH_AUDIO\x10\x03\x12\x1a\n\x16RISK_LEVEL_UNAVAILABLE\x10\x04\x32\xf3\x01\n\x13VerificationService\x12=\n\x06Verify\x12\x19.authsvc.v1.VerifyRequest\x1a\x14.authsvc.v1.Decision(\x01\x30\x01\x12T\n\rClaimIdentity\x12 .authsvc.v1.ClaimIdentityRequest\x1a!.authsvc.v1.ClaimIdentityResponse\x12G\n\x0cWatchSession\x12\x1f.authsvc.v1.WatchSessionRequest\x1a\x14.authsvc.v1.Decision0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authsvc.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1879
-  _globals['_OUTCOME']._serialized_end=2062
-  _globals['_RISKLEVEL']._serialized_start=2065
-  _globals['_RISKLEVEL']._serialized_end=2206
+  _globals['_OUTCOME']._serialized_start=2150
+  _globals['_OUTCOME']._serialized_end=2333
+  _globals['_RISKLEVEL']._serialized_start=2336
+  _globals['_RISKLEVEL']._serialized_end=2477
   _globals['_VERIFYREQUEST']._serialized_start=71
-  _globals['_VERIFYREQUEST']._serialized_end=330
-  _globals['_STEPUPANSWER']._serialized_start=332
-  _globals['_STEPUPANSWER']._serialized_end=402
-  _globals['_ONETIMECODEREQUEST']._serialized_start=404
-  _globals['_ONETIMECODEREQUEST']._serialized_end=424
-  _globals['_SESSIONSTART']._serialized_start=427
-  _globals['_SESSIONSTART']._serialized_end=602
-  _globals['_AUDIOCHUNK']._serialized_start=604
-  _globals['_AUDIOCHUNK']._serialized_end=630
-  _globals['_MODALITYEVIDENCE']._serialized_start=633
-  _globals['_MODALITYEVIDENCE']._serialized_end=885
-  _globals['_ASSERTION']._serialized_start=888
-  _globals['_ASSERTION']._serialized_end=1132
-  _globals['_DECISION']._serialized_start=1135
-  _globals['_DECISION']._serialized_end=1676
-  _globals['_FRAUDASSESSMENT']._serialized_start=1678
-  _globals['_FRAUDASSESSMENT']._serialized_end=1736
-  _globals['_DETECTORRISK']._serialized_start=1739
-  _globals['_DETECTORRISK']._serialized_end=1876
-  _globals['_VERIFICATIONSERVICE']._serialized_start=2208
-  _globals['_VERIFICATIONSERVICE']._serialized_end=2292
+  _globals['_VERIFYREQUEST']._serialized_end=366
+  _globals['_CLAIM']._serialized_start=368
+  _globals['_CLAIM']._serialized_end=396
+  _globals['_CLAIMIDENTITYREQUEST']._serialized_start=398
+  _globals['_CLAIMIDENTITYREQUEST']._serialized_end=477
+  _globals['_CLAIMIDENTITYRESPONSE']._serialized_start=479
+  _globals['_CLAIMIDENTITYRESPONSE']._serialized_end=542
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=544
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=601
+  _globals['_STEPUPANSWER']._serialized_start=603
+  _globals['_STEPUPANSWER']._serialized_end=673
+  _globals['_ONETIMECODEREQUEST']._serialized_start=675
+  _globals['_ONETIMECODEREQUEST']._serialized_end=695
+  _globals['_SESSIONSTART']._serialized_start=698
+  _globals['_SESSIONSTART']._serialized_end=873
+  _globals['_AUDIOCHUNK']._serialized_start=875
+  _globals['_AUDIOCHUNK']._serialized_end=901
+  _globals['_MODALITYEVIDENCE']._serialized_start=904
+  _globals['_MODALITYEVIDENCE']._serialized_end=1156
+  _globals['_ASSERTION']._serialized_start=1159
+  _globals['_ASSERTION']._serialized_end=1403
+  _globals['_DECISION']._serialized_start=1406
+  _globals['_DECISION']._serialized_end=1947
+  _globals['_FRAUDASSESSMENT']._serialized_start=1949
+  _globals['_FRAUDASSESSMENT']._serialized_end=2007
+  _globals['_DETECTORRISK']._serialized_start=2010
+  _globals['_DETECTORRISK']._serialized_end=2147
+  _globals['_VERIFICATIONSERVICE']._serialized_start=2480
+  _globals['_VERIFICATIONSERVICE']._serialized_end=2723
 # @@protoc_insertion_point(module_scope)

@@ -39,18 +39,50 @@ RISK_LEVEL_NOT_ENOUGH_AUDIO: RiskLevel
 RISK_LEVEL_UNAVAILABLE: RiskLevel
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("start", "audio", "keystrokes", "step_up", "send_code")
+    __slots__ = ("start", "audio", "keystrokes", "step_up", "send_code", "claim")
     START_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     KEYSTROKES_FIELD_NUMBER: _ClassVar[int]
     STEP_UP_FIELD_NUMBER: _ClassVar[int]
     SEND_CODE_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
     start: SessionStart
     audio: AudioChunk
     keystrokes: _common_pb2.KeystrokeSample
     step_up: StepUpAnswer
     send_code: OneTimeCodeRequest
-    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., keystrokes: _Optional[_Union[_common_pb2.KeystrokeSample, _Mapping]] = ..., step_up: _Optional[_Union[StepUpAnswer, _Mapping]] = ..., send_code: _Optional[_Union[OneTimeCodeRequest, _Mapping]] = ...) -> None: ...
+    claim: Claim
+    def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., keystrokes: _Optional[_Union[_common_pb2.KeystrokeSample, _Mapping]] = ..., step_up: _Optional[_Union[StepUpAnswer, _Mapping]] = ..., send_code: _Optional[_Union[OneTimeCodeRequest, _Mapping]] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ...) -> None: ...
+
+class Claim(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
+
+class ClaimIdentityRequest(_message.Message):
+    __slots__ = ("tenant", "session_id", "customer_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    session_id: str
+    customer_id: str
+    def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+
+class ClaimIdentityResponse(_message.Message):
+    __slots__ = ("decision",)
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ...) -> None: ...
+
+class WatchSessionRequest(_message.Message):
+    __slots__ = ("tenant", "session_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    session_id: str
+    def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class StepUpAnswer(_message.Message):
     __slots__ = ("factor", "code")

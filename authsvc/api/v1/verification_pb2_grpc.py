@@ -40,6 +40,16 @@ class VerificationServiceStub:
                 request_serializer=authsvc_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_verification__pb2.Decision.FromString,
                 _registered_method=True)
+        self.ClaimIdentity = channel.unary_unary(
+                '/authsvc.v1.VerificationService/ClaimIdentity',
+                request_serializer=authsvc_dot_v1_dot_verification__pb2.ClaimIdentityRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_verification__pb2.ClaimIdentityResponse.FromString,
+                _registered_method=True)
+        self.WatchSession = channel.unary_stream(
+                '/authsvc.v1.VerificationService/WatchSession',
+                request_serializer=authsvc_dot_v1_dot_verification__pb2.WatchSessionRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_verification__pb2.Decision.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -57,12 +67,41 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimIdentity(self, request, context):
+        """Names the customer of a live call that started without one (the IVR identified the
+        caller midway, the CRM matched their number): the call is scored at once on the speech
+        heard so far, then re-decided as before. A call claims one customer; claiming the same
+        one again changes nothing. The call is found by its session_id on the node that holds it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSession(self, request, context):
+        """A live call's decisions, by its session_id (for the IVR or the agent desktop): its latest
+        decision, then each new one, until the call ends (the last with final=true). A watcher
+        that does not keep up is dropped (RESOURCE_EXHAUSTED), never waited for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Verify': grpc.stream_stream_rpc_method_handler(
                     servicer.Verify,
                     request_deserializer=authsvc_dot_v1_dot_verification__pb2.VerifyRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_verification__pb2.Decision.SerializeToString,
+            ),
+            'ClaimIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimIdentity,
+                    request_deserializer=authsvc_dot_v1_dot_verification__pb2.ClaimIdentityRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_verification__pb2.ClaimIdentityResponse.SerializeToString,
+            ),
+            'WatchSession': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSession,
+                    request_deserializer=authsvc_dot_v1_dot_verification__pb2.WatchSessionRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_verification__pb2.Decision.SerializeToString,
             ),
     }
@@ -93,6 +132,60 @@ class VerificationService:
             target,
             '/authsvc.v1.VerificationService/Verify',
             authsvc_dot_v1_dot_verification__pb2.VerifyRequest.SerializeToString,
+            authsvc_dot_v1_dot_verification__pb2.Decision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.VerificationService/ClaimIdentity',
+            authsvc_dot_v1_dot_verification__pb2.ClaimIdentityRequest.SerializeToString,
+            authsvc_dot_v1_dot_verification__pb2.ClaimIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authsvc.v1.VerificationService/WatchSession',
+            authsvc_dot_v1_dot_verification__pb2.WatchSessionRequest.SerializeToString,
             authsvc_dot_v1_dot_verification__pb2.Decision.FromString,
             options,
             channel_credentials,
