@@ -45,8 +45,10 @@ class DecisionFeed:
             try:
                 q.put_nowait(decision)
             except asyncio.QueueFull:
+                # Dropped: what it had not read is moot, the reason is all it gets now.
                 self._queues.remove(q)
-                q.get_nowait()  # room for the reason it was dropped
+                while not q.empty():
+                    q.get_nowait()
                 q.put_nowait(WatcherBehind("the watcher fell behind the call's decisions", 1.0))
 
     def end(self, error: BaseException | None = None) -> None:
@@ -58,9 +60,10 @@ class DecisionFeed:
             q.put_nowait(self._ended)
         self._queues.clear()
 
-    async def subscribe(self, *, latest: bool, limit: int = 0) -> AsyncIterator[Decision]:
-        """The call's decisions from now on (from its latest one with `latest`) until it ends.
-        `limit` bounds what may wait unread (0: unbounded, for the call's own stream)."""
+    def subscribe(self, *, latest: bool, limit: int = 0) -> AsyncIterator[Decision]:
+        """The call's decisions from now on (from its latest one with `latest`) until it ends,
+        subscribed at once. `limit` bounds what may wait unread (0: unbounded, for the call's
+        own stream)."""
         q: asyncio.Queue = asyncio.Queue(limit)
         if latest and self.latest is not None:
             q.put_nowait(self.latest)
@@ -68,6 +71,9 @@ class DecisionFeed:
             q.put_nowait(self._ended)
         else:
             self._queues.append(q)
+        return self._read(q)
+
+    async def _read(self, q: asyncio.Queue) -> AsyncIterator[Decision]:
         try:
             while True:
                 item = await q.get()

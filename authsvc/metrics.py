@@ -74,6 +74,25 @@ class Metrics:
             registry=reg,
         )
 
+        self.bridge_connections = Counter(
+            "authsvc_bridge_connections",
+            "Media bridge connections by how they ended (completed, refused, protocol_error, idle, error).",
+            ["bridge", "outcome"],
+            registry=reg,
+        )
+        self.bridge_errors = Counter(
+            "authsvc_bridge_protocol_errors",
+            "Frames or messages a bridge refused, by reason.",
+            ["bridge", "reason"],
+            registry=reg,
+        )
+        self.bridge_active = Gauge(
+            "authsvc_bridge_active_connections",
+            "Media bridge connections open now.",
+            ["bridge"],
+            registry=reg,
+        )
+
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> str:
         """Expose this registry over HTTP in a daemon thread; returns the scrape URL.
 

@@ -853,14 +853,17 @@ class VerificationSession:
         self._step = replace(self._step, note="a one-time code was sent to the registered destination")
         return [await self._emit(self._decide())]
 
-    async def finish(self) -> Decision:
-        """The last decision after the client half-closed, over all the evidence received."""
-        nothing = self._samples == 0 and self._typed == 0
+    def has_evidence(self) -> bool:
+        """Whether `finish` has anything to decide on (else it is InvalidInput)."""
         # With the biometric disabled, a second factor alone is a whole session.
         decided = (
             self._closed_outcome is not None and self._closed_outcome.outcome is not Outcome.NOT_ENROLLED
         )
-        if not decided and nothing and not self._step.biometric_off:
+        return decided or self._samples > 0 or self._typed > 0 or self._step.biometric_off
+
+    async def finish(self) -> Decision:
+        """The last decision after the client half-closed, over all the evidence received."""
+        if not self.has_evidence():
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
             )

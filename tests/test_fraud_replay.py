@@ -223,7 +223,7 @@ async def test_a_replay_stays_high_for_the_rest_of_the_call_and_counts_as_a_fail
 
 
 async def test_a_detector_the_policy_ignores_is_not_run_nor_reported(svc, speech, monkeypatch):
-    channel, ctx, data_dir, address, _ = svc
+    channel, _, data_dir, address, _ = svc
     target, _ = _speakers(speech)
     from authsvc import session
     from tests.test_service_assurance import _enroll_voice

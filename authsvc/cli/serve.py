@@ -156,6 +156,19 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         help="enable gRPC server reflection (off by default: it maps the whole API for anyone)",
     )
     p.add_argument(
+        "--audiohook-listen",
+        metavar="HOST:PORT",
+        help="serve the Genesys AudioHook bridge (WebSocket) there; off unless given. TLS with "
+        "--tls-cert/--tls-key, else terminate TLS in front (Genesys connects only to wss://)",
+    )
+    p.add_argument("--audiohook-path", default="/audiohook", help="its URL path (default /audiohook)")
+    p.add_argument(
+        "--bridge-idle-s",
+        type=float,
+        default=30.0,
+        help="a bridge connection silent this long is closed and its call ended (default 30)",
+    )
+    p.add_argument(
         "--admin-credential-file",
         type=Path,
         help="where a first start writes the platform-admin API key (default <data-dir>/admin.credential)",
@@ -201,6 +214,7 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     server = AuthServer(ctx, args.listen, tls, reflection_on=args.reflection)
     await server.start()
+    bridges = await _start_bridges(ctx, args)
     log.info(
         "authsvc serving on %s (%s), store %s, encoder %s %s",
         args.listen,
@@ -215,10 +229,45 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    for bridge in bridges:
+        await bridge.stop()
     await server.stop()
 
 
 ADMIN_CREDENTIAL = "admin.credential"
+
+
+def _host_port(value: str, flag: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"authsvc: error: {flag} takes HOST:PORT, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+async def _start_bridges(ctx: ServiceContext, args: argparse.Namespace) -> list:
+    started = []
+    if args.audiohook_listen:
+        from authsvc.bridges.audiohook import AudioHookServer
+
+        host, port = _host_port(args.audiohook_listen, "--audiohook-listen")
+        tls = _server_ssl(args)
+        if tls is None and not _loopback(args.audiohook_listen):
+            log.warning("AudioHook on %s without TLS: terminate TLS in front of it", args.audiohook_listen)
+        bridge = AudioHookServer(ctx, host, port, args.audiohook_path, args.bridge_idle_s, tls)
+        bound = await bridge.start()
+        log.info("AudioHook bridge on %s://%s:%d%s", "wss" if tls else "ws", host, bound, args.audiohook_path)
+        started.append(bridge)
+    return started
+
+
+def _server_ssl(args: argparse.Namespace):
+    if not args.tls_cert:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
 
 
 def _loopback(listen: str) -> bool:

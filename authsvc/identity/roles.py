@@ -88,6 +88,14 @@ METHODS: dict[str, Rule] = {
     f"{_P}TenantService/ListTenants": _rule(PLATFORM_ADMIN, scope=Scope.PLATFORM),
 }
 
+# Media bridges (authsvc/bridges): not RPCs, but a call's audio all the same. Each connection's
+# credential must hold one of these roles; its tenant is the credential's own.
+BRIDGES: dict[str, Rule] = {
+    "audiohook": _rule(TELEPHONY),
+    "twilio": _rule(TELEPHONY),
+    "audiosocket": _rule(TELEPHONY),
+}
+
 # Methods anyone may call without a credential: health checks (load balancers, kubelets) and
 # reflection, which the server registers only when started with --reflection.
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")

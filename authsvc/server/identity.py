@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+
 import grpc
 
 from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
 from authsvc.context import ServiceContext
+from authsvc.errors import InvalidInput
 from authsvc.identifiers import check_id
+from authsvc.identity.bridge_secrets import audiohook_client_secret
 from authsvc.identity.credentials import redacted
+from authsvc.identity.roles import TELEPHONY
 from authsvc.server.errors import principal, unary_errors
 from authsvc.store.base import CredentialRecord, TenantRecord
 
@@ -59,10 +64,18 @@ class CredentialServicer(identity_pb2_grpc.CredentialServiceServicer):
 
     @unary_errors
     async def CreateApiKey(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        if request.audiohook_client_secret and (not request.tenant or TELEPHONY not in request.roles):
+            raise InvalidInput("audiohook_client_secret", "an AudioHook key is a telephony key of a tenant")
         record, key = await self.ctx.credentials.create_api_key(
             request.tenant, list(request.roles), request.description, request.expires_unix_ms, principal().id
         )
-        return identity_pb2.CreateApiKeyResponse(credential=credential_pb(record), api_key=key)
+        secret = ""
+        if request.audiohook_client_secret:
+            raw = await audiohook_client_secret(self.ctx.vault, record.tenant, record.id)
+            secret = base64.b64encode(raw).decode()
+        return identity_pb2.CreateApiKeyResponse(
+            credential=credential_pb(record), api_key=key, audiohook_client_secret=secret
+        )
 
     @unary_errors
     async def MapCertificate(self, request, context: grpc.aio.ServicerContext):  # noqa: N802

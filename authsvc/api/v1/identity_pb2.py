@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthsvc/v1/identity.proto\x12\nauthsvc.v1\"S\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12\x12\n\ncreated_by\x18\x04 \x01(\t\"3\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\" \n\x10GetTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12ListTenantsRequest\":\n\x13ListTenantsResponse\x12#\n\x07tenants\x18\x01 \x03(\x0b\x32\x12.authsvc.v1.Tenant\"\xe5\x01\n\nCredential\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\t \x01(\x03\x12\x17\n\x0frevoked_unix_ms\x18\n \x01(\x03\x12\x19\n\x11last_used_unix_ms\x18\x0b \x01(\x03\"b\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x04 \x01(\x03\"S\n\x14\x43reateApiKeyResponse\x12*\n\ncredential\x18\x01 \x01(\x0b\x32\x16.authsvc.v1.Credential\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"u\n\x15MapCertificateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x05 \x01(\x03\"(\n\x16ListCredentialsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"F\n\x17ListCredentialsResponse\x12+\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x16.authsvc.v1.Credential\"@\n\x17RevokeCredentialRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t2\xe3\x01\n\rTenantService\x12\x43\n\x0c\x43reateTenant\x12\x1f.authsvc.v1.CreateTenantRequest\x1a\x12.authsvc.v1.Tenant\x12=\n\tGetTenant\x12\x1c.authsvc.v1.GetTenantRequest\x1a\x12.authsvc.v1.Tenant\x12N\n\x0bListTenants\x12\x1e.authsvc.v1.ListTenantsRequest\x1a\x1f.authsvc.v1.ListTenantsResponse2\xe0\x02\n\x11\x43redentialService\x12Q\n\x0c\x43reateApiKey\x12\x1f.authsvc.v1.CreateApiKeyRequest\x1a .authsvc.v1.CreateApiKeyResponse\x12K\n\x0eMapCertificate\x12!.authsvc.v1.MapCertificateRequest\x1a\x16.authsvc.v1.Credential\x12Z\n\x0fListCredentials\x12\".authsvc.v1.ListCredentialsRequest\x1a#.authsvc.v1.ListCredentialsResponse\x12O\n\x10RevokeCredential\x12#.authsvc.v1.RevokeCredentialRequest\x1a\x16.authsvc.v1.Credentialb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthsvc/v1/identity.proto\x12\nauthsvc.v1\"S\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\x12\x12\n\ncreated_by\x18\x04 \x01(\t\"3\n\x13\x43reateTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\" \n\x10GetTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12ListTenantsRequest\":\n\x13ListTenantsResponse\x12#\n\x07tenants\x18\x01 \x03(\x0b\x32\x12.authsvc.v1.Tenant\"\xe5\x01\n\nCredential\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\t \x01(\x03\x12\x17\n\x0frevoked_unix_ms\x18\n \x01(\x03\x12\x19\n\x11last_used_unix_ms\x18\x0b \x01(\x03\"\x83\x01\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x04 \x01(\x03\x12\x1f\n\x17\x61udiohook_client_secret\x18\x05 \x01(\x08\"t\n\x14\x43reateApiKeyResponse\x12*\n\ncredential\x18\x01 \x01(\x0b\x32\x16.authsvc.v1.Credential\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x1f\n\x17\x61udiohook_client_secret\x18\x03 \x01(\t\"u\n\x15MapCertificateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x05 \x01(\x03\"(\n\x16ListCredentialsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"F\n\x17ListCredentialsResponse\x12+\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x16.authsvc.v1.Credential\"@\n\x17RevokeCredentialRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t2\xe3\x01\n\rTenantService\x12\x43\n\x0c\x43reateTenant\x12\x1f.authsvc.v1.CreateTenantRequest\x1a\x12.authsvc.v1.Tenant\x12=\n\tGetTenant\x12\x1c.authsvc.v1.GetTenantRequest\x1a\x12.authsvc.v1.Tenant\x12N\n\x0bListTenants\x12\x1e.authsvc.v1.ListTenantsRequest\x1a\x1f.authsvc.v1.ListTenantsResponse2\xe0\x02\n\x11\x43redentialService\x12Q\n\x0c\x43reateApiKey\x12\x1f.authsvc.v1.CreateApiKeyRequest\x1a .authsvc.v1.CreateApiKeyResponse\x12K\n\x0eMapCertificate\x12!.authsvc.v1.MapCertificateRequest\x1a\x16.authsvc.v1.Credential\x12Z\n\x0fListCredentials\x12\".authsvc.v1.ListCredentialsRequest\x1a#.authsvc.v1.ListCredentialsResponse\x12O\n\x10RevokeCredential\x12#.authsvc.v1.RevokeCredentialRequest\x1a\x16.authsvc.v1.Credentialb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,20 +43,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTENANTSRESPONSE']._serialized_end=293
   _globals['_CREDENTIAL']._serialized_start=296
   _globals['_CREDENTIAL']._serialized_end=525
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=527
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=625
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=627
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=710
-  _globals['_MAPCERTIFICATEREQUEST']._serialized_start=712
-  _globals['_MAPCERTIFICATEREQUEST']._serialized_end=829
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=831
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=871
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=873
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=943
-  _globals['_REVOKECREDENTIALREQUEST']._serialized_start=945
-  _globals['_REVOKECREDENTIALREQUEST']._serialized_end=1009
-  _globals['_TENANTSERVICE']._serialized_start=1012
-  _globals['_TENANTSERVICE']._serialized_end=1239
-  _globals['_CREDENTIALSERVICE']._serialized_start=1242
-  _globals['_CREDENTIALSERVICE']._serialized_end=1594
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=528
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=659
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=661
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=777
+  _globals['_MAPCERTIFICATEREQUEST']._serialized_start=779
+  _globals['_MAPCERTIFICATEREQUEST']._serialized_end=896
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=898
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=938
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=940
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1010
+  _globals['_REVOKECREDENTIALREQUEST']._serialized_start=1012
+  _globals['_REVOKECREDENTIALREQUEST']._serialized_end=1076
+  _globals['_TENANTSERVICE']._serialized_start=1079
+  _globals['_TENANTSERVICE']._serialized_end=1306
+  _globals['_CREDENTIALSERVICE']._serialized_start=1309
+  _globals['_CREDENTIALSERVICE']._serialized_end=1661
 # @@protoc_insertion_point(module_scope)

@@ -69,24 +69,28 @@ class Credential(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., kind: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., subject: _Optional[str] = ..., description: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., created_by: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ..., revoked_unix_ms: _Optional[int] = ..., last_used_unix_ms: _Optional[int] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
-    __slots__ = ("tenant", "roles", "description", "expires_unix_ms")
+    __slots__ = ("tenant", "roles", "description", "expires_unix_ms", "audiohook_client_secret")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    AUDIOHOOK_CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     roles: _containers.RepeatedScalarFieldContainer[str]
     description: str
     expires_unix_ms: int
-    def __init__(self, tenant: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
+    audiohook_client_secret: bool
+    def __init__(self, tenant: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ..., audiohook_client_secret: _Optional[bool] = ...) -> None: ...
 
 class CreateApiKeyResponse(_message.Message):
-    __slots__ = ("credential", "api_key")
+    __slots__ = ("credential", "api_key", "audiohook_client_secret")
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     API_KEY_FIELD_NUMBER: _ClassVar[int]
+    AUDIOHOOK_CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
     credential: Credential
     api_key: str
-    def __init__(self, credential: _Optional[_Union[Credential, _Mapping]] = ..., api_key: _Optional[str] = ...) -> None: ...
+    audiohook_client_secret: str
+    def __init__(self, credential: _Optional[_Union[Credential, _Mapping]] = ..., api_key: _Optional[str] = ..., audiohook_client_secret: _Optional[str] = ...) -> None: ...
 
 class MapCertificateRequest(_message.Message):
     __slots__ = ("tenant", "subject", "roles", "description", "expires_unix_ms")
