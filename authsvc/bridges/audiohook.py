@@ -37,13 +37,13 @@ from http_message_signatures import (
     InvalidSignature,
     algorithms,
 )
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from authsvc.audio.codecs import Encoding
-from authsvc.bridges.base import BridgeCall, bind, check_grant, refused
+from authsvc.bridges.base import BridgeCall, WebSocketBridge, check_grant, peer, refused
 from authsvc.context import ServiceContext
 from authsvc.errors import AuthsvcError, PermissionDenied, Unauthenticated
 from authsvc.identifiers import is_id
@@ -125,8 +125,11 @@ class Nonces:
         return True
 
 
-class AudioHookServer:
+class AudioHookServer(WebSocketBridge):
     """The WebSocket endpoint; one `_Session` per connection."""
+
+    bridge = BRIDGE
+    max_message = MAX_MESSAGE
 
     def __init__(
         self,
@@ -137,36 +140,14 @@ class AudioHookServer:
         idle_s: float = 30.0,
         ssl: Any = None,
     ) -> None:
-        self.ctx, self.host, self.port, self.path = ctx, host, port, path
-        self.idle_s, self.ssl = idle_s, ssl
+        super().__init__(ctx, host, port, idle_s, ssl)
+        self.path = path
         self.nonces = Nonces()
-        self._server: Server | None = None
-
-    async def start(self) -> int:
-        self._server = await serve(
-            self._connection,
-            self.host,
-            self.port,
-            process_request=self._authenticate,
-            max_size=MAX_MESSAGE,
-            ssl=self.ssl,
-            # The protocol has its own ping/pong and idle handling; a WebSocket-level ping the
-            # peer does not expect would only add a second timer.
-            ping_interval=None,
-            server_header="authsvc",
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     # -- the upgrade ----------------------------------------------------------------------
 
-    async def _authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        source = _peer(connection)
+    async def authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        source = peer(connection)
         if request.path.split("?", 1)[0] != self.path:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
         principal: Principal | None = None
@@ -215,19 +196,8 @@ class AudioHookServer:
         if not self.nonces.first_use(f"{principal.id}:{nonce}"):
             raise Unauthenticated("SIGNATURE_REPLAYED", "this signature was already used")
 
-    # -- one connection -------------------------------------------------------------------
-
-    async def _connection(self, connection: ServerConnection) -> None:
-        principal: Principal = connection.principal  # type: ignore[attr-defined]
-        bind(principal)
-        metrics = self.ctx.metrics
-        metrics.bridge_active.labels(BRIDGE).inc()
-        outcome = "error"
-        try:
-            outcome = await _Session(self, connection, principal).run()
-        finally:
-            metrics.bridge_active.labels(BRIDGE).dec()
-            metrics.bridge_connections.labels(BRIDGE, outcome).inc()
+    async def session(self, connection: ServerConnection, principal: Principal) -> str:
+        return await _Session(self, connection, principal).run()
 
 
 class _Session:
@@ -448,11 +418,6 @@ def _single(headers: Headers) -> dict[str, str]:
             raise Unauthenticated("SIGNATURE_INVALID", f"header {name} is sent more than once")
         out[name] = values[0]
     return out
-
-
-def _peer(connection: ServerConnection) -> str:
-    addr = connection.remote_address
-    return f"ipv4:{addr[0]}:{addr[1]}" if addr else ""
 
 
 def _is_uuid(value: str) -> bool:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from authsvc import keystroke
 from authsvc.audio.codecs import Encoding
 from authsvc.calls import LiveCall
 from authsvc.context import ServiceContext
-from authsvc.errors import PermissionDenied, Unauthenticated
+from authsvc.errors import InvalidInput, PermissionDenied, Unauthenticated
 from authsvc.identity.principal import CURRENT, Principal
 from authsvc.identity.roles import BRIDGES
 from authsvc.session import SessionStart, VerificationSession
@@ -153,6 +157,93 @@ class BridgeCall:
         self.ctx.calls.close(self.call, self.error)
 
 
-def bind(principal: Principal) -> None:
-    """Makes `principal` the audit actor of the running connection task."""
-    CURRENT.set(principal)
+class KeypadRun:
+    """DTMF digits of a bridge that gives no tone timings: each digit is stamped with the call's
+    media clock when it arrives (its press; no release is known), and a run of digits ends at
+    '#' or a pause of `gap_s`, becoming one keypad sample for the session."""
+
+    def __init__(self, call: BridgeCall, profile: str = "pin", gap_s: float = 3.0, limit: int = 32) -> None:
+        self.call, self.profile, self.gap_s, self.limit = call, profile, gap_s, limit
+        self.digits: list[keystroke.KeyEvent] = []
+
+    async def digit(self, digit: str, at_s: float) -> None:
+        """InvalidInput for a character that is no DTMF digit."""
+        event = keystroke.dtmf_event(digit, at_s, None)
+        if event.key == "#":
+            await self.flush()
+        elif len(self.digits) < self.limit:
+            self.digits.append(event)
+
+    async def tick(self, now_s: float) -> None:
+        """The media clock moved on: a run that paused long enough is complete."""
+        if self.digits and now_s - self.digits[-1].press > self.gap_s:
+            await self.flush()
+
+    async def flush(self) -> None:
+        events, self.digits = self.digits, []
+        if len(events) < 2:
+            return  # one digit has no rhythm
+        try:
+            sample = keystroke.make_sample(events, "dtmf", "".join(e.key for e in events))
+        except InvalidInput:
+            return  # digits the keypad model cannot use (no gap between them): no sample
+        await self.call.keys(self.profile, sample)
+
+
+class WebSocketBridge:
+    """A bridge served over WebSocket: the upgrade authenticates (`authenticate`, answering an
+    HTTP refusal or leaving the connection's principal), then one protocol session per
+    connection (`session`), counted in metrics by how it ended."""
+
+    bridge = ""
+    max_message = 65536
+
+    def __init__(self, ctx: ServiceContext, host: str, port: int, idle_s: float, ssl: Any) -> None:
+        self.ctx, self.host, self.port, self.idle_s, self.ssl = ctx, host, port, idle_s, ssl
+        self._server: Server | None = None
+
+    async def start(self) -> int:
+        self._server = await serve(
+            self._connection,
+            self.host,
+            self.port,
+            process_request=self.authenticate,
+            max_size=self.max_message,
+            ssl=self.ssl,
+            # Each protocol has its own liveness (AudioHook's ping/pong, Twilio's steady media)
+            # and the idle time; a WebSocket ping a peer does not expect would add a third timer.
+            ping_interval=None,
+            server_header="authsvc",
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
+        raise NotImplementedError
+
+    async def session(self, connection: ServerConnection, principal: Principal) -> str:
+        """Runs one connection's protocol; -> how it ended (completed, protocol_error, idle, ...)."""
+        raise NotImplementedError
+
+    async def _connection(self, connection: ServerConnection) -> None:
+        principal: Principal = connection.principal  # type: ignore[attr-defined]
+        CURRENT.set(principal)  # the audit actor of everything this connection does
+        metrics = self.ctx.metrics
+        metrics.bridge_active.labels(self.bridge).inc()
+        outcome = "error"
+        try:
+            outcome = await self.session(connection, principal)
+        finally:
+            metrics.bridge_active.labels(self.bridge).dec()
+            metrics.bridge_connections.labels(self.bridge, outcome).inc()
+
+
+def peer(connection: ServerConnection) -> str:
+    """The connection's peer, as gRPC names one ("ipv4:HOST:PORT")."""
+    addr = connection.remote_address
+    return f"ipv4:{addr[0]}:{addr[1]}" if addr else ""

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 from authsvc.context import ServiceConfig, ServiceContext, build_context
-from authsvc.errors import ConfigError
+from authsvc.errors import ConfigError, NotFound
 from authsvc.files import write_private
 from authsvc.server.app import AuthServer, TlsFiles
 from authsvc.store.base import StoreUnavailable
@@ -163,6 +163,31 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--audiohook-path", default="/audiohook", help="its URL path (default /audiohook)")
     p.add_argument(
+        "--twilio-listen",
+        metavar="HOST:PORT",
+        help="serve the Twilio Media Streams bridge (WebSocket) there; off unless given (needs "
+        "--twilio-public-url). Twilio connects to wss:// only: TLS here or in front",
+    )
+    p.add_argument(
+        "--twilio-public-url",
+        metavar="WSS_URL",
+        help="the base URL Twilio is given, e.g. wss://authsvc.example.com/twilio: a tenant's TwiML "
+        "streams to <base>/<tenant>, and Twilio signs exactly that URL",
+    )
+    p.add_argument(
+        "--audiosocket-listen",
+        metavar="HOST:PORT",
+        help="serve the Asterisk AudioSocket bridge (TCP) there, for --audiosocket-tenant; off unless "
+        "given. AudioSocket has no authentication or TLS: a trusted network only (docs/bridges.md)",
+    )
+    p.add_argument("--audiosocket-tenant", help="the tenant whose calls the AudioSocket listener takes")
+    p.add_argument(
+        "--audiosocket-allow",
+        action="append",
+        metavar="CIDR",
+        help="peer networks the AudioSocket listener accepts (repeatable; default loopback only)",
+    )
+    p.add_argument(
         "--bridge-idle-s",
         type=float,
         default=30.0,
@@ -256,6 +281,36 @@ async def _start_bridges(ctx: ServiceContext, args: argparse.Namespace) -> list:
         bridge = AudioHookServer(ctx, host, port, args.audiohook_path, args.bridge_idle_s, tls)
         bound = await bridge.start()
         log.info("AudioHook bridge on %s://%s:%d%s", "wss" if tls else "ws", host, bound, args.audiohook_path)
+        started.append(bridge)
+    if args.twilio_listen:
+        from authsvc.bridges.twilio import TwilioServer
+
+        if not args.twilio_public_url or not args.twilio_public_url.startswith("wss://"):
+            raise SystemExit("authsvc: error: --twilio-listen needs --twilio-public-url wss://HOST/PATH")
+        host, port = _host_port(args.twilio_listen, "--twilio-listen")
+        bridge = TwilioServer(ctx, args.twilio_public_url, host, port, args.bridge_idle_s, _server_ssl(args))
+        bound = await bridge.start()
+        log.info("Twilio bridge on %s:%d (streams to %s/<tenant>)", host, bound, args.twilio_public_url)
+        started.append(bridge)
+    if args.audiosocket_listen:
+        from authsvc.bridges.audiosocket import LOOPBACK, AudioSocketServer
+
+        if not args.audiosocket_tenant:
+            raise SystemExit("authsvc: error: --audiosocket-listen needs --audiosocket-tenant")
+        host, port = _host_port(args.audiosocket_listen, "--audiosocket-listen")
+        allow = tuple(args.audiosocket_allow or LOOPBACK)
+        try:
+            bridge = AudioSocketServer(ctx, args.audiosocket_tenant, host, port, allow, args.bridge_idle_s)
+            bound = await bridge.start()
+        except (ValueError, NotFound) as exc:
+            raise SystemExit(f"authsvc: error: AudioSocket bridge: {exc}") from None
+        log.info(
+            "AudioSocket bridge on %s:%d for tenant %s (peers %s)",
+            host,
+            bound,
+            args.audiosocket_tenant,
+            allow,
+        )
         started.append(bridge)
     return started
 

@@ -82,6 +82,7 @@ METHODS: dict[str, Rule] = {
     f"{_P}CredentialService/MapCertificate": _rule(PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     f"{_P}CredentialService/ListCredentials": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     f"{_P}CredentialService/RevokeCredential": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
+    f"{_P}CredentialService/SetTwilioAuthToken": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     # Tenants themselves: the platform's operators only.
     f"{_P}TenantService/CreateTenant": _rule(PLATFORM_ADMIN, scope=Scope.PLATFORM),
     f"{_P}TenantService/GetTenant": _rule(PLATFORM_ADMIN, scope=Scope.PLATFORM),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import grpc
 
@@ -10,7 +11,7 @@ from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
 from authsvc.identifiers import check_id
-from authsvc.identity.bridge_secrets import audiohook_client_secret
+from authsvc.identity.bridge_secrets import audiohook_client_secret, set_twilio_auth_token
 from authsvc.identity.credentials import redacted
 from authsvc.identity.roles import TELEPHONY
 from authsvc.server.errors import principal, unary_errors
@@ -99,3 +100,14 @@ class CredentialServicer(identity_pb2_grpc.CredentialServiceServicer):
         return credential_pb(
             await self.ctx.credentials.revoke(request.tenant, request.credential_id, principal().id)
         )
+
+    @unary_errors
+    async def SetTwilioAuthToken(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        check_id(request.tenant, "tenant")
+        token = request.auth_token
+        if not re.fullmatch(r"[0-9A-Za-z]{16,128}", token):
+            raise InvalidInput("auth_token", "a Twilio auth token is 16-128 letters and digits")
+        await self.ctx.tenants.get(request.tenant)  # NotFound for a tenant never provisioned
+        await set_twilio_auth_token(self.ctx.vault, self.ctx.store, request.tenant, token)
+        await self.ctx.auditor.record(request.tenant, "bridge.twilio_token", "", "set", principal().id)
+        return identity_pb2.SetTwilioAuthTokenResponse(stream_path=f"/twilio/{request.tenant}")

@@ -125,3 +125,17 @@ class RevokeCredentialRequest(_message.Message):
     tenant: str
     credential_id: str
     def __init__(self, tenant: _Optional[str] = ..., credential_id: _Optional[str] = ...) -> None: ...
+
+class SetTwilioAuthTokenRequest(_message.Message):
+    __slots__ = ("tenant", "auth_token")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    auth_token: str
+    def __init__(self, tenant: _Optional[str] = ..., auth_token: _Optional[str] = ...) -> None: ...
+
+class SetTwilioAuthTokenResponse(_message.Message):
+    __slots__ = ("stream_path",)
+    STREAM_PATH_FIELD_NUMBER: _ClassVar[int]
+    stream_path: str
+    def __init__(self, stream_path: _Optional[str] = ...) -> None: ...

@@ -218,6 +218,11 @@ class CredentialServiceStub:
                 request_serializer=authsvc_dot_v1_dot_identity__pb2.RevokeCredentialRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_identity__pb2.Credential.FromString,
                 _registered_method=True)
+        self.SetTwilioAuthToken = channel.unary_unary(
+                '/authsvc.v1.CredentialService/SetTwilioAuthToken',
+                request_serializer=authsvc_dot_v1_dot_identity__pb2.SetTwilioAuthTokenRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_identity__pb2.SetTwilioAuthTokenResponse.FromString,
+                _registered_method=True)
 
 
 class CredentialServiceServicer:
@@ -253,6 +258,14 @@ class CredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTwilioAuthToken(self, request, context):
+        """The tenant's Twilio auth token, which signs its Media Streams (X-Twilio-Signature); kept
+        sealed. Until one is set, the tenant's Twilio bridge refuses every stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +288,11 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.RevokeCredential,
                     request_deserializer=authsvc_dot_v1_dot_identity__pb2.RevokeCredentialRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_identity__pb2.Credential.SerializeToString,
+            ),
+            'SetTwilioAuthToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTwilioAuthToken,
+                    request_deserializer=authsvc_dot_v1_dot_identity__pb2.SetTwilioAuthTokenRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_identity__pb2.SetTwilioAuthTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -388,6 +406,33 @@ class CredentialService:
             '/authsvc.v1.CredentialService/RevokeCredential',
             authsvc_dot_v1_dot_identity__pb2.RevokeCredentialRequest.SerializeToString,
             authsvc_dot_v1_dot_identity__pb2.Credential.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTwilioAuthToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.CredentialService/SetTwilioAuthToken',
+            authsvc_dot_v1_dot_identity__pb2.SetTwilioAuthTokenRequest.SerializeToString,
+            authsvc_dot_v1_dot_identity__pb2.SetTwilioAuthTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
