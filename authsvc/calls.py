@@ -22,6 +22,7 @@ from authsvc.errors import AlreadyExists, NotFound, Overloaded
 from authsvc.policy.engine import Decision
 
 T = TypeVar("T")
+Observer = Callable[[str, str, str, Decision], None]
 # Decisions a watcher may have waiting before it is dropped: a call makes a few dozen at most.
 WATCH_QUEUE = 256
 _END = object()
@@ -90,11 +91,17 @@ class DecisionFeed:
 class LiveCall:
     """A session, the lock its entry points take, and its decision feed."""
 
-    def __init__(self, tenant: str, call_id: str, session) -> None:
+    def __init__(self, tenant: str, call_id: str, session, observer: Observer | None = None) -> None:
         self.tenant, self.call_id, self.session = tenant, call_id, session
         self.feed = DecisionFeed()
         self._lock = asyncio.Lock()
-        session.emitted = self.feed.publish
+        self._observer = observer
+        session.emitted = self._emitted
+
+    def _emitted(self, decision: Decision) -> None:
+        self.feed.publish(decision)
+        if self._observer is not None:
+            self._observer(self.tenant, self.call_id, self.session.start.customer_id, decision)
 
     async def run(self, step: Callable[[], Awaitable[T]]) -> T:
         async with self._lock:
@@ -102,13 +109,15 @@ class LiveCall:
 
 
 class LiveCalls:
-    """The calls this node holds, by (tenant, call id)."""
+    """The calls this node holds, by (tenant, call id). `observer` is told of every decision of
+    every call (the webhooks), on the event loop: it must not block."""
 
-    def __init__(self) -> None:
+    def __init__(self, observer: Observer | None = None) -> None:
         self._calls: dict[tuple[str, str], LiveCall] = {}
+        self.observer = observer
 
     def open(self, tenant: str, call_id: str, session) -> LiveCall:
-        call = LiveCall(tenant, call_id, session)
+        call = LiveCall(tenant, call_id, session, self.observer)
         if call_id:
             if (tenant, call_id) in self._calls:
                 raise AlreadyExists(f"call {call_id!r} is already live; a call id names one call")

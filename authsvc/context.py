@@ -31,6 +31,7 @@ from authsvc.voice.batcher import BatchConfig, default_config
 from authsvc.voice.encoder import SpeakerEncoder
 from authsvc.voice.registry import load_encoder
 from authsvc.voice.runner import EmbeddingRunner
+from authsvc.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class ServiceConfig:
     previous_master_key_file: Path | None = None
     # The synthetic-speech countermeasure (AASIST, clovaai layout); None: not assessed.
     countermeasure_dir: Path | None = None
+    # Webhook URLs may be plain http / private addresses (development and tests only).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
 
 
 @dataclass
@@ -111,6 +115,8 @@ class ServiceContext:
     countermeasure: EmbeddingRunner | None = None
     # The calls this node holds, by call id (claims and watchers find them there).
     calls: LiveCalls = field(default_factory=LiveCalls)
+    # Where tenants' call decisions are POSTed (set by build_context).
+    webhooks: Webhooks | None = None
 
     async def policy_for(self, tenant: str) -> TenantPolicy:
         """The policy of a provisioned tenant, at no less than the sector it was created with.
@@ -129,6 +135,8 @@ class ServiceContext:
         self.runner.close()
         if self.countermeasure is not None:
             self.countermeasure.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         self.metrics.close()
         await self.refusals.flush_due(everything=True)
         await self.auditor.drain()
@@ -257,6 +265,7 @@ async def _build(
         ),
     )
     await adopt_policy_sectors(tenants, policies)
+    webhooks = Webhooks(vault, store, metrics, config.webhook_allow_http, config.webhook_allow_private)
     return ServiceContext(
         config=config,
         encoder=encoder,
@@ -277,6 +286,8 @@ async def _build(
         watchlists=Watchlists(store, vault, auditor, encoder.encoder_id, encoder.version, calibration),
         metrics=metrics,
         countermeasure=countermeasure,
+        calls=LiveCalls(webhooks.notify),
+        webhooks=webhooks,
     )
 
 

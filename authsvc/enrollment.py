@@ -31,6 +31,8 @@ VOICE = "voice"
 # Landmark fingerprints of enrollment samples (and recent calls), for replay detection: they go
 # with the voiceprint (erased, re-registered and expired with it).
 FINGERPRINT = "voice_fingerprint"
+# Customer state of passive enrollment (authsvc.passive): calls gathered toward a first voiceprint.
+PASSIVE_PENDING = "voice.pending"
 KEYSTROKE_FIXED = "keystroke_fixed"
 KEYSTROKE_FREE = "keystroke_free"
 MAX_ENROLL_SECONDS = 300
@@ -104,7 +106,7 @@ async def enroll_voice(
             "it was not enrolled"
         )
     enc = ctx.encoder
-    same_voice = await _same_voice_as(ctx, policy, tenant, customer_id, embedding)
+    same_voice = await same_voice_as(ctx, policy, tenant, customer_id, embedding)
     # Of the sample as recorded (not only its speech): a replay brings the whole recording.
     print_ = await asyncio.to_thread(fingerprint, samples, sample_rate)
     # The customer, the template and its audit row are stored together or not at all.
@@ -159,7 +161,7 @@ async def enroll_voice(
 MAX_SAME_VOICE_SCAN = 20_000
 
 
-async def _same_voice_as(ctx: ServiceContext, policy, tenant: str, customer_id: str, embedding) -> list[str]:
+async def same_voice_as(ctx: ServiceContext, policy, tenant: str, customer_id: str, embedding) -> list[str]:
     """Other customers of the tenant whose voiceprint this sample matches (at the watchlist's
     per-comparison false-match rate): one voice behind several accounts is a fraud signal."""
     threshold = ctx.watchlists.threshold(policy)
@@ -365,9 +367,10 @@ async def register_customer(
         )
         removed = await tx.delete_templates(tenant, customer_id, unwanted) - prints if unwanted else 0
         if opt_out or "voice" not in methods:
-            # The voices of recent callers claiming this customer go with the voice method.
+            # The voices of recent callers claiming this customer, and calls gathered toward a
+            # voiceprint, go with the voice method.
             for name in await tx.state_names(tenant, customer_id):
-                if name.startswith(caller_voices.PREFIX):
+                if name.startswith(caller_voices.PREFIX) or name == PASSIVE_PENDING:
                     await tx.delete_state(tenant, customer_id, name)
         await ctx.auditor.record(
             tenant,
@@ -402,6 +405,13 @@ class CustomerSummary:
     record: CustomerRecord
     templates: list[TemplateSummary]
     factors: tuple[str, ...]
+    # Passive enrollment toward a first voiceprint: net speech and calls gathered so far.
+    pending_voice_s: float = 0.0
+    pending_calls: int = 0
+
+    @property
+    def has_voiceprint(self) -> bool:
+        return any(t.modality == VOICE for t in self.templates)
 
 
 async def describe_customer(
@@ -429,7 +439,10 @@ async def describe_customer(
             for (m, e, v), rows in sorted(groups.items())
         ]
         factors = await ctx.factors.active(tenant, customer_id, t)
-    return CustomerSummary(record, summaries, factors)
+        raw = await ctx.vault.load_state(tenant, customer_id, PASSIVE_PENDING, t)
+    pending = json.loads(raw) if raw else []
+    seconds = round(sum(p["seconds"] for p in pending), 1)
+    return CustomerSummary(record, summaries, factors, seconds, len(pending))
 
 
 async def list_customers(

@@ -86,6 +86,12 @@ class Metrics:
             ["bridge", "reason"],
             registry=reg,
         )
+        self.webhook_deliveries = Counter(
+            "authsvc_webhook_deliveries",
+            "Webhook deliveries by result (delivered, retried, failed, dropped).",
+            ["outcome"],
+            registry=reg,
+        )
         self.bridge_active = Gauge(
             "authsvc_bridge_active_connections",
             "Media bridge connections open now.",

@@ -91,6 +91,15 @@ CM_DEADLINE_S = 5.0
 
 
 @dataclass(frozen=True)
+class EnrollmentMaterial:
+    speech: np.ndarray  # int16: the call's latest voiced audio
+    audio: np.ndarray  # int16: the call's latest audio as heard (for its fingerprint)
+    sample_rate: int
+    net_speech_s: float
+    risks: tuple[DetectorRisk, ...]
+
+
+@dataclass(frozen=True)
 class SessionStart:
     tenant: str
     customer_id: str
@@ -149,6 +158,7 @@ class VerificationSession:
         self._fraud = FraudAssessment()
         self._watchlist = None  # the tenant's fraudster index, as the store held it at begin
         self._countermeasure: asyncio.Task | None = None  # the next look's window, being judged
+        self._finishing = False  # the last decision: it waits for every detector
         self._embedded_at_s: float | None = None  # before a claim: net speech last embedded
         self._typed_before_claim: list[tuple[str, keystroke.Sample]] = []
         # Told of every decision once it is stored (the call's feed: its stream and watchers).
@@ -354,6 +364,18 @@ class VerificationSession:
             quality,
             voice_required=self.has_audio,
             fraud=self._fraud,
+        )
+
+    async def enrollment_material(self) -> EnrollmentMaterial:
+        """What passive enrollment takes from the call: its latest speech (max_window_s of it,
+        int16), the audio to fingerprint, and fresh replay and synthetic risks with those of
+        earlier looks (a high one stands)."""
+        speech, _ = self.tracker.voiced_since(0)
+        recent = np.concatenate(self._recent) if self._recent else np.zeros(0, np.int16)
+        fresh = await self._audio_risks() if self._recent else []
+        earlier = [r for r in self._fraud.risks if r.high]
+        return EnrollmentMaterial(
+            speech, recent, self.tracker.sample_rate, self.tracker.net_speech_s, (*earlier, *fresh)
         )
 
     def current(self) -> Decision:
@@ -634,7 +656,17 @@ class VerificationSession:
         self._countermeasure = task
 
     async def _synthetic_risk(self) -> DetectorRisk:
-        """The look's synthetic-speech risk: the window started ahead of it, else the latest one."""
+        """The look's synthetic-speech risk: the window started ahead of it, else the latest one.
+
+        Where the policy only flags the risk (it changes no outcome), a look does not wait for a
+        window still being judged: it says so, and the result joins the next decision (a high
+        one stands). Where it steps up or rejects, and at the call's end, the look waits."""
+        if self.policy.fraud.synthetic == "flag" and not self._finishing:
+            if self._countermeasure is None:
+                self._start_countermeasure()
+            task = self._countermeasure
+            if task is not None and not task.done():
+                return synthetic.judging(self.ctx.countermeasure.encoder.version)  # type: ignore[union-attr]
         task, self._countermeasure = self._countermeasure, None
         return await (task if task is not None else self._judge_latest_speech())
 
@@ -867,6 +899,7 @@ class VerificationSession:
             raise InvalidInput(
                 "audio" if self.has_audio else "keystrokes", "the stream ended without any evidence"
             )
+        self._finishing = True
         new, _ = self.tracker.voiced_since(self._voiced_mark)
         # Only new speech makes a final look (the same score must not count twice).
         fresh = new.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments

@@ -2,7 +2,7 @@
 
     python bench/load.py [--data DIR] [--levels 25,50,100,150,200] [--budget-s 720]
                          [--clients K] [--server-arg=--threads=1 ...] [--store sqlite|POSTGRES_DSN]
-                         [--detectors off,on] [--countermeasure-dir DIR]
+                         [--detectors off,on] [--countermeasure-dir DIR] [--transport grpc,audiohook,twilio]
                          [--out bench/results/load.json]
 
 What it does, per level N (a fresh server each time, so memory and metrics are the level's own):
@@ -55,6 +55,16 @@ speeds against the speaker's enrollment and kept calls, runs the countermeasure 
 step-up: the load calls re-send each speaker's six utterances, so later calls are replays of
 earlier ones; a step-up would change the decision points and lock the speakers out. The
 detectors' compute is the same.)
+
+Transports (issue 12), side by side in the same run (--transport grpc,audiohook,twilio, each
+with every --detectors setting and its own --budget-s): "grpc" streams Verify as above;
+"audiohook" speaks Genesys AudioHook to the server's bridge (a signed upgrade, open with
+customConfig.customerId, 200 ms frames of stereo PCMU with the customer on the external
+channel and a silent agent, close); "twilio" speaks Media Streams (a signed upgrade, start with
+customParameters.customerId, 20 ms base64 mu-law media messages, stop). A bridge carries audio
+one way, so each bridge call's decisions are read as the agent desktop reads them, by
+WatchSession on its call id; a watcher joins after the call's first PENDING updates, so only
+score decisions are matched and timed for the bridges.
 
 Baseline in the same run: before the levels, the server's encoder (with the server's
 --threads, else 1 and torch's default; with the server's OMP_WAIT_POLICY, else PASSIVE and
@@ -113,6 +123,12 @@ from bench.common import RESULTS, ROOT, create_schema, default_data_dir, drop_sc
 SR = 16000
 RATE = 8000
 TENANT = "loadtest"
+# Transports: the service's own gRPC stream, or a media bridge as the platform speaks it, with
+# the frame each sends (Genesys AudioHook: 200 ms of stereo PCMU; Twilio: 20 ms of mu-law).
+TRANSPORT_FRAME_MS = {"audiohook": 200, "twilio": 20}
+TWILIO_PUBLIC = "wss://load.invalid/twilio"
+TWILIO_TOKEN = "0123456789abcdef0123456789abcdef"
+ORG_ID = "d7934305-0972-4844-938e-9060eef73d05"
 ENROLL_UTTERANCES = 4
 DEFAULT_LEVELS = (25, 50, 100, 150, 200)
 PENDING = verification_pb2.OUTCOME_PENDING
@@ -328,6 +344,9 @@ class ClientJob:
     frame_s: float
     call_timeout_s: float
     drain_deadline_s: float  # offset from t0 after which unfinished streams are cancelled
+    transport: str = "grpc"
+    bridge_url: str = ""  # the bridge's ws:// URL (audiohook, twilio)
+    bridge_secret: str = ""  # AudioHook client secret (base64), or the tenant's Twilio auth token
 
 
 def _start_message(customer: str, session_id: str) -> verification_pb2.VerifyRequest:
@@ -366,17 +385,7 @@ async def _one_call(stub, job: ClientJob, messages, marked, speaker, res: Stream
     reading = asyncio.create_task(reader())
     try:
         await call.write(_start_message(speaker, f"load-{res.index}"))
-        frame_s = job.frame_s
-        for k, msg in enumerate(messages):
-            due = start_at + (k + 1) * frame_s
-            now = time.monotonic()
-            if due > now:
-                await asyncio.sleep(due - now)
-                now = time.monotonic()
-            lateness[k] = now - due
-            if k in marked:
-                res.sent[k] = now
-            await call.write(msg)
+        await _paced(messages, marked, start_at, job.frame_s, res, call.write)
         await call.done_writing()
         await reading
         res.completed = True
@@ -398,6 +407,232 @@ async def _one_call(stub, job: ClientJob, messages, marked, speaker, res: Stream
             await reading
         if res.error is None and not res.completed:
             res.error = "UNKNOWN"
+
+
+async def _paced(messages, marked, start_at: float, frame_s: float, res: StreamResult, send) -> None:
+    """Sends chunk k when a live call would have captured it (absolute deadlines, so lateness
+    never accumulates), noting when each chunk that reaches a decision point was written."""
+    for k, msg in enumerate(messages):
+        due = start_at + (k + 1) * frame_s
+        now = time.monotonic()
+        if due > now:
+            await asyncio.sleep(due - now)
+            now = time.monotonic()
+        res.lateness[k] = now - due  # type: ignore[index]
+        if k in marked:
+            res.sent[k] = now
+        await send(msg)
+
+
+async def _watch_call(stub, job: ClientJob, call_id: str, res: StreamResult, found: asyncio.Event) -> None:
+    """A bridge call's decisions, as the agent desktop sees them (WatchSession). The call is
+    looked for until its bridge registered it."""
+    import grpc
+
+    request = verification_pb2.WatchSessionRequest(tenant=TENANT, session_id=call_id)
+    metadata = (("authorization", f"Bearer {job.key}"),)
+    for _ in range(1000):
+        try:
+            async for d in stub.WatchSession(request, metadata=metadata, timeout=job.call_timeout_s):
+                found.set()
+                res.received.append((time.monotonic(), d.sequence, d.outcome, d.final, d.net_speech_seconds))
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or found.is_set():
+                raise
+            await asyncio.sleep(0.02)
+
+
+async def _one_bridge_call(
+    stub, job: ClientJob, chunks, marked, speaker, res: StreamResult, t0: float
+) -> None:
+    """One call through the AudioHook or Twilio bridge, spoken as the platform does."""
+    import base64
+    import uuid
+
+    from websockets.asyncio.client import connect
+
+    start_at = t0 + res.start_offset_s
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    res.lateness = np.full(len(chunks), np.nan, dtype=np.float32)
+    call_id = str(uuid.uuid4()) if job.transport == "audiohook" else f"CA{uuid.uuid4().hex}"
+    found = asyncio.Event()
+    res.started = True
+    watching = asyncio.create_task(_watch_call(stub, job, call_id, res, found))
+    try:
+        if job.transport == "audiohook":
+            peer = AudioHookPeer(job.bridge_url, job.key, job.bridge_secret)
+            async with connect(job.bridge_url, additional_headers=peer.headers()) as ws:
+                await peer.open(ws, call_id, speaker)
+                # Stereo as Genesys sends it: the customer (external), then a silent agent channel.
+                frames = [
+                    bytes(np.stack([np.frombuffer(c, np.uint8), np.full(len(c), 0xFF, np.uint8)], 1).ravel())
+                    for c in chunks
+                ]
+                await _paced(frames, marked, start_at, job.frame_s, res, ws.send)
+                await peer.close(ws)
+        else:
+            from twilio.request_validator import RequestValidator
+
+            url = f"{job.bridge_url}/{TENANT}"
+            signed = RequestValidator(job.bridge_secret).compute_signature(f"{TWILIO_PUBLIC}/{TENANT}", {})
+            async with connect(url, additional_headers={"X-Twilio-Signature": signed}) as ws:
+                stream_sid = "MZ" + call_id[2:]
+                seq = 1
+                await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+                start = {
+                    "callSid": call_id,
+                    "streamSid": stream_sid,
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": {"customerId": speaker},
+                }
+                await ws.send(
+                    json.dumps(
+                        {"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start}
+                    )
+                )
+
+                async def media(chunk: bytes) -> None:
+                    nonlocal seq
+                    seq += 1
+                    payload = {"track": "inbound", "payload": base64.b64encode(chunk).decode()}
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "event": "media",
+                                "sequenceNumber": str(seq),
+                                "streamSid": stream_sid,
+                                "media": payload,
+                            }
+                        )
+                    )
+
+                await _paced(chunks, marked, start_at, job.frame_s, res, media)
+                await ws.send(
+                    json.dumps(
+                        {
+                            "event": "stop",
+                            "sequenceNumber": str(seq + 1),
+                            "streamSid": stream_sid,
+                            "stop": {"callSid": call_id},
+                        }
+                    )
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.recv(), 30)  # the bridge closes once the call is decided
+        await asyncio.wait_for(watching, 30)
+        res.completed = True
+    except asyncio.CancelledError:
+        res.error = "CUT_AT_DRAIN_DEADLINE"
+    except Exception as exc:
+        res.error = f"{job.transport.upper()}_{type(exc).__name__}"
+    finally:
+        if not watching.done():
+            watching.cancel()
+        with contextlib.suppress(BaseException):
+            await watching
+
+
+class AudioHookPeer:
+    """What Genesys does on one AudioHook connection: a signed upgrade, open, close."""
+
+    def __init__(self, url: str, key: str, secret_b64: str) -> None:
+        self.url, self.key, self.secret = url, key, secret_b64
+        self.seq = 0
+        self.server_seq = 0
+        self.session = ""
+
+    def headers(self) -> dict:
+        import base64
+        import secrets
+        import uuid
+
+        from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
+
+        secret = base64.b64decode(self.secret)
+
+        class Key(HTTPSignatureKeyResolver):
+            def resolve_private_key(self, key_id: str):
+                return secret
+
+        class Req:
+            method = "GET"
+
+            def __init__(self, url: str, headers: dict) -> None:
+                self.url, self.headers = url, headers
+
+        self.session = str(uuid.uuid4())
+        headers = {
+            "Audiohook-Organization-Id": ORG_ID,
+            "Audiohook-Session-Id": self.session,
+            "Audiohook-Correlation-Id": str(uuid.uuid4()),
+            "X-API-KEY": self.key,
+        }
+        req = Req(self.url.replace("ws://", "http://"), headers)
+        HTTPMessageSigner(signature_algorithm=algorithms.HMAC_SHA256, key_resolver=Key()).sign(
+            req,
+            key_id=self.key,
+            nonce=base64.b64encode(secrets.token_bytes(18)).decode(),
+            covered_component_ids=(
+                "@request-target",
+                "@authority",
+                "audiohook-organization-id",
+                "audiohook-session-id",
+                "audiohook-correlation-id",
+                "x-api-key",
+            ),
+        )
+        return dict(req.headers)
+
+    async def _send(self, ws, kind: str, parameters: dict) -> None:
+        self.seq += 1
+        await ws.send(
+            json.dumps(
+                {
+                    "version": "2",
+                    "type": kind,
+                    "id": self.session,
+                    "seq": self.seq,
+                    "serverseq": self.server_seq,
+                    "position": "PT0S",
+                    "parameters": parameters,
+                }
+            )
+        )
+
+    async def _until(self, ws, kind: str) -> None:
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            self.server_seq = message["seq"]
+            if message["type"] == kind:
+                return
+            if message["type"] == "ping":
+                continue
+            if message["type"] == "disconnect":
+                raise RuntimeError(f"disconnected: {message['parameters']}")
+
+    async def open(self, ws, conversation: str, customer: str) -> None:
+        await self._send(
+            ws,
+            "open",
+            {
+                "organizationId": ORG_ID,
+                "conversationId": conversation,
+                "participant": {"id": conversation, "ani": "", "aniName": "", "dnis": ""},
+                "media": [
+                    {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}
+                ],
+                "customConfig": {"customerId": customer},
+            },
+        )
+        await self._until(ws, "opened")
+
+    async def close(self, ws) -> None:
+        await self._send(ws, "close", {"reason": "end"})
+        await self._until(ws, "closed")
 
 
 async def _loop_lag_probe(samples: list[float], stop: asyncio.Event, period_s: float = 0.005) -> None:
@@ -426,14 +661,30 @@ async def _run_client(job: ClientJob, ready, go) -> dict:
         stop = asyncio.Event()
         probe = asyncio.create_task(_loop_lag_probe(lag, stop))
         results = [StreamResult(i, v, off) for i, v, off in job.streams]
-        tasks = [
-            asyncio.create_task(
-                _one_call(
-                    stub, job, messages[r.variant], marked[r.variant], job.variants[r.variant][0], r, t0
+        if job.transport == "grpc":
+            tasks = [
+                asyncio.create_task(
+                    _one_call(
+                        stub, job, messages[r.variant], marked[r.variant], job.variants[r.variant][0], r, t0
+                    )
                 )
-            )
-            for r in results
-        ]
+                for r in results
+            ]
+        else:
+            tasks = [
+                asyncio.create_task(
+                    _one_bridge_call(
+                        stub,
+                        job,
+                        job.variants[r.variant][1],
+                        marked[r.variant],
+                        job.variants[r.variant][0],
+                        r,
+                        t0,
+                    )
+                )
+                for r in results
+            ]
         _done, pending = await asyncio.wait(
             tasks, timeout=max(0.0, t0 + job.drain_deadline_s - time.monotonic())
         )
@@ -472,8 +723,24 @@ class Server:
         workdir: Path,
         store: str = "sqlite",
         policy: str = "",
+        transport: str = "grpc",
     ) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
+        self.transport, self.bridge_url = transport, ""
+        if transport == "audiohook":
+            port = free_port()
+            extra_args = [*extra_args, "--audiohook-listen", f"127.0.0.1:{port}"]
+            self.bridge_url = f"ws://127.0.0.1:{port}/audiohook"
+        elif transport == "twilio":
+            port = free_port()
+            extra_args = [
+                *extra_args,
+                "--twilio-listen",
+                f"127.0.0.1:{port}",
+                "--twilio-public-url",
+                TWILIO_PUBLIC,
+            ]
+            self.bridge_url = f"ws://127.0.0.1:{port}/twilio"
         if policy:
             (self.data_dir / "policies").mkdir()
             (self.data_dir / "policies" / f"{TENANT}.toml").write_text(policy)
@@ -520,9 +787,10 @@ class Server:
                 time.sleep(0.3)
         raise SystemExit(f"authsvc serve not ready after {timeout_s:.0f} s: {self.log_tail()}")
 
-    def provision(self) -> str:
+    def provision(self) -> tuple[str, str]:
         """The tenant and one key for it (telephony, enrollment), made with the platform-admin
-        key the server's first start wrote, as an operator's first steps are."""
+        key the server's first start wrote, as an operator's first steps are; -> (key, the
+        bridge's secret: the key's AudioHook client secret, or the tenant's Twilio token)."""
         import grpc
 
         from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
@@ -532,12 +800,22 @@ class Server:
             identity_pb2_grpc.TenantServiceStub(ch).CreateTenant(
                 identity_pb2.CreateTenantRequest(name=TENANT, sector="general"), metadata=admin, timeout=30
             )
-            reply = identity_pb2_grpc.CredentialServiceStub(ch).CreateApiKey(
-                identity_pb2.CreateApiKeyRequest(tenant=TENANT, roles=["telephony", "enrollment"]),
+            credentials = identity_pb2_grpc.CredentialServiceStub(ch)
+            reply = credentials.CreateApiKey(
+                identity_pb2.CreateApiKeyRequest(
+                    tenant=TENANT, roles=["telephony", "enrollment"], audiohook_client_secret=True
+                ),
                 metadata=admin,
                 timeout=30,
             )
-        return reply.api_key
+            if self.transport == "twilio":
+                credentials.SetTwilioAuthToken(
+                    identity_pb2.SetTwilioAuthTokenRequest(tenant=TENANT, auth_token=TWILIO_TOKEN),
+                    metadata=admin,
+                    timeout=30,
+                )
+                return reply.api_key, TWILIO_TOKEN
+        return reply.api_key, reply.audiohook_client_secret
 
     def log_tail(self, n: int = 2000) -> str:
         self._log.flush()
@@ -843,6 +1121,11 @@ class Plan:
     voice: object
     args: argparse.Namespace
     detectors: Detectors | None = None
+    transport: str = "grpc"
+
+    @property
+    def frame_ms(self) -> int:
+        return TRANSPORT_FRAME_MS.get(self.transport, self.args.frame_ms)
 
 
 def run_level(n: int, plan: Plan, workdir: Path) -> dict:
@@ -855,10 +1138,11 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
         workdir,
         args.store,
         det.policy if det else "",
+        plan.transport,
     )
     try:
         server.wait_ready()
-        key = server.provision()
+        key, bridge_secret = server.provision()
         enrolled = enroll(server.address, key, plan.speakers)
         startup_s = time.monotonic() - level_started
 
@@ -887,9 +1171,12 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
                     )
                     for v in used
                 },
-                frame_s=args.frame_ms / 1000,
+                frame_s=plan.frame_ms / 1000,
                 call_timeout_s=drain_deadline + 30,
                 drain_deadline_s=drain_deadline,
+                transport=plan.transport,
+                bridge_url=server.bridge_url,
+                bridge_secret=bridge_secret,
             )
             go_recv, go_send = ctx.Pipe(duplex=False)
             out_recv, out_send = ctx.Pipe(duplex=False)
@@ -973,7 +1260,9 @@ def summarise(n: int, plan: Plan, raw: list[dict], wall: float) -> dict:
                 received[outcome != PENDING].append((t, seq, net))
                 if outcome != PENDING:
                     outcomes[name] = outcomes.get(name, 0) + 1
-            for is_score in (True, False):
+            # A watcher of a bridge call joins after its first PENDING updates and starts from the
+            # call's latest: only its score decisions are matched (the 300 ms target's).
+            for is_score in (True,) if plan.transport != "grpc" else (True, False):
                 predicted = [e for e in events if e[2] == is_score]
                 got = received[is_score]
                 for e, (t, seq, net) in zip(predicted, got, strict=False):
@@ -1200,7 +1489,7 @@ def plot(runs: dict[str, list[dict]], target_ms: float, path: Path, title: str) 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     for (label, results), colour in zip(runs.items(), ("tab:blue", "tab:orange", "tab:green"), strict=False):
         ns = [r["n"] for r in results]
-        name = f"detectors {label}"
+        name = label
         for key, style in (("p99", "o-"), ("p50", "s--")):
             values = [r["latency_ms"]["decision"].get(key, np.nan) for r in results]
             ax1.plot(ns, values, style, color=colour, label=f"{name}: decision {key}")
@@ -1304,6 +1593,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default off,on)",
     )
     p.add_argument(
+        "--transport",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=["grpc"],
+        help="how calls reach the server: grpc (Verify), audiohook, twilio (the bridges, decisions by "
+        "WatchSession); several comma-separated run side by side (default grpc)",
+    )
+    p.add_argument(
         "--countermeasure-dir",
         type=Path,
         help="AASIST model folder for detectors on (default <data>/../models/aasist)",
@@ -1312,6 +1608,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.detectors or set(args.detectors) - {"off", "on"}:
         p.error("--detectors takes off, on or off,on")
+    if not args.transport or set(args.transport) - {"grpc", "audiohook", "twilio"}:
+        p.error("--transport takes grpc, audiohook, twilio (comma-separated)")
     return args
 
 
@@ -1372,25 +1670,48 @@ def main(argv: list[str] | None = None) -> int:
     baseline = encoder_baseline(args, variants)
     baseline["before"] = {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)}
     print(f"encoder alone (baseline, same run): {json.dumps(baseline)}", flush=True)
+    by_frame = {args.frame_ms: variants}
     runs = {}
     with tempfile.TemporaryDirectory(prefix="authsvc-load-") as tmp:
-        for label in args.detectors:
-            det = settings[label]
-            print(f"fraud detectors {label}: {det.what}", flush=True)
-            results = search(Plan(variants, speakers, voice, args, det), Path(tmp))
-            for r in results:
-                r["embedding"]["server_vs_alone"] = compare_with_baseline(r["embedding"], baseline)
-            held = [r["n"] for r in results if r["held"]]
-            failed = [r["n"] for r in results if not r["held"]]
-            runs[label] = {
-                "detectors": det.what,
-                "server_flags": list(det.server_args),
-                "tenant_policy": det.policy,
-                "largest_n_held": max(held) if held else 0,
-                "smallest_n_failed": min(failed) if failed else None,
-                "levels": results,
-            }
+        for transport in args.transport:
+            frame_ms = TRANSPORT_FRAME_MS.get(transport, args.frame_ms)
+            if frame_ms not in by_frame:  # the same calls, cut into the frames this transport sends
+                by_frame[frame_ms] = [
+                    call_audio(spk, calls, rot, args.speech_s, frame_ms, voice, max_looks)
+                    for rot in range(rotations)
+                    for spk, (_, calls) in speakers.items()
+                ]
+            for det_label in args.detectors:
+                det = settings[det_label]
+                label = f"{transport}, detectors {det_label}"
+                print(f"{label}: {det.what}", flush=True)
+                plan = Plan(by_frame[frame_ms], speakers, voice, args, det, transport)
+                results = search(plan, Path(tmp))
+                for r in results:
+                    r["embedding"]["server_vs_alone"] = compare_with_baseline(r["embedding"], baseline)
+                held = [r["n"] for r in results if r["held"]]
+                failed = [r["n"] for r in results if not r["held"]]
+                runs[label] = {
+                    "transport": transport,
+                    "frame_ms": frame_ms,
+                    "detectors": det.what,
+                    "server_flags": list(det.server_args),
+                    "tenant_policy": det.policy,
+                    "largest_n_held": max(held) if held else 0,
+                    "smallest_n_failed": min(failed) if failed else None,
+                    "levels": results,
+                }
     largest = {label: run["largest_n_held"] for label, run in runs.items()}
+    ratios = {}
+    for label, run in runs.items():
+        if run["transport"] != "grpc":
+            grpc_label = label.replace(run["transport"], "grpc", 1)
+            if largest.get(grpc_label):
+                ratios[f"{label} vs grpc"] = round(run["largest_n_held"] / largest[grpc_label], 2)
+        elif label.endswith("detectors on") and largest.get(label.replace(" on", " off")):
+            ratios[f"{label} vs off"] = round(
+                run["largest_n_held"] / largest[label.replace(" on", " off")], 2
+            )
     out = {
         "benchmark": "bench/load.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -1434,15 +1755,13 @@ def main(argv: list[str] | None = None) -> int:
         "goal here >= 100, aim 200",
         "encoder_baseline": baseline,
         "largest_n_held": largest,
-        "held_detectors_on_vs_off": (
-            round(largest["on"] / largest["off"], 2) if largest.get("off") and "on" in largest else None
-        ),
+        "held_ratios": ratios,
         "runs": runs,
         "total_s": round(time.monotonic() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    held_text = ", ".join(f"detectors {label} {n}" for label, n in largest.items())
+    held_text = ", ".join(f"{label}: {n}" for label, n in largest.items())
     title = (
         f"authsvc load, GE2E, {os.cpu_count()} cores, {args.speech_s:g} s mu-law calls "
         f"ramped over {args.ramp_s:g} s; largest N with p99 < {args.target_ms:g} ms: {held_text}"
@@ -1454,7 +1773,7 @@ def main(argv: list[str] | None = None) -> int:
         title,
     )
     for label, run in runs.items():
-        print(f"\nfraud detectors {label}:")
+        print(f"\n{label}:")
         print(table(run["levels"]))
         for r in run["levels"]:
             print(f"  N={r['n']}: " + "; ".join(r["limits"]))

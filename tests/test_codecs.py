@@ -133,13 +133,22 @@ def test_resample_same_rate_is_identity():
     assert np.array_equal(resample(wav, 8000, 8000), wav)
 
 
-def test_read_audio_file_returns_mono_float_and_rate(tmp_path: Path):
+def test_a_stereo_file_needs_its_customer_channel_named_and_is_never_mixed(tmp_path: Path):
     stereo = np.stack([np.full(1600, 0.25), np.full(1600, -0.25)], axis=1)
     path = tmp_path / "stereo.wav"
     sf.write(path, stereo, 8000, subtype="PCM_16")
-    wav, rate = read_audio_file(path)
-    assert rate == 8000 and wav.dtype == np.float32 and wav.shape == (1600,)
-    assert np.allclose(wav, 0.0, atol=1e-4)
+    with pytest.raises(InvalidInput) as err:
+        read_audio_file(path)
+    assert "--channel" in err.value.description and "2 channels" in err.value.description
+    for channel, level in ((0, 0.25), (1, -0.25)):
+        wav, rate = read_audio_file(path, channel)
+        assert rate == 8000 and wav.dtype == np.float32 and wav.shape == (1600,)
+        assert np.allclose(wav, level, atol=1e-4), "one channel as recorded, not a mix"
+    with pytest.raises(InvalidInput, match="does not exist"):
+        read_audio_file(path, 2)
+    mono = tmp_path / "mono.wav"
+    sf.write(mono, stereo[:, 0], 8000, subtype="PCM_16")
+    assert read_audio_file(mono)[0].shape == (1600,)
 
 
 def test_file_to_wire_keeps_telephony_rates_and_brings_others_to_16khz(tmp_path: Path):

@@ -21,12 +21,13 @@ from authsvc.api.v1 import (
     fraud_pb2,
     identity_pb2,
     verification_pb2,
+    webhooks_pb2,
 )
 from authsvc.identity import roles
 from authsvc.identity.roles import METHODS, Scope
 from tests.principals import bearer, key_for
 
-MODULES = (assurance_pb2, enrollment_pb2, fraud_pb2, identity_pb2, verification_pb2)
+MODULES = (assurance_pb2, enrollment_pb2, fraud_pb2, identity_pb2, verification_pb2, webhooks_pb2)
 DECLARED = {
     f"/{service.full_name}/{method.name}": method
     for module in MODULES

@@ -9,9 +9,23 @@ import soundfile as sf
 
 from authsvc.errors import InvalidInput
 
+CHANNEL_NAMES = {"left": 0, "right": 1}
 
-def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
-    """-> (float32 mono samples in [-1, 1], sample rate). Rejects unreadable, empty and NaN audio."""
+
+def parse_channel(value: str) -> int:
+    """A channel named on the command line: 0, 1, ... or left/right."""
+    name = value.strip().lower()
+    if name in CHANNEL_NAMES:
+        return CHANNEL_NAMES[name]
+    if name.isdigit():
+        return int(name)
+    raise InvalidInput("channel", f"{value!r} is not a channel: give 0, 1, ... or left/right")
+
+
+def read_audio_file(path: str | Path, channel: int | None = None) -> tuple[np.ndarray, int]:
+    """-> (float32 samples in [-1, 1] of one channel, sample rate). Rejects unreadable, empty and
+    NaN audio. A recording with several channels needs `channel` (the customer's): mixing a
+    customer with an agent would enroll or verify two voices as one, so nothing is downmixed."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -20,4 +34,14 @@ def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
         raise InvalidInput("file", f"{path}: file holds no audio samples")
     if not np.isfinite(data).all():
         raise InvalidInput("file", f"{path}: audio contains NaN or infinite samples")
-    return data.mean(axis=1), int(rate)
+    count = data.shape[1]
+    if channel is None and count > 1:
+        raise InvalidInput(
+            "file",
+            f"{path}: {count} channels; name the customer's with --channel (0-{count - 1}, or left/right): "
+            "channels are never mixed",
+        )
+    index = channel or 0
+    if not 0 <= index < count:
+        raise InvalidInput("channel", f"{path}: has {count} channel(s); channel {index} does not exist")
+    return np.ascontiguousarray(data[:, index]), int(rate)

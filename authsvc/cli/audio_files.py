@@ -10,10 +10,11 @@ from authsvc.audio.resample import resample
 
 
 def file_to_wire(
-    path: Path, encoding: Encoding = Encoding.PCM16_LE, rate: int | None = None
+    path: Path, encoding: Encoding = Encoding.PCM16_LE, rate: int | None = None, channel: int | None = None
 ) -> tuple[bytes, int]:
-    """-> (encoded bytes, sample rate). Keeps 8/16 kHz files as they are unless `rate` is given."""
-    wav, src_rate = read_audio_file(path)
+    """-> (encoded bytes, sample rate) of one channel (`channel`, required for a multi-channel
+    file). Keeps 8/16 kHz files as they are unless `rate` is given."""
+    wav, src_rate = read_audio_file(path, channel)
     if rate is None:
         rate = src_rate if src_rate in (8000, 16000) else 16000
     return encode(resample(wav, src_rate, rate), encoding), rate

@@ -134,3 +134,18 @@ def describe_rpc_error(err: grpc.RpcError) -> tuple[str, int]:
 
 def fail(message: str) -> None:
     print(f"authsvc: error: {message}", file=sys.stderr)
+
+
+def confirm(args, what: str) -> bool:
+    """Whether a destructive command may go on: --yes, or a yes at the terminal. Off a terminal
+    without --yes it is a usage error (exit 2): a script must say so, never be asked."""
+    import sys
+
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CliError(f"{what} needs --yes when not asked on a terminal", 2)
+    if input(f"{what}? [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    fail("not done")
+    return False

@@ -76,15 +76,25 @@ def credentials(args: argparse.Namespace) -> int:
                     roles=args.role,
                     description=args.description,
                     expires_unix_ms=_expiry(args.expires_in),
+                    audiohook_client_secret=args.audiohook,
                 ),
                 timeout=args.timeout,
             )
+            # With --audiohook: the API key, then the client secret (Genesys's two fields).
+            secret = f"{reply.api_key}\n{reply.audiohook_client_secret}" if args.audiohook else reply.api_key
             if args.out:
-                write_secret_file(args.out, reply.api_key)
+                write_secret_file(args.out, secret)
                 print(f"created {reply.credential.id}; the key is in {args.out} (mode 0600)", file=sys.stderr)
             else:
                 print(f"created {reply.credential.id}; the key is shown once:", file=sys.stderr)
-                print(reply.api_key)
+                print(secret)
+        elif args.action == "twilio-token":
+            token = (args.token_file.read_text() if args.token_file else sys.stdin.readline()).strip()
+            reply = stub.SetTwilioAuthToken(
+                identity_pb2.SetTwilioAuthTokenRequest(tenant=args.tenant, auth_token=token),
+                timeout=args.timeout,
+            )
+            print(f"Twilio auth token set; stream to wss://<twilio bridge>{reply.stream_path}")
         elif args.action == "map-cert":
             _print_credential(
                 stub.MapCertificate(
@@ -143,6 +153,16 @@ def add_identity_commands(sub: argparse._SubParsersAction) -> None:
     p = c.add_parser("create", help="create an API key (shown once)")
     grant(p)
     p.add_argument("--out", type=Path, help="write the key to this new file (0600) instead of stdout")
+    p.add_argument(
+        "--audiohook",
+        action="store_true",
+        help="also print the key's Genesys AudioHook client secret (a telephony key; line 2)",
+    )
+    add_client_args(p)
+    p.set_defaults(func=credentials)
+    p = c.add_parser("twilio-token", help="set the tenant's Twilio auth token (read from stdin or a file)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--token-file", type=Path, help="a file holding the token (default: one line of stdin)")
     add_client_args(p)
     p.set_defaults(func=credentials)
     p = c.add_parser("map-cert", help="map a client certificate's SAN (URI or DNS name) to a principal")

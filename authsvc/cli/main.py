@@ -11,18 +11,38 @@ import grpc
 
 from authsvc.cli import operator
 from authsvc.cli.admin import add_admin_commands
+from authsvc.cli.calls import add_calls_commands
 from authsvc.cli.client import EXIT_ERROR, CliError, add_client_args, describe_rpc_error, fail
 from authsvc.cli.identity import add_identity_commands
 from authsvc.cli.policy import add_policy_commands
 from authsvc.cli.serve import add_serve_args, serve
 from authsvc.cli.watchlist import add_watchlist_commands
+from authsvc.cli.webhooks import add_webhook_commands
 from authsvc.errors import AuthsvcError
+
+
+def _channel(value: str) -> int:
+    from authsvc.audio.files import parse_channel
+    from authsvc.errors import InvalidInput
+
+    try:
+        return parse_channel(value)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.description) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description="Passive voice authentication service")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_channel_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--channel",
+            type=_channel,
+            help="the customer's channel of a stereo recording (0, 1, left, right); required there, "
+            "since channels are never mixed",
+        )
 
     p = sub.add_parser("serve", help="run the gRPC service")
     add_serve_args(p)
@@ -33,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True)
     p.add_argument("--customer", required=True)
     p.add_argument("--quiet", action="store_true", help="only print the summary")
+    add_channel_arg(p)
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     add_client_args(p)
     p.set_defaults(func=operator.enroll_voice)
@@ -52,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, choices=[8000, 16000], help="wire sample rate")
     p.add_argument("--chunk-ms", type=int, default=20, help="chunk size in ms (default 20)")
     p.add_argument("--verbose", "-v", action="store_true", help="print every rolling decision")
+    add_channel_arg(p)
     p.add_argument("file", type=operator.existing_file, metavar="FILE")
     add_client_args(p)
     p.set_defaults(func=operator.verify_voice)
@@ -71,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub)
     add_admin_commands(sub)
     add_identity_commands(sub)
+    add_calls_commands(sub)
+    add_webhook_commands(sub)
 
     p = sub.add_parser("register", help="record a customer's chosen methods (or opt-out) and consent")
     p.add_argument("--tenant", required=True)

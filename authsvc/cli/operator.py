@@ -38,7 +38,7 @@ PB_ENCODING = {
 }
 
 
-def _outcome_name(value: int) -> str:
+def outcome_name(value: int) -> str:
     return verification_pb2.Outcome.Name(value).removeprefix("OUTCOME_")
 
 
@@ -60,6 +60,13 @@ def _customer_lines(c: enrollment_pb2.Customer) -> list[str]:
         lines.append(
             f"  {modality}: {t.sample_count} sample(s), encoder {t.encoder_id} ({t.encoder_version})"
         )
+    v = c.voice_enrollment
+    if not v.complete and v.calls:
+        have, need = v.net_speech_seconds, v.required_net_speech_seconds
+        lines.append(
+            f"  voice enrollment from calls: {have:.1f} s of {need:g} s net speech ({v.calls} call(s)); "
+            f"{max(0.0, need - have):.1f} s to go"
+        )
     return lines
 
 
@@ -74,7 +81,7 @@ def enroll_voice(args: argparse.Namespace) -> int:
             args.files, desc="enrolling", unit="file", disable=len(args.files) < 2 or args.quiet
         ):
             try:
-                audio, rate = file_to_wire(path)
+                audio, rate = file_to_wire(path, channel=args.channel)
                 reply = stub.EnrollVoice(
                     enrollment_pb2.EnrollVoiceRequest(
                         tenant=args.tenant,
@@ -129,7 +136,7 @@ def verify_voice(args: argparse.Namespace) -> int:
     encoding = WIRE[args.encoding]
     rate = args.rate or (8000 if encoding is not Encoding.PCM16_LE else None)
     try:
-        audio, rate = file_to_wire(args.file, encoding, rate)
+        audio, rate = file_to_wire(args.file, encoding, rate, args.channel)
     except InvalidInput as exc:
         raise CliError(exc.description, EXIT_INVALID) from None
     final = None
@@ -137,11 +144,11 @@ def verify_voice(args: argparse.Namespace) -> int:
         stub = verification_pb2_grpc.VerificationServiceStub(ch)
         for decision in stub.Verify(_verify_requests(args, audio, encoding, rate), timeout=args.timeout):
             if args.verbose:
-                print(f"  #{decision.sequence} {_outcome_name(decision.outcome)}: {decision.reason}")
+                print(f"  #{decision.sequence} {outcome_name(decision.outcome)}: {decision.reason}")
             final = decision
     if final is None:
         raise CliError("the service sent no decision", EXIT_NEGATIVE)
-    outcome = _outcome_name(final.outcome)
+    outcome = outcome_name(final.outcome)
     print(f"decision: {outcome}")
     for e in final.evidence:
         print(f"score: {e.score:.4f}\nthreshold: {e.threshold:.4f} (FAR {e.target_far:.3g} per look)")

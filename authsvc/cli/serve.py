@@ -188,6 +188,17 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         help="peer networks the AudioSocket listener accepts (repeatable; default loopback only)",
     )
     p.add_argument(
+        "--webhook-allow-http",
+        action="store_true",
+        help="allow plain http:// webhook URLs (development only: decisions are personal data)",
+    )
+    p.add_argument(
+        "--webhook-allow-private",
+        action="store_true",
+        help="allow webhook URLs on private or loopback addresses (development only: a tenant-admin "
+        "could make the service call its own network)",
+    )
+    p.add_argument(
         "--bridge-idle-s",
         type=float,
         default=30.0,
@@ -218,6 +229,8 @@ async def _serve(args: argparse.Namespace) -> None:
         migrate=not args.no_migrate,
         key_rotation_s=args.key_rotation_s,
         store_pool_size=args.store_pool_size,
+        webhook_allow_http=args.webhook_allow_http,
+        webhook_allow_private=args.webhook_allow_private,
         **key_config(args),
     )
     try:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from authsvc.api.v1 import common_pb2, fraud_pb2, fraud_pb2_grpc
-from authsvc.cli.client import EXIT_NEGATIVE, EXIT_OK, CliError, add_client_args, channel, fail
+from authsvc.cli.client import EXIT_NEGATIVE, EXIT_OK, CliError, add_client_args, channel, confirm
 from authsvc.errors import InvalidInput
 
 
@@ -87,13 +86,8 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"{args.fraudster}: removed from {args.name}")
         else:  # delete
-            if not args.yes and sys.stdin.isatty():
-                answer = input(f"delete watchlist {args.tenant}/{args.name} and every voice on it? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes"):
-                    fail("not deleted")
-                    return EXIT_NEGATIVE
-            elif not args.yes:
-                raise CliError("deleting a watchlist needs --yes when not asked on a terminal", 2)
+            if not confirm(args, f"delete watchlist {args.tenant}/{args.name} and every voice on it"):
+                return EXIT_NEGATIVE
             reply = stub.DeleteWatchlist(
                 fraud_pb2.DeleteWatchlistRequest(tenant=args.tenant, name=args.name), timeout=t
             )

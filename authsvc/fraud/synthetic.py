@@ -17,6 +17,16 @@ def unavailable(why: str = NO_MODEL, version: str = "") -> DetectorRisk:
     return DetectorRisk(SYNTHETIC, UNAVAILABLE, reason=why, version=version, summary="not assessed")
 
 
+def judging(version: str) -> DetectorRisk:
+    return DetectorRisk(
+        SYNTHETIC,
+        UNAVAILABLE,
+        reason="the latest speech is still being judged; its risk comes with the next decision",
+        version=version,
+        summary="being judged",
+    )
+
+
 def not_enough(seconds: float, needed: float, version: str) -> DetectorRisk:
     return DetectorRisk(
         SYNTHETIC,

@@ -59,6 +59,8 @@ METHODS: dict[str, Rule] = {
     f"{_P}EnrollmentService/EnrollVoice": _rule(ENROLLMENT),
     f"{_P}EnrollmentService/EnrollKeystrokes": _rule(ENROLLMENT),
     f"{_P}EnrollmentService/GetCustomer": _rule(ENROLLMENT, TENANT_ADMIN),
+    # A live call's voice, once an agent verified the caller by other means (authsvc.passive).
+    f"{_P}EnrollmentService/EnrollFromSession": _rule(ENROLLMENT, AGENT, TENANT_ADMIN),
     f"{_P}StepUpService/EnrollTotp": _rule(ENROLLMENT, TENANT_ADMIN),
     f"{_P}StepUpService/ConfirmTotp": _rule(ENROLLMENT, TENANT_ADMIN),
     f"{_P}StepUpService/SetCodeDestination": _rule(ENROLLMENT, TENANT_ADMIN),
@@ -75,6 +77,10 @@ METHODS: dict[str, Rule] = {
     f"{_P}WatchlistService/AddFraudster": _rule(TENANT_ADMIN),
     f"{_P}WatchlistService/RemoveFraudster": _rule(TENANT_ADMIN),
     f"{_P}WatchlistService/ListFraudsters": _rule(TENANT_ADMIN),
+    # Where a tenant's call decisions are POSTed: its administrators.
+    f"{_P}WebhookService/SetWebhook": _rule(TENANT_ADMIN),
+    f"{_P}WebhookService/GetWebhook": _rule(TENANT_ADMIN),
+    f"{_P}WebhookService/DeleteWebhook": _rule(TENANT_ADMIN),
     # Credentials of a tenant: its administrators, or the platform's.
     f"{_P}CredentialService/CreateApiKey": _rule(TENANT_ADMIN, PLATFORM_ADMIN, scope=Scope.CREDENTIALS),
     # Certificate identities only by the platform: a SAN is global, and a tenant that could map

@@ -123,8 +123,12 @@ class AssertionRules:
 
 @dataclass(frozen=True)
 class EnrollmentRules:
-    # Whether a call that authenticated through a second factor may enroll the caller's voice.
-    passive: bool = False
+    # Whether a live call's voice may be enrolled (EnrollFromSession), once an agent verified the
+    # caller by other means.
+    passive: bool = True
+    # Net speech a voiceprint made from calls needs before it is used (Voice ID's 30 s); until
+    # then the calls' speech accumulates, and the customer's enrollment status says what is left.
+    passive_min_speech_s: float = field(default=30.0, metadata=_limits(10.0, 600.0))
     # After registering, how long samples and factors may be added without authorization (the
     # operator's enrollment session); afterwards every change needs a fresh assertion or an admin.
     window_s: float = field(default=1800.0, metadata=_limits(60.0, 86400.0))

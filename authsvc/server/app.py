@@ -23,6 +23,8 @@ from authsvc.api.v1 import (
     identity_pb2_grpc,
     verification_pb2,
     verification_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 from authsvc.context import ServiceContext
 from authsvc.server.assurance import AssertionServicer, AuditServicer, StepUpServicer
@@ -31,6 +33,7 @@ from authsvc.server.enrollment import EnrollmentServicer
 from authsvc.server.identity import CredentialServicer, TenantServicer
 from authsvc.server.verification import VerificationServicer
 from authsvc.server.watchlist import WatchlistServicer
+from authsvc.server.webhooks import WebhookServicer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ SERVICE_NAMES = (
     ),
     *(identity_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("TenantService", "CredentialService")),
     fraud_pb2.DESCRIPTOR.services_by_name["WatchlistService"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 # Enrollment samples can be minutes of PCM16; 32 MiB covers 15 min at 16 kHz.
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -83,6 +87,7 @@ class AuthServer:
         assurance_pb2_grpc.add_AssertionServiceServicer_to_server(AssertionServicer(ctx), self.server)
         assurance_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ctx), self.server)
         fraud_pb2_grpc.add_WatchlistServiceServicer_to_server(WatchlistServicer(ctx), self.server)
+        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(ctx), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if reflection_on:

@@ -104,9 +104,16 @@ OUTCOMES = {
 }
 
 
-def customer_pb(summary: CustomerSummary) -> enrollment_pb2.Customer:
+def customer_pb(summary: CustomerSummary, passive_min_s: float = 0.0) -> enrollment_pb2.Customer:
+    """`passive_min_s`: the tenant policy's net speech for a voiceprint from calls."""
     record, templates = summary.record, summary.templates
     return enrollment_pb2.Customer(
+        voice_enrollment=enrollment_pb2.VoiceEnrollment(
+            complete=summary.has_voiceprint,
+            net_speech_seconds=summary.pending_voice_s,
+            required_net_speech_seconds=passive_min_s,
+            calls=summary.pending_calls,
+        ),
         tenant=record.tenant,
         customer_id=record.customer_id,
         created_unix_ms=record.created_ms,

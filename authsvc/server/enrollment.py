@@ -6,10 +6,12 @@ import base64
 
 import grpc
 
-from authsvc import changes, enrollment
+from authsvc import changes, enrollment, passive
 from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.context import ServiceContext
-from authsvc.errors import InvalidInput
+from authsvc.errors import InvalidInput, PermissionDenied
+from authsvc.identifiers import check_id
+from authsvc.identity.roles import TENANT_ADMIN
 from authsvc.server.convert import ENCODINGS, QUALITY, customer_pb, keystroke_sample, methods
 from authsvc.server.errors import principal, unary_errors
 
@@ -98,10 +100,13 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             customer=customer_pb(summary), samples_added=result.added, samples_already_enrolled=result.already
         )
 
+    async def _passive_min(self, tenant: str) -> float:
+        return (await self.ctx.policy_for(tenant)).enrollment.passive_min_speech_s
+
     @unary_errors
     async def GetCustomer(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         summary = await enrollment.describe_customer(self.ctx, request.tenant, request.customer_id)
-        return customer_pb(summary)
+        return customer_pb(summary, await self._passive_min(request.tenant))
 
     @unary_errors
     async def ListCustomers(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -113,8 +118,9 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             request.page_size or 100,
             _after(request.page_token),
         )
+        passive_min = await self._passive_min(request.tenant)
         return enrollment_pb2.ListCustomersResponse(
-            customers=[customer_pb(s) for s in page],
+            customers=[customer_pb(s, passive_min) for s in page],
             next_page_token=_page_token(page[-1].record.customer_id) if more else "",
         )
 
@@ -133,3 +139,27 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             self.ctx, request.tenant, request.customer_id, principal().id
         )
         return enrollment_pb2.UnlockCustomerResponse(factors=cleared)
+
+    @unary_errors
+    async def EnrollFromSession(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        who = principal()
+        check_id(request.session_id, "session_id")
+        if request.override_voice_mismatch and not who.has(TENANT_ADMIN):
+            raise PermissionDenied(
+                "ROLE_NOT_GRANTED", "override_voice_mismatch is a tenant administrator's decision"
+            )
+        call = self.ctx.calls.get(request.tenant, request.session_id)
+        result = await passive.enroll_from_call(
+            self.ctx, call, request.customer_id, request.override_voice_mismatch, who.id
+        )
+        return enrollment_pb2.EnrollFromSessionResponse(
+            added=result.added,
+            call_net_speech_seconds=result.call_net_speech_s,
+            voice_enrollment=enrollment_pb2.VoiceEnrollment(
+                complete=result.complete,
+                net_speech_seconds=result.enrolled_net_speech_s,
+                required_net_speech_seconds=result.required_net_speech_s,
+                calls=result.calls,
+            ),
+            same_voice_customers=result.same_voice_customers,
+        )

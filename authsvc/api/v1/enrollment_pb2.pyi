@@ -7,6 +7,42 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class EnrollFromSessionRequest(_message.Message):
+    __slots__ = ("tenant", "session_id", "customer_id", "override_voice_mismatch")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_VOICE_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    session_id: str
+    customer_id: str
+    override_voice_mismatch: bool
+    def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., override_voice_mismatch: _Optional[bool] = ...) -> None: ...
+
+class EnrollFromSessionResponse(_message.Message):
+    __slots__ = ("added", "call_net_speech_seconds", "voice_enrollment", "same_voice_customers")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    CALL_NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VOICE_ENROLLMENT_FIELD_NUMBER: _ClassVar[int]
+    SAME_VOICE_CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    added: bool
+    call_net_speech_seconds: float
+    voice_enrollment: VoiceEnrollment
+    same_voice_customers: int
+    def __init__(self, added: _Optional[bool] = ..., call_net_speech_seconds: _Optional[float] = ..., voice_enrollment: _Optional[_Union[VoiceEnrollment, _Mapping]] = ..., same_voice_customers: _Optional[int] = ...) -> None: ...
+
+class VoiceEnrollment(_message.Message):
+    __slots__ = ("complete", "net_speech_seconds", "required_net_speech_seconds", "calls")
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_NET_SPEECH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    complete: bool
+    net_speech_seconds: float
+    required_net_speech_seconds: float
+    calls: int
+    def __init__(self, complete: _Optional[bool] = ..., net_speech_seconds: _Optional[float] = ..., required_net_speech_seconds: _Optional[float] = ..., calls: _Optional[int] = ...) -> None: ...
+
 class ChangeAuthorization(_message.Message):
     __slots__ = ("assertion",)
     ASSERTION_FIELD_NUMBER: _ClassVar[int]
@@ -120,7 +156,7 @@ class TemplateSummary(_message.Message):
     def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., sample_count: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Customer(_message.Message):
-    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates", "methods", "opted_out", "consent", "factors")
+    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates", "methods", "opted_out", "consent", "factors", "voice_enrollment")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +165,7 @@ class Customer(_message.Message):
     OPTED_OUT_FIELD_NUMBER: _ClassVar[int]
     CONSENT_FIELD_NUMBER: _ClassVar[int]
     FACTORS_FIELD_NUMBER: _ClassVar[int]
+    VOICE_ENROLLMENT_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     created_unix_ms: int
@@ -137,7 +174,8 @@ class Customer(_message.Message):
     opted_out: bool
     consent: Consent
     factors: _containers.RepeatedScalarFieldContainer[_common_pb2.SecondFactor]
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opted_out: _Optional[bool] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ...) -> None: ...
+    voice_enrollment: VoiceEnrollment
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opted_out: _Optional[bool] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ..., voice_enrollment: _Optional[_Union[VoiceEnrollment, _Mapping]] = ...) -> None: ...
 
 class GetCustomerRequest(_message.Message):
     __slots__ = ("tenant", "customer_id")

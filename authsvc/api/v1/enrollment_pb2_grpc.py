@@ -71,6 +71,11 @@ class EnrollmentServiceStub:
                 request_serializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerResponse.FromString,
                 _registered_method=True)
+        self.EnrollFromSession = channel.unary_unary(
+                '/authsvc.v1.EnrollmentService/EnrollFromSession',
+                request_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
@@ -127,6 +132,17 @@ class EnrollmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnrollFromSession(self, request, context):
+        """Enrolls a live call's customer speech once an agent verified the caller by other means
+        (consent on record required): quality gated, refused at a high replay, synthetic or
+        fraudster risk, and refused when the voice matches neither the customer's voiceprint nor
+        their earlier calls (a tenant-admin may override). Calls accumulate until the policy's
+        enrollment.passive_min_speech_s (30 s) of net speech; only then is the voiceprint used.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +180,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.UnlockCustomer,
                     request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerResponse.SerializeToString,
+            ),
+            'EnrollFromSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollFromSession,
+                    request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +378,33 @@ class EnrollmentService:
             '/authsvc.v1.EnrollmentService/UnlockCustomer',
             authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerRequest.SerializeToString,
             authsvc_dot_v1_dot_enrollment__pb2.UnlockCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollFromSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.EnrollmentService/EnrollFromSession',
+            authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionRequest.SerializeToString,
+            authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
