@@ -111,62 +111,82 @@ async def enroll_from_call(
         ]
         if reference and not override:
             threshold, _ = voice_threshold(policy, ctx.calibration)
-            if cosine(aggregate(reference), embedding) < threshold:
-                await ctx.auditor.record(tenant, "enroll.passive", cid, "refused_mismatch", actor, tx=tx)
-                raise PreconditionFailed(
-                    "the call's voice does not match the customer's voiceprint or earlier calls; a "
-                    "tenant administrator may override (one call cannot replace a customer's voice)"
-                )
-        if any(p["digest"] == digest for p in pending):
-            added = False
-        elif templates:
-            added = await _store(ctx, tenant, cid, digest, embedding, print_.to_bytes(), tx)
+            mismatch = cosine(aggregate(reference), embedding) < threshold
         else:
-            pending.append(
-                {
-                    "digest": digest,
-                    "embedding": embedding_to_bytes(embedding).hex(),
-                    "fingerprint": print_.to_bytes().hex(),
-                    "seconds": round(seconds, 2),
-                    "encoder": f"{enc.encoder_id}/{enc.version}",
-                }
+            mismatch = False
+        if not mismatch:
+            added, total, complete = await _add(
+                ctx,
+                tenant,
+                cid,
+                digest,
+                embedding,
+                print_.to_bytes(),
+                seconds,
+                templates,
+                pending,
+                policy,
+                tx,
             )
-            added = True
-        total = sum(p["seconds"] for p in pending)
-        required = policy.enrollment.passive_min_speech_s
-        complete = bool(templates) or total >= required
-        if not templates and complete:
-            for p in pending:
-                await _store(
-                    ctx,
-                    tenant,
-                    cid,
-                    p["digest"],
-                    embedding_from_bytes(bytes.fromhex(p["embedding"])),
-                    bytes.fromhex(p["fingerprint"]),
-                    tx,
-                )
-            await tx.delete_state(tenant, cid, PENDING)
-        elif not templates:
-            await ctx.vault.put_state(tenant, cid, PENDING, json.dumps(pending).encode(), tx)
+            await ctx.auditor.record(
+                tenant,
+                "enroll.passive",
+                cid,
+                ("completed" if complete and not templates else "added") if added else "already_enrolled",
+                actor,
+                session=call.call_id,
+                net_speech_s=round(seconds, 1),
+                encoder=f"{enc.encoder_id}/{enc.version}",
+                tx=tx,
+                **({"override": "voice_mismatch"} if override and reference else {}),
+                **({"watchlist": "match"} if screened.high else {}),
+                **({"same_voice_as": same_voice} if same_voice else {}),
+            )
+    if mismatch:  # audited outside the unit of work that stored nothing
         await ctx.auditor.record(
-            tenant,
-            "enroll.passive",
-            cid,
-            ("completed" if complete and not templates else "added") if added else "already_enrolled",
-            actor,
-            session=call.call_id,
-            net_speech_s=round(seconds, 1),
-            encoder=f"{enc.encoder_id}/{enc.version}",
-            tx=tx,
-            **({"override": "voice_mismatch"} if override and reference else {}),
-            **({"watchlist": "match"} if screened.high else {}),
-            **({"same_voice_as": same_voice} if same_voice else {}),
+            tenant, "enroll.passive", cid, "refused_mismatch", actor, session=call.call_id
         )
+        raise PreconditionFailed(
+            "the call's voice does not match the customer's voiceprint or earlier calls; a tenant "
+            "administrator may override (one call cannot replace a customer's voice)"
+        )
+    required = policy.enrollment.passive_min_speech_s
     enrolled = total if not templates else seconds
     return PassiveResult(
         added, seconds, enrolled, required, complete, len(pending) if not templates else 0, len(same_voice)
     )
+
+
+async def _add(ctx, tenant, cid, digest, embedding, print_bytes, seconds, templates, pending, policy, tx):
+    """Stores the call: one more sample of a voiceprint, or one more call gathered toward a first
+    one (which becomes the voiceprint once the calls reach the minimum); -> (added, gathered
+    net speech, complete)."""
+    enc = ctx.encoder
+    if any(p["digest"] == digest for p in pending):
+        added = False
+    elif templates:
+        added = await _store(ctx, tenant, cid, digest, embedding, print_bytes, tx)
+    else:
+        pending.append(
+            {
+                "digest": digest,
+                "embedding": embedding_to_bytes(embedding).hex(),
+                "fingerprint": print_bytes.hex(),
+                "seconds": round(seconds, 2),
+                "encoder": f"{enc.encoder_id}/{enc.version}",
+            }
+        )
+        added = True
+    total = sum(p["seconds"] for p in pending)
+    complete = bool(templates) or total >= policy.enrollment.passive_min_speech_s
+    if not templates and complete:
+        for p in pending:
+            stored = embedding_from_bytes(bytes.fromhex(p["embedding"]))
+            await _store(ctx, tenant, cid, p["digest"], stored, bytes.fromhex(p["fingerprint"]), tx)
+        await tx.delete_state(tenant, cid, PENDING)
+    elif not templates:
+        await ctx.vault.put_state(tenant, cid, PENDING, json.dumps(pending).encode(), tx)
+    return added, total, complete
 
 
 async def _store(

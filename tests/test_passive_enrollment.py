@@ -33,7 +33,7 @@ async def _call(address, ctx, key, call_id, customer, audio) -> LiveStream:
     live = LiveStream(address, key)
     requests = call_requests("shop", customer, audio)[1:]
     live.send(_start("shop", call_id, customer), *requests)
-    frames = sum(len(r.audio.data) for r in requests) // 160  # 20 ms frames of 8 kHz mu-law
+    frames = sum(len(r.audio.data) for r in requests) // 240  # the tracker's 30 ms frames, 8 kHz mu-law
     for _ in range(600):
         call = ctx.calls._calls.get(("shop", call_id))
         if call is not None and call.session.tracker.total_frames >= frames:

@@ -127,8 +127,10 @@ async def test_decisions_are_delivered_signed_without_scores_and_retried_until_t
         for _, headers, raw in receiver.got:
             bodies.setdefault(headers["X-Authsvc-Delivery"], []).append(_verify(reply.secret, headers, raw))
         assert len(bodies) == len(sent), "one delivery per decision but PENDING updates"
-        retried = [b for b in bodies.values() if len(b) == 3]
-        assert retried and retried[0][0] == retried[0][2], "a retry is the same delivery"
+        # The two 503s went to whichever deliveries came first (they run concurrently).
+        retried = [b for b in bodies.values() if len(b) > 1]
+        assert retried and all(b.count(b[0]) == len(b) for b in retried), "a retry is the same delivery"
+        assert sum(len(b) for b in bodies.values()) == len(sent) + 2
         received = sorted((b[0] for b in bodies.values()), key=lambda b: b["sequence"])
         assert [b["sequence"] for b in received] == [d.sequence for d in sent]
         assert received[-1]["final"] and received[-1]["outcome"] == "AUTHENTICATED"
