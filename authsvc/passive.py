@@ -23,13 +23,17 @@ from authsvc.audio.codecs import Encoding, encode
 from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
 from authsvc.audio.fingerprint import fingerprint
 from authsvc.calls import LiveCall
+from authsvc.changes import required_level
 from authsvc.consent import require_consent
 from authsvc.context import ServiceContext
 from authsvc.enrollment import FINGERPRINT, PASSIVE_PENDING, VOICE, embed_sample, same_voice_as
 from authsvc.errors import InvalidInput, PreconditionFailed
 from authsvc.identifiers import check_id
+from authsvc.identity.principal import Principal
+from authsvc.identity.roles import TENANT_ADMIN
 from authsvc.policy.engine import voice_threshold
 from authsvc.scoring.cosine import aggregate, cosine, embedding_from_bytes, embedding_to_bytes
+from authsvc.stepup.assertions import AALS
 from authsvc.store.base import Transaction
 
 PENDING = PASSIVE_PENDING
@@ -57,10 +61,11 @@ class Progress:
 
 
 async def enroll_from_call(
-    ctx: ServiceContext, call: LiveCall, customer_id: str, override: bool, actor: str
+    ctx: ServiceContext, call: LiveCall, customer_id: str, override: bool, principal: Principal
 ) -> PassiveResult:
     """Enrolls the call's customer speech (see the module docstring). `customer_id` names the
     customer of a call not claimed yet (claiming it), or must equal the claimed one."""
+    actor = principal.id
     session = call.session
     tenant = session.start.tenant
     policy = session.policy
@@ -99,7 +104,13 @@ async def enroll_from_call(
     digest = ctx.vault.sample_digest(tenant, cid, VOICE, f"call:{call.call_id}".encode())
     async with ctx.store.transaction() as tx:
         # Again under the lock: the customer may have opted out while the call's voice embedded.
-        require_consent(await tx.lock_customer(tenant, cid), tenant, cid, "voice")
+        record = require_consent(await tx.lock_customer(tenant, cid), tenant, cid, "voice")
+        # Adding to what protects a customer after their enrollment window needs authority like
+        # any enrollment: a tenant-admin, or this very call having authenticated the customer at
+        # the policy's assurance level (an agent's word alone is not enough there).
+        await ctx.factors.gate_addition(
+            tx, policy, record, _authority(principal, session), "a voice from a call"
+        )
         templates = [
             t
             for t in await ctx.vault.load(tenant, cid, VOICE, tx)
@@ -155,6 +166,17 @@ async def enroll_from_call(
     return PassiveResult(
         added, seconds, enrolled, required, complete, len(pending) if not templates else 0, len(same_voice)
     )
+
+
+def _authority(principal: Principal, session) -> str | None:
+    if principal.has(TENANT_ADMIN):
+        return TENANT_ADMIN
+    issued = session.issued_assertion
+    if issued is not None and AALS.index(issued.assurance_level) >= AALS.index(
+        required_level(session.policy)
+    ):
+        return f"call-assertion:{issued.id}"
+    return None
 
 
 async def _add(ctx, tenant, cid, digest, embedding, print_bytes, seconds, templates, pending, policy, tx):

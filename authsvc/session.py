@@ -372,11 +372,16 @@ class VerificationSession:
         earlier looks (a high one stands)."""
         speech, _ = self.tracker.voiced_since(0)
         recent = np.concatenate(self._recent) if self._recent else np.zeros(0, np.int16)
-        fresh = await self._audio_risks() if self._recent else []
+        fresh = await self._audio_risks(wait=True) if self._recent else []
         earlier = [r for r in self._fraud.risks if r.high]
         return EnrollmentMaterial(
             speech, recent, self.tracker.sample_rate, self.tracker.net_speech_s, (*earlier, *fresh)
         )
+
+    @property
+    def issued_assertion(self):
+        """The assertion this call issued (it authenticated the customer here), if any."""
+        return None if self.start.assertion else self._assertion
 
     def current(self) -> Decision:
         """The call's decision as it stands now, without emitting (or counting) one."""
@@ -415,6 +420,15 @@ class VerificationSession:
         if self.claimed:
             if customer_id == self.start.customer_id:
                 return []
+            # An attempt to move a call to another customer (a search by claims): on the record.
+            await self.ctx.auditor.record(
+                self.start.tenant,
+                "session.claim",
+                customer_id,
+                "refused_second_claim",
+                session=self.start.session_id,
+                claimed=self.start.customer_id,
+            )
             raise PreconditionFailed("the call has already claimed another customer; a call claims one")
         if self.start.assertion:
             raise PreconditionFailed("the call was decided by an assertion")
@@ -598,8 +612,11 @@ class VerificationSession:
         return []
 
     def _keep_recent(self, samples: np.ndarray) -> None:
-        if self._voice_template is None or self._closed_outcome is not None or samples.size == 0:
-            return  # nothing of this call will be scored
+        # From the first chunk, claimed or not: a claim is scored on what was heard before it,
+        # and a call's voice may be enrolled (both must see a replay played before either).
+        closed = self._closed_outcome is not None and self._closed_outcome.outcome is not Outcome.NOT_ENROLLED
+        if closed or samples.size == 0:
+            return  # nothing of this call will be scored or enrolled
         limit = int(REPLAY_WINDOW_S * self.tracker.sample_rate)
         # The codecs decode to 16-bit PCM; one chunk longer than the window keeps only its end.
         self._recent.append(np.asarray(samples[-limit:], np.int16))
@@ -607,7 +624,7 @@ class VerificationSession:
         while self._recent_size - self._recent[0].size >= limit:
             self._recent_size -= self._recent.popleft().size
 
-    async def _audio_risks(self) -> list[DetectorRisk]:
+    async def _audio_risks(self, wait: bool = False) -> list[DetectorRisk]:
         """Replay and synthetic speech on the call's latest audio, together and off the event loop
         (beside the embedding of the look: neither needs the voiceprint)."""
         audio = np.concatenate(self._recent) if self._recent else np.zeros(0, np.int16)
@@ -621,7 +638,7 @@ class VerificationSession:
 
         # A detector the policy ignores is not run: its risk would never be reported or acted on.
         rules = self.policy.fraud
-        jobs = {REPLAY: lambda: asyncio.to_thread(replay_risk), SYNTHETIC: self._synthetic_risk}
+        jobs = {REPLAY: lambda: asyncio.to_thread(replay_risk), SYNTHETIC: lambda: self._synthetic_risk(wait)}
         return list(
             await asyncio.gather(*(job() for d, job in jobs.items() if getattr(rules, d) != "ignore"))
         )
@@ -655,13 +672,13 @@ class VerificationSession:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._countermeasure = task
 
-    async def _synthetic_risk(self) -> DetectorRisk:
+    async def _synthetic_risk(self, wait: bool = False) -> DetectorRisk:
         """The look's synthetic-speech risk: the window started ahead of it, else the latest one.
 
         Where the policy only flags the risk (it changes no outcome), a look does not wait for a
         window still being judged: it says so, and the result joins the next decision (a high
         one stands). Where it steps up or rejects, and at the call's end, the look waits."""
-        if self.policy.fraud.synthetic == "flag" and not self._finishing:
+        if self.policy.fraud.synthetic == "flag" and not (self._finishing or wait):
             if self._countermeasure is None:
                 self._start_countermeasure()
             task = self._countermeasure

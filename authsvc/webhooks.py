@@ -69,6 +69,10 @@ class Webhooks:
 
     async def check_url(self, url: str) -> str:
         parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise InvalidInput("url", "the URL's port is not a port number") from None
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise InvalidInput("url", "a webhook URL is https://HOST/PATH")
         if parts.scheme == "http" and not self.allow_http:
@@ -77,18 +81,22 @@ class Webhooks:
             raise InvalidInput("url", "a webhook URL may not carry credentials")
         if len(url) > 2048:
             raise InvalidInput("url", "longer than 2048 characters")
-        await self._check_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        await self._resolve(parts.hostname, port or (443 if parts.scheme == "https" else 80))
         return url
 
-    async def _check_address(self, host: str, port: int) -> None:
+    async def _resolve(self, host: str, port: int) -> list[tuple[int, str]]:
+        """-> (family, address) of `host`, every one public (InvalidInput otherwise)."""
         try:
-            infos = await asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise InvalidInput("url", f"{host} does not resolve ({exc})") from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global and not self.allow_private:
+        out = []
+        for family, _, _, _, sockaddr in infos:
+            address = ipaddress.ip_address(sockaddr[0])
+            if not self.allow_private and not public(address):
                 raise InvalidInput("url", f"{host} resolves to a non-public address ({address}); not allowed")
+            out.append((family, str(address)))
+        return out
 
     async def set(self, tenant: str, url: str) -> tuple[WebhookConfig, str]:
         """Stores the tenant's webhook with a new secret; -> (config, the secret in base64)."""
@@ -181,14 +189,13 @@ class Webhooks:
     async def _post(self, config: WebhookConfig, payload: bytes, delivery: str) -> int | None:
         import aiohttp
 
-        parts = urlsplit(config.url)
-        try:
-            await self._check_address(parts.hostname or "", parts.port or 443)
-        except InvalidInput as exc:
-            log.warning("webhook for %s: %s", config.tenant, exc.description)
-            return 400
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
+            # The connection goes to an address this resolver checked, not to a second lookup
+            # of the name (which a rebinding DNS server could point at the service's network).
+            connector = aiohttp.TCPConnector(resolver=_CheckedResolver(self), use_dns_cache=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
+            )
         stamp = str(int(time.time()))
         mac = hmac.new(config.secret, stamp.encode() + b"." + payload, hashlib.sha256).hexdigest()
         headers = {
@@ -202,7 +209,13 @@ class Webhooks:
                 config.url, data=payload, headers=headers, allow_redirects=False
             ) as r:
                 return r.status
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except InvalidInput as exc:  # the name now resolves somewhere it may not go
+            log.warning("webhook for %s: %s", config.tenant, exc.description)
+            return 400
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if isinstance(exc.__cause__, InvalidInput):
+                log.warning("webhook for %s: %s", config.tenant, exc.__cause__.description)
+                return 400
             return None
 
     async def close(self) -> None:
@@ -211,6 +224,43 @@ class Webhooks:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+# Ranges that carry an IPv4 address inside IPv6 (NAT64, 6to4, IPv4-compatible): the address
+# they reach is the embedded one, which `is_global` does not look at.
+_EMBEDDING = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96")]
+
+
+def public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return public(address.ipv4_mapped)
+        if any(address in net for net in _EMBEDDING):
+            return False
+    return address.is_global
+
+
+class _CheckedResolver:
+    """aiohttp's resolver interface over Webhooks._resolve (public addresses only)."""
+
+    def __init__(self, hooks: Webhooks) -> None:
+        self.hooks = hooks
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict]:
+        return [
+            {
+                "hostname": host,
+                "host": a,
+                "port": port,
+                "family": f,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for f, a in await self.hooks._resolve(host, port)
+        ]
+
+    async def close(self) -> None:
+        return None
 
 
 def body(tenant: str, session_id: str, customer_id: str, d: Decision) -> bytes:

@@ -107,21 +107,22 @@ class _Verifier(HTTPMessageVerifier):
 
 
 class Nonces:
-    """Signature nonces seen within their validity, so a captured upgrade cannot be replayed."""
+    """Signature nonces seen within their validity, so a captured upgrade cannot be replayed.
+    Kept per tenant, each with its own limit: one tenant flooding upgrades refuses only its own
+    (rather than forget nonces still valid), never another tenant's."""
 
-    def __init__(self, ttl_s: float = MAX_SIGNATURE_AGE_S + 2 * CLOCK_SKEW_S, limit: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = MAX_SIGNATURE_AGE_S + 2 * CLOCK_SKEW_S, limit: int = 20_000) -> None:
         self.ttl_s, self.limit = ttl_s, limit
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, dict[str, float]] = {}
 
-    def first_use(self, nonce: str) -> bool:
+    def first_use(self, tenant: str, nonce: str) -> bool:
         now = time.monotonic()
-        if len(self._seen) >= self.limit or len(self._seen) % 1024 == 0:
-            self._seen = {n: t for n, t in self._seen.items() if t > now}
-        if self._seen.get(nonce, 0) > now:
+        seen = self._seen.setdefault(tenant, {})
+        if len(seen) >= self.limit or len(seen) % 1024 == 0:
+            seen = self._seen[tenant] = {n: t for n, t in seen.items() if t > now}
+        if seen.get(nonce, 0) > now or len(seen) >= self.limit:
             return False
-        if len(self._seen) >= self.limit:
-            return False  # flooded: refuse rather than forget nonces still valid
-        self._seen[nonce] = now + self.ttl_s
+        seen[nonce] = now + self.ttl_s
         return True
 
 
@@ -193,7 +194,7 @@ class AudioHookServer(WebSocketBridge):
             raise Unauthenticated(
                 "SIGNATURE_INVALID", f"the signature needs a nonce of {MIN_NONCE}+ characters"
             )
-        if not self.nonces.first_use(f"{principal.id}:{nonce}"):
+        if not self.nonces.first_use(principal.tenant, f"{principal.id}:{nonce}"):
             raise Unauthenticated("SIGNATURE_REPLAYED", "this signature was already used")
 
     async def session(self, connection: ServerConnection, principal: Principal) -> str:

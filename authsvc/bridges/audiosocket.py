@@ -130,8 +130,9 @@ class _Call:
             await self._hangup()
             return "protocol_error"
         except (asyncio.IncompleteReadError, ConnectionError):
-            await self._end()  # Asterisk just closes the socket when the caller hangs up
-            return "completed"
+            return "completed"  # Asterisk just closes the socket when the caller hangs up
+        finally:
+            await self._end()  # whatever ended the connection, its call ends
 
     def _count(self, reason: str) -> None:
         self.ctx.metrics.bridge_errors.labels(BRIDGE, reason).inc()

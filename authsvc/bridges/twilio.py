@@ -148,8 +148,9 @@ class _Stream:
                 await self.ws.close(exc.code, exc.reason[:120])
             return "protocol_error"
         except ConnectionClosed:
-            await self._end()
             return "dropped"
+        finally:
+            await self._end()  # whatever ended the connection, its call ends (and leaves the registry)
 
     async def _message(self, raw: str) -> bool:
         """Handles one message; -> True at the stream's stop."""
@@ -181,10 +182,11 @@ class _Stream:
         return False
 
     def _check_sequence(self, message: dict) -> None:
-        try:
-            seq = int(message.get("sequenceNumber"))
-        except (TypeError, ValueError):
-            raise StreamError(PROTOCOL_ERROR, "invalid sequenceNumber") from None
+        raw = message.get("sequenceNumber")
+        # Twilio sends a string of digits; anything else (a float, 1e999, a bool) is malformed.
+        if not (isinstance(raw, str) and raw.isdigit() and len(raw) <= 12):
+            raise StreamError(PROTOCOL_ERROR, "invalid sequenceNumber")
+        seq = int(raw)
         if seq != self.seq + 1:
             raise StreamError(PROTOCOL_ERROR, f"invalid sequenceNumber: {seq} after {self.seq}")
         self.seq = seq
@@ -195,8 +197,12 @@ class _Stream:
         start = message.get("start")
         if not isinstance(start, dict):
             raise StreamError(PROTOCOL_ERROR, "malformed start")
-        fmt = start.get("mediaFormat") or {}
-        if (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")) != ("audio/x-mulaw", 8000, 1):
+        fmt = start.get("mediaFormat")
+        if not isinstance(fmt, dict) or (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")) != (
+            "audio/x-mulaw",
+            8000,
+            1,
+        ):
             raise StreamError(UNSUPPORTED, "unsupported media format: mu-law, 8000 Hz, mono expected")
         call_sid, stream_sid = start.get("callSid"), start.get("streamSid") or message.get("streamSid")
         if not isinstance(call_sid, str) or not is_id(call_sid) or not isinstance(stream_sid, str):

@@ -140,9 +140,13 @@ def customer_pb(summary: CustomerSummary, passive_min_s: float = 0.0) -> enrollm
     )
 
 
-def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> verification_pb2.Decision:
+def decision_pb(
+    decision: Decision, session_id: str, evidence: bool = False, token: bool = True
+) -> verification_pb2.Decision:
     """`evidence`: the principal may see scores, LLRs and thresholds; without it the decision
-    carries the outcome, net speech, quality, factors and attempts, and no scoring oracle."""
+    carries the outcome, net speech, quality, factors and attempts, and no scoring oracle.
+    `token`: the assertion's bearer token goes along (the call's own stream, a telephony
+    system watching it); else only the assertion's id and claims."""
     out = verification_pb2.Decision(
         outcome=OUTCOMES[decision.outcome],
         session_id=session_id,
@@ -150,7 +154,7 @@ def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> 
         net_speech_seconds=decision.net_speech_s,
         required_net_speech_seconds=decision.required_net_speech_s,
         step_up_factors=[FACTOR_PB[f] for f in decision.step_up_factors],
-        assertion=assertion_pb(decision.assertion) if decision.assertion else None,
+        assertion=assertion_pb(decision.assertion, token) if decision.assertion else None,
         attempts_remaining=decision.attempts_remaining,
         retry_after_seconds=min(decision.retry_after_s, 1e9),
         quality_issues=[QUALITY[q] for q in decision.quality],
@@ -194,9 +198,9 @@ def decision_pb(decision: Decision, session_id: str, evidence: bool = False) -> 
     return out
 
 
-def assertion_pb(a: IssuedAssertion) -> verification_pb2.Assertion:
+def assertion_pb(a: IssuedAssertion, token: bool = True) -> verification_pb2.Assertion:
     return verification_pb2.Assertion(
-        token=a.token,
+        token=a.token if token else "",
         id=a.id,
         tenant=a.tenant,
         customer_id=a.customer_id,

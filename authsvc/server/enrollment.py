@@ -150,7 +150,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             )
         call = self.ctx.calls.get(request.tenant, request.session_id)
         result = await passive.enroll_from_call(
-            self.ctx, call, request.customer_id, request.override_voice_mismatch, who.id
+            self.ctx, call, request.customer_id, request.override_voice_mismatch, who
         )
         return enrollment_pb2.EnrollFromSessionResponse(
             added=result.added,

@@ -13,6 +13,7 @@ from authsvc.calls import WATCH_QUEUE, LiveCall
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
 from authsvc.identifiers import check_id
+from authsvc.identity.roles import TELEPHONY
 from authsvc.server.auth import Authorizer
 from authsvc.server.convert import CHANNELS, ENCODINGS, decision_pb, factor, keystroke_sample
 from authsvc.server.errors import principal, stream_errors, unary_errors
@@ -65,6 +66,12 @@ async def _handle(session: VerificationSession, request) -> None:
         )
 
 
+def _bears_token(who) -> bool:
+    """An assertion token is a bearer credential of the customer on other channels: it goes to
+    a telephony system (the platform that hands the call over), never to an agent's desktop."""
+    return who.has(TELEPHONY)
+
+
 class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     def __init__(self, ctx: ServiceContext, authorizer: Authorizer) -> None:
         self.ctx = ctx
@@ -112,14 +119,16 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         call = self.ctx.calls.get(request.tenant, request.session_id)
         decisions = await call.run(lambda: call.session.claim(request.customer_id))
         decision = decisions[-1] if decisions else call.session.current()
+        who = principal()
         return verification_pb2.ClaimIdentityResponse(
-            decision=decision_pb(decision, request.session_id, principal().sees_evidence)
+            decision=decision_pb(decision, request.session_id, who.sees_evidence, _bears_token(who))
         )
 
     @stream_errors
     async def WatchSession(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
         check_id(request.session_id, "session_id")
         call = self.ctx.calls.get(request.tenant, request.session_id)
-        evidence = principal().sees_evidence
+        who = principal()
+        evidence, token = who.sees_evidence, _bears_token(who)
         async for decision in call.feed.subscribe(latest=True, limit=WATCH_QUEUE):
-            yield decision_pb(decision, request.session_id, evidence)
+            yield decision_pb(decision, request.session_id, evidence, token)
