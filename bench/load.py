@@ -552,6 +552,8 @@ class AudioHookPeer:
 
         from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
 
+        from authsvc.bridges.audiohook import SIGNED
+
         secret = base64.b64decode(self.secret)
 
         class Key(HTTPSignatureKeyResolver):
@@ -576,14 +578,7 @@ class AudioHookPeer:
             req,
             key_id=self.key,
             nonce=base64.b64encode(secrets.token_bytes(18)).decode(),
-            covered_component_ids=(
-                "@request-target",
-                "@authority",
-                "audiohook-organization-id",
-                "audiohook-session-id",
-                "audiohook-correlation-id",
-                "x-api-key",
-            ),
+            covered_component_ids=SIGNED,  # what the bridge requires the signature to cover
         )
         return dict(req.headers)
 
