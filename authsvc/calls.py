@@ -135,6 +135,3 @@ class LiveCalls:
         if self._calls.get((call.tenant, call.call_id)) is call:
             del self._calls[(call.tenant, call.call_id)]
         call.feed.end(error)
-
-    def __len__(self) -> int:
-        return len(self._calls)

@@ -114,29 +114,17 @@ async def enroll_voice(
         # Checked again under the lock: the customer may have opted out while the sample embedded.
         record = require_consent(await tx.lock_customer(tenant, customer_id), tenant, customer_id, "voice")
         await ctx.factors.gate_addition(tx, policy, record, change, "another voice sample")
-        added = await ctx.vault.put(
+        added = await store_voice_sample(
+            ctx,
             tenant,
             customer_id,
-            VOICE,
-            enc.encoder_id,
-            enc.version,
             digest,
-            embedding_to_bytes(embedding),
+            embedding,
+            print_.to_bytes(),
+            ctx.vault.sample_digest(tenant, customer_id, FINGERPRINT, audio),
             label,
-            tx=tx,
+            tx,
         )
-        if added:
-            await ctx.vault.put(
-                tenant,
-                customer_id,
-                FINGERPRINT,
-                "landmark",
-                FINGERPRINT_VERSION,
-                ctx.vault.sample_digest(tenant, customer_id, FINGERPRINT, audio),
-                print_.to_bytes(),
-                "",
-                tx=tx,
-            )
         customer = await tx.get_customer(tenant, customer_id)
         assert customer is not None  # put() created it in this unit of work
         # Not the label: an operator's file name may name the person, and audit rows outlive erasure.
@@ -154,6 +142,52 @@ async def enroll_voice(
             **({"same_voice_as": same_voice} if same_voice else {}),
         )
     return EnrollResult(customer, added, tracker.net_speech_s, quality, len(same_voice))
+
+
+async def store_voice_sample(
+    ctx: ServiceContext,
+    tenant: str,
+    customer_id: str,
+    digest: str,
+    embedding: np.ndarray,
+    print_bytes: bytes,
+    print_digest: str,
+    label: str,
+    tx: Transaction,
+) -> bool:
+    """One voice sample's template and, with it, its recording's fingerprint (replay detection);
+    -> False when this sample (digest) is enrolled already."""
+    enc = ctx.encoder
+    added = await ctx.vault.put(
+        tenant,
+        customer_id,
+        VOICE,
+        enc.encoder_id,
+        enc.version,
+        digest,
+        embedding_to_bytes(embedding),
+        label,
+        tx=tx,
+    )
+    if added:
+        await ctx.vault.put(
+            tenant,
+            customer_id,
+            FINGERPRINT,
+            "landmark",
+            FINGERPRINT_VERSION,
+            print_digest,
+            print_bytes,
+            "",
+            tx=tx,
+        )
+    return added
+
+
+async def passive_pending(ctx: ServiceContext, tenant: str, customer_id: str, tx: Transaction) -> list[dict]:
+    """The calls gathered toward a first voiceprint (authsvc.passive), oldest first."""
+    raw = await ctx.vault.load_state(tenant, customer_id, PASSIVE_PENDING, tx)
+    return json.loads(raw) if raw else []
 
 
 # Beyond this many voice samples in a tenant the scan is skipped (it reads every one):
@@ -439,8 +473,7 @@ async def describe_customer(
             for (m, e, v), rows in sorted(groups.items())
         ]
         factors = await ctx.factors.active(tenant, customer_id, t)
-        raw = await ctx.vault.load_state(tenant, customer_id, PASSIVE_PENDING, t)
-    pending = json.loads(raw) if raw else []
+        pending = await passive_pending(ctx, tenant, customer_id, t)
     seconds = round(sum(p["seconds"] for p in pending), 1)
     return CustomerSummary(record, summaries, factors, seconds, len(pending))
 

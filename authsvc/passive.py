@@ -20,13 +20,20 @@ import json
 from dataclasses import dataclass
 
 from authsvc.audio.codecs import Encoding, encode
-from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
 from authsvc.audio.fingerprint import fingerprint
 from authsvc.calls import LiveCall
 from authsvc.changes import required_level
 from authsvc.consent import require_consent
 from authsvc.context import ServiceContext
-from authsvc.enrollment import FINGERPRINT, PASSIVE_PENDING, VOICE, embed_sample, same_voice_as
+from authsvc.enrollment import (
+    FINGERPRINT,
+    PASSIVE_PENDING,
+    VOICE,
+    embed_sample,
+    passive_pending,
+    same_voice_as,
+    store_voice_sample,
+)
 from authsvc.errors import InvalidInput, PreconditionFailed
 from authsvc.identifiers import check_id
 from authsvc.identity.principal import Principal
@@ -48,16 +55,6 @@ class PassiveResult:
     complete: bool
     calls: int
     same_voice_customers: int = 0
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a customer's voice enrollment from calls has come."""
-
-    net_speech_s: float
-    required_s: float
-    calls: int
-    complete: bool
 
 
 async def enroll_from_call(
@@ -116,7 +113,7 @@ async def enroll_from_call(
             for t in await ctx.vault.load(tenant, cid, VOICE, tx)
             if (t.encoder_id, t.encoder_version) == (enc.encoder_id, enc.version)
         ]
-        pending = await _pending(ctx, tenant, cid, tx)
+        pending = await passive_pending(ctx, tenant, cid, tx)
         reference = [embedding_from_bytes(t.payload) for t in templates] or [
             embedding_from_bytes(bytes.fromhex(p["embedding"])) for p in pending
         ]
@@ -214,32 +211,5 @@ async def _add(ctx, tenant, cid, digest, embedding, print_bytes, seconds, templa
 async def _store(
     ctx, tenant: str, cid: str, digest: str, embedding, print_bytes: bytes, tx: Transaction
 ) -> bool:
-    enc = ctx.encoder
-    added = await ctx.vault.put(
-        tenant, cid, VOICE, enc.encoder_id, enc.version, digest, embedding_to_bytes(embedding), "", tx=tx
-    )
-    if added:
-        await ctx.vault.put(
-            tenant,
-            cid,
-            FINGERPRINT,
-            "landmark",
-            FINGERPRINT_VERSION,
-            ctx.vault.sample_digest(tenant, cid, FINGERPRINT, bytes.fromhex(digest)),
-            print_bytes,
-            "",
-            tx=tx,
-        )
-    return added
-
-
-async def _pending(ctx, tenant: str, cid: str, tx: Transaction) -> list[dict]:
-    raw = await ctx.vault.load_state(tenant, cid, PENDING, tx)
-    return json.loads(raw) if raw else []
-
-
-async def progress(ctx: ServiceContext, policy, tenant: str, cid: str, has_voiceprint: bool, tx) -> Progress:
-    """The customer's voice enrollment from calls, for GetCustomer and `authsvc customers show`."""
-    pending = [] if has_voiceprint else await _pending(ctx, tenant, cid, tx)
-    required = policy.enrollment.passive_min_speech_s
-    return Progress(round(sum(p["seconds"] for p in pending), 1), required, len(pending), has_voiceprint)
+    print_digest = ctx.vault.sample_digest(tenant, cid, FINGERPRINT, bytes.fromhex(digest))
+    return await store_voice_sample(ctx, tenant, cid, digest, embedding, print_bytes, print_digest, "", tx)

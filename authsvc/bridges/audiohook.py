@@ -148,7 +148,7 @@ class AudioHookServer(WebSocketBridge):
     # -- the upgrade ----------------------------------------------------------------------
 
     async def authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        source = peer(connection)
+        source = peer(connection.remote_address)
         if request.path.split("?", 1)[0] != self.path:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
         principal: Principal | None = None

@@ -25,10 +25,10 @@ import struct
 import uuid
 
 from authsvc.audio.codecs import Encoding
-from authsvc.bridges.base import BridgeCall, KeypadRun, check_grant, refused
+from authsvc.bridges.base import BridgeCall, KeypadRun, check_grant, peer, refused, run_counted
 from authsvc.context import ServiceContext
 from authsvc.errors import AuthsvcError, InvalidInput, PermissionDenied
-from authsvc.identity.principal import CURRENT, Principal
+from authsvc.identity.principal import Principal
 from authsvc.identity.roles import TELEPHONY
 
 log = logging.getLogger(__name__)
@@ -76,26 +76,22 @@ class AudioSocketServer:
         return False
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("", 0)
-        source = f"ipv4:{peer[0]}:{peer[1]}"
-        metrics = self.ctx.metrics
+        address = writer.get_extra_info("peername") or ("", 0)
+        source = peer(address)
         principal = check_grant(
             Principal(f"audiosocket:{self.tenant}", self.tenant, frozenset({TELEPHONY}), source, "network"),
             BRIDGE,
         )
-        if not self._allowed(str(peer[0])):
-            exc = PermissionDenied("SOURCE_NOT_ALLOWED", f"{peer[0]} is not in the bridge's allowed networks")
+        if not self._allowed(str(address[0])):
+            exc = PermissionDenied(
+                "SOURCE_NOT_ALLOWED", f"{address[0]} is not in the bridge's allowed networks"
+            )
             await refused(self.ctx, BRIDGE, source, exc, None, self.tenant)
             writer.close()
             return
-        CURRENT.set(principal)
-        metrics.bridge_active.labels(BRIDGE).inc()
-        outcome = "error"
         try:
-            outcome = await _Call(self, reader, writer, principal).run()
+            await run_counted(self.ctx, BRIDGE, principal, _Call(self, reader, writer, principal).run)
         finally:
-            metrics.bridge_active.labels(BRIDGE).dec()
-            metrics.bridge_connections.labels(BRIDGE, outcome).inc()
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()

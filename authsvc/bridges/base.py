@@ -130,9 +130,6 @@ class BridgeCall:
     async def audio(self, data: bytes) -> None:
         await self.submit(lambda: self.session.feed_audio(data))
 
-    async def claim(self, customer_id: str) -> None:
-        await self.submit(lambda: self.session.claim(customer_id))
-
     async def keys(self, profile: str, sample: keystroke.Sample) -> None:
         await self.submit(lambda: self.session.feed_keystrokes(profile, sample))
 
@@ -150,11 +147,6 @@ class BridgeCall:
     async def _final(self) -> None:
         if self.session.has_evidence():
             await self.session.finish()
-
-    def abort(self) -> None:
-        """The connection is gone without an end: no final decision, the call just ends."""
-        self._worker.cancel()
-        self.ctx.calls.close(self.call, self.error)
 
 
 class KeypadRun:
@@ -232,18 +224,25 @@ class WebSocketBridge:
 
     async def _connection(self, connection: ServerConnection) -> None:
         principal: Principal = connection.principal  # type: ignore[attr-defined]
-        CURRENT.set(principal)  # the audit actor of everything this connection does
-        metrics = self.ctx.metrics
-        metrics.bridge_active.labels(self.bridge).inc()
-        outcome = "error"
-        try:
-            outcome = await self.session(connection, principal)
-        finally:
-            metrics.bridge_active.labels(self.bridge).dec()
-            metrics.bridge_connections.labels(self.bridge, outcome).inc()
+        await run_counted(self.ctx, self.bridge, principal, lambda: self.session(connection, principal))
 
 
-def peer(connection: ServerConnection) -> str:
-    """The connection's peer, as gRPC names one ("ipv4:HOST:PORT")."""
-    addr = connection.remote_address
-    return f"ipv4:{addr[0]}:{addr[1]}" if addr else ""
+async def run_counted(
+    ctx: ServiceContext, bridge: str, principal: Principal, run: Callable[[], Awaitable[str]]
+) -> None:
+    """Runs one accepted connection as `principal` (the audit actor of everything it does),
+    counted in the bridge metrics by how it ended."""
+    CURRENT.set(principal)
+    metrics = ctx.metrics
+    metrics.bridge_active.labels(bridge).inc()
+    outcome = "error"
+    try:
+        outcome = await run()
+    finally:
+        metrics.bridge_active.labels(bridge).dec()
+        metrics.bridge_connections.labels(bridge, outcome).inc()
+
+
+def peer(address: Any) -> str:
+    """A peer address (host, port, ...) as gRPC names one ("ipv4:HOST:PORT")."""
+    return f"ipv4:{address[0]}:{address[1]}" if address else ""

@@ -79,7 +79,7 @@ class TwilioServer(WebSocketBridge):
         self.path = urlsplit(self.public_url).path
 
     async def authenticate(self, connection: ServerConnection, request: Request) -> Response | None:
-        source = peer(connection)
+        source = peer(connection.remote_address)
         path, _, query = request.path.partition("?")
         prefix, _, tenant = path.rpartition("/")
         if prefix != self.path or not is_id(tenant):
