@@ -142,6 +142,7 @@ class VerificationSession:
         self._last_pending_s = -PENDING_STEP_S
         self._scored_at_s: float | None = None
         self._last: Decision | None = None
+        self._audited: Decision | None = None  # the last decision the audit trail holds
         self._assertion = None
         self._looks = 0
         # Set by a look until its decision is emitted: "biometric", or the profile whose
@@ -175,7 +176,13 @@ class VerificationSession:
         unit of work: a decision reaches the caller only once all of that is stored."""
         look, self._look = self._look, None
         passed, self._step_passed = self._step_passed, False
-        audited = look is not None or decision.outcome is not Outcome.PENDING or decision.final
+        # The trail holds what changed (a counted look, a new outcome, an assertion) and the final
+        # answer; a rolling re-decision that repeats the last outcome is only a metric.
+        audited = (
+            look is not None
+            or decision.final
+            or decision.outcome is not (self._audited.outcome if self._audited else Outcome.PENDING)
+        )
         a = self._assertion
         # A new assertion only when what it states changes (more methods, higher assurance).
         issue = (
@@ -225,6 +232,7 @@ class VerificationSession:
                     tx=tx,
                 )
             self._assertion = a
+            self._audited = decision
         else:
             decision = replace(decision, sequence=self._sequence + 1)
         if decision.outcome is Outcome.AUTHENTICATED and decision.assertion is None:

@@ -415,3 +415,32 @@ async def test_a_page_token_this_service_did_not_issue_is_invalid_argument(svc, 
             assurance_pb2.ListAuditEventsRequest(tenant="bank", page_token=token)
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in err.value.details()
+
+
+async def test_a_repeated_outcome_is_not_audited_again_but_each_change_and_the_end_are(svc, speech):
+    """Re-decisions that repeat the outcome are metrics, not audit rows (a wrong code's answer
+    repeats STEP_UP_REQUIRED; its step-up attempt has its own row): the trail holds each counted
+    look, each change of outcome and the final answer, so it grows per call, not per re-decision."""
+    channel, ctx, _, address, clock = svc
+    secret = await _finance_customer(svc, speech)
+    target, _ = _speakers(speech)
+    right = totp.generate(secret, clock.now)
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    requests = [*call_requests("bank", "alice", target[4]), _answer(wrong), _answer(wrong), _answer(right)]
+    decisions = await asyncio.to_thread(stream, address, requests)
+    assert decisions[-1].outcome == V.OUTCOME_AUTHENTICATED, decisions[-1].reason
+    events = await ctx.auditor.list("bank", 500, customer_id="alice")
+    rows = {e.details["sequence"]: e.details for e in events if e.action == "decision"}
+    assert sum(e.action == "step_up" and e.outcome == "failed" for e in events) == 2
+    previous, repeats = V.OUTCOME_PENDING, 0
+    for d in decisions:
+        changed, previous = d.outcome != previous, d.outcome
+        if changed or d.final:
+            assert d.sequence in rows, f"{d.outcome} at {d.sequence} (a change or the end) not audited"
+            assert rows[d.sequence]["final"] == d.final
+        elif d.sequence in rows:
+            assert "look" in rows[d.sequence], f"a repeated outcome at {d.sequence} was audited"
+        elif d.outcome != V.OUTCOME_PENDING:
+            repeats += 1
+    assert repeats >= 2, "no re-decision repeated a verdict: the rule was not exercised"
+    assert any("look" in r for r in rows.values()), "counted looks are audited"
