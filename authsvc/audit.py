@@ -178,10 +178,29 @@ class Auditor:
             log.error("audit write failed: %s", task.exception())
 
     async def list(
-        self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
+        self,
+        tenant: str,
+        limit: int,
+        before_id: int | None = None,
+        customer_id: str = "",
+        *,
+        action: str = "",
+        outcome: str = "",
+        since_ms: int = 0,
+        until_ms: int = 0,
     ) -> list[AuditEvent]:
+        """Newest first; the filters as `Transaction.list_audit` takes them."""
         async with self.store.transaction() as tx:
-            return await tx.list_audit(tenant, limit, before_id, customer_id)
+            return await tx.list_audit(
+                tenant,
+                limit,
+                before_id,
+                customer_id,
+                action=action,
+                outcome=outcome,
+                since_ms=since_ms,
+                until_ms=until_ms,
+            )
 
     async def drain(self) -> None:
         """Waits for background writes (at shutdown)."""

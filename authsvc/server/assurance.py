@@ -17,6 +17,29 @@ from authsvc.server.errors import principal, unary_errors
 MAX_PAGE = 1000
 
 
+# An action family ("enroll", "request.refused") or outcome ("wrong_code"): what the service
+# records, nothing a query language could read as more.
+_AUDIT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}")
+
+
+def _check_audit_filters(request: assurance_pb2.ListAuditEventsRequest) -> None:
+    if request.customer_id:
+        check_id(request.customer_id, "customer_id")
+    for name in ("action", "outcome"):
+        value = getattr(request, name)
+        if value and not _AUDIT_NAME.fullmatch(value):
+            raise InvalidInput(
+                name, f"{value[:40]!r} is not an audit {name}: dotted names of letters, digits, _ and -"
+            )
+    since, until = request.since_unix_ms, request.until_unix_ms
+    if since < 0:
+        raise InvalidInput("since_unix_ms", "must be a time in ms since the epoch, or 0 for no lower bound")
+    if until < 0:
+        raise InvalidInput("until_unix_ms", "must be a time in ms since the epoch, or 0 for no upper bound")
+    if since and until and since >= until:
+        raise InvalidInput("until_unix_ms", "must be after since_unix_ms")
+
+
 class StepUpServicer(assurance_pb2_grpc.StepUpServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -85,7 +108,17 @@ class AuditServicer(assurance_pb2_grpc.AuditServiceServicer):
             raise InvalidInput("page_token", "is not a token this service issued")
         size = request.page_size or 100
         before = int(request.page_token) if request.page_token else None
-        events = await self.ctx.auditor.list(request.tenant, size + 1, before, request.customer_id)
+        _check_audit_filters(request)
+        events = await self.ctx.auditor.list(
+            request.tenant,
+            size + 1,
+            before,
+            request.customer_id,
+            action=request.action,
+            outcome=request.outcome,
+            since_ms=request.since_unix_ms,
+            until_ms=request.until_unix_ms,
+        )
         page = events[:size]
         return assurance_pb2.ListAuditEventsResponse(
             events=[audit_pb(e) for e in page],

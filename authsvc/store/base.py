@@ -275,9 +275,20 @@ class Transaction(Protocol):
         """Rows with id > after_id in id order, each with (prev_hash, row_hash)."""
 
     async def list_audit(
-        self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
+        self,
+        tenant: str,
+        limit: int,
+        before_id: int | None = None,
+        customer_id: str = "",
+        *,
+        action: str = "",
+        outcome: str = "",
+        since_ms: int = 0,
+        until_ms: int = 0,
     ) -> list[AuditEvent]:
-        """Newest first; `before_id` pages backwards."""
+        """Newest first; `before_id` pages backwards. Every filter given must match: `action`
+        names an action or its dotted family ("enroll" matches "enroll.voice"), `outcome` one
+        exactly, `since_ms` (inclusive) and `until_ms` (exclusive) the time range; 0 is open."""
 
     async def tenant_templates(
         self, tenant: str, modality: str, encoder_id: str, encoder_version: str

@@ -506,7 +506,16 @@ class SqlTransaction(ABC):
         ]
 
     async def list_audit(
-        self, tenant: str, limit: int, before_id: int | None = None, customer_id: str = ""
+        self,
+        tenant: str,
+        limit: int,
+        before_id: int | None = None,
+        customer_id: str = "",
+        *,
+        action: str = "",
+        outcome: str = "",
+        since_ms: int = 0,
+        until_ms: int = 0,
     ) -> list[AuditEvent]:
         sql = "SELECT id, time_ms, actor, action, customer_id, outcome, details FROM audit WHERE tenant=?"
         args: tuple = (tenant,)
@@ -516,6 +525,20 @@ class SqlTransaction(ABC):
         if customer_id:
             sql += " AND customer_id=?"
             args += (customer_id,)
+        if action:
+            # The action or its dotted family ("enroll" -> "enroll.voice"); substr, not LIKE, so
+            # no character of the filter is a wildcard.
+            sql += " AND (action=? OR substr(action, 1, ?)=?)"
+            args += (action, len(action) + 1, f"{action}.")
+        if outcome:
+            sql += " AND outcome=?"
+            args += (outcome,)
+        if since_ms:
+            sql += " AND time_ms>=?"
+            args += (since_ms,)
+        if until_ms:
+            sql += " AND time_ms<?"
+            args += (until_ms,)
         rows = await self._all(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
         return [
             AuditEvent(tenant, int(t), actor, action, cid, outcome, json.loads(details), id=int(i))

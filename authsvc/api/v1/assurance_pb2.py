@@ -27,7 +27,7 @@ from authsvc.api.v1 import enrollment_pb2 as authsvc_dot_v1_dot_enrollment__pb2
 from authsvc.api.v1 import verification_pb2 as authsvc_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61uthsvc/v1/assurance.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\x1a\x1b\x61uthsvc/v1/enrollment.proto\x1a\x1d\x61uthsvc/v1/verification.proto\"\x96\x01\n\x11\x45nrollTotpRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x36\n\rauthorization\x18\x05 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\".\n\x12\x45nrollTotpResponse\x12\x18\n\x10provisioning_uri\x18\x01 \x01(\t\"G\n\x12\x43onfirmTotpRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"(\n\x13\x43onfirmTotpResponse\x12\x11\n\tconfirmed\x18\x01 \x01(\x08\"\x8d\x01\n\x19SetCodeDestinationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x36\n\rauthorization\x18\x04 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"\x1c\n\x1aSetCodeDestinationResponse\"_\n\x18ValidateAssertionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12$\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x13.authsvc.v1.Channel\"E\n\x19ValidateAssertionResponse\x12(\n\tassertion\x18\x01 \x01(\x0b\x32\x15.authsvc.v1.Assertion\"d\n\x16ListAuditEventsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x94\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x08 \x01(\t\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.authsvc.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x17VerifyAuditChainRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x92\x01\n\x18VerifyAuditChainResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x14\n\x0crows_checked\x18\x02 \x01(\x03\x12\x14\n\x0c\x66irst_bad_id\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x16\n\x0eunchained_rows\x18\x06 \x01(\x03\x32\x91\x02\n\rStepUpService\x12K\n\nEnrollTotp\x12\x1d.authsvc.v1.EnrollTotpRequest\x1a\x1e.authsvc.v1.EnrollTotpResponse\x12N\n\x0b\x43onfirmTotp\x12\x1e.authsvc.v1.ConfirmTotpRequest\x1a\x1f.authsvc.v1.ConfirmTotpResponse\x12\x63\n\x12SetCodeDestination\x12%.authsvc.v1.SetCodeDestinationRequest\x1a&.authsvc.v1.SetCodeDestinationResponse2t\n\x10\x41ssertionService\x12`\n\x11ValidateAssertion\x12$.authsvc.v1.ValidateAssertionRequest\x1a%.authsvc.v1.ValidateAssertionResponse2\xc9\x01\n\x0c\x41uditService\x12Z\n\x0fListAuditEvents\x12\".authsvc.v1.ListAuditEventsRequest\x1a#.authsvc.v1.ListAuditEventsResponse\x12]\n\x10VerifyAuditChain\x12#.authsvc.v1.VerifyAuditChainRequest\x1a$.authsvc.v1.VerifyAuditChainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61uthsvc/v1/assurance.proto\x12\nauthsvc.v1\x1a\x17\x61uthsvc/v1/common.proto\x1a\x1b\x61uthsvc/v1/enrollment.proto\x1a\x1d\x61uthsvc/v1/verification.proto\"\x96\x01\n\x11\x45nrollTotpRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x36\n\rauthorization\x18\x05 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\".\n\x12\x45nrollTotpResponse\x12\x18\n\x10provisioning_uri\x18\x01 \x01(\t\"G\n\x12\x43onfirmTotpRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"(\n\x13\x43onfirmTotpResponse\x12\x11\n\tconfirmed\x18\x01 \x01(\x08\"\x8d\x01\n\x19SetCodeDestinationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x36\n\rauthorization\x18\x04 \x01(\x0b\x32\x1f.authsvc.v1.ChangeAuthorization\"\x1c\n\x1aSetCodeDestinationResponse\"_\n\x18ValidateAssertionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12$\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x13.authsvc.v1.Channel\"E\n\x19ValidateAssertionResponse\x12(\n\tassertion\x18\x01 \x01(\x0b\x32\x15.authsvc.v1.Assertion\"\xb3\x01\n\x16ListAuditEventsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x15\n\rsince_unix_ms\x18\x07 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x08 \x01(\x03\"\x94\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x08 \x01(\t\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.authsvc.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x17VerifyAuditChainRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x92\x01\n\x18VerifyAuditChainResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x14\n\x0crows_checked\x18\x02 \x01(\x03\x12\x14\n\x0c\x66irst_bad_id\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x16\n\x0eunchained_rows\x18\x06 \x01(\x03\x32\x91\x02\n\rStepUpService\x12K\n\nEnrollTotp\x12\x1d.authsvc.v1.EnrollTotpRequest\x1a\x1e.authsvc.v1.EnrollTotpResponse\x12N\n\x0b\x43onfirmTotp\x12\x1e.authsvc.v1.ConfirmTotpRequest\x1a\x1f.authsvc.v1.ConfirmTotpResponse\x12\x63\n\x12SetCodeDestination\x12%.authsvc.v1.SetCodeDestinationRequest\x1a&.authsvc.v1.SetCodeDestinationResponse2t\n\x10\x41ssertionService\x12`\n\x11ValidateAssertion\x12$.authsvc.v1.ValidateAssertionRequest\x1a%.authsvc.v1.ValidateAssertionResponse2\xc9\x01\n\x0c\x41uditService\x12Z\n\x0fListAuditEvents\x12\".authsvc.v1.ListAuditEventsRequest\x1a#.authsvc.v1.ListAuditEventsResponse\x12]\n\x10VerifyAuditChain\x12#.authsvc.v1.VerifyAuditChainRequest\x1a$.authsvc.v1.VerifyAuditChainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,20 +50,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEASSERTIONREQUEST']._serialized_end=712
   _globals['_VALIDATEASSERTIONRESPONSE']._serialized_start=714
   _globals['_VALIDATEASSERTIONRESPONSE']._serialized_end=783
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=785
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=885
-  _globals['_AUDITEVENT']._serialized_start=888
-  _globals['_AUDITEVENT']._serialized_end=1036
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1038
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1128
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1130
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1171
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1174
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1320
-  _globals['_STEPUPSERVICE']._serialized_start=1323
-  _globals['_STEPUPSERVICE']._serialized_end=1596
-  _globals['_ASSERTIONSERVICE']._serialized_start=1598
-  _globals['_ASSERTIONSERVICE']._serialized_end=1714
-  _globals['_AUDITSERVICE']._serialized_start=1717
-  _globals['_AUDITSERVICE']._serialized_end=1918
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=786
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=965
+  _globals['_AUDITEVENT']._serialized_start=968
+  _globals['_AUDITEVENT']._serialized_end=1116
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1118
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1208
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1210
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1251
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1254
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1400
+  _globals['_STEPUPSERVICE']._serialized_start=1403
+  _globals['_STEPUPSERVICE']._serialized_end=1676
+  _globals['_ASSERTIONSERVICE']._serialized_start=1678
+  _globals['_ASSERTIONSERVICE']._serialized_end=1794
+  _globals['_AUDITSERVICE']._serialized_start=1797
+  _globals['_AUDITSERVICE']._serialized_end=1998
 # @@protoc_insertion_point(module_scope)

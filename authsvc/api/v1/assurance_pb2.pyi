@@ -78,16 +78,24 @@ class ValidateAssertionResponse(_message.Message):
     def __init__(self, assertion: _Optional[_Union[_verification_pb2.Assertion, _Mapping]] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
-    __slots__ = ("tenant", "customer_id", "page_size", "page_token")
+    __slots__ = ("tenant", "customer_id", "page_size", "page_token", "action", "outcome", "since_unix_ms", "until_unix_ms")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     page_size: int
     page_token: str
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    action: str
+    outcome: str
+    since_unix_ms: int
+    until_unix_ms: int
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("id", "time_unix_ms", "tenant", "actor", "action", "customer_id", "outcome", "details")
