@@ -52,6 +52,11 @@ def head_mac(key: bytes, tenant: str, last_id: int, last_hash: str) -> str:
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
+def trim_mac(key: bytes, tenant: str, trim_id: int, trim_hash: str) -> str:
+    body = json.dumps(["trim", tenant, trim_id, trim_hash], separators=(",", ":"))
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class ChainCheck:
     intact: bool
@@ -130,15 +135,19 @@ class Auditor:
             chain_from, from_mac = await tx.audit_chain_from()
             platform_key = await self.vault.subkey("", CHAIN_PURPOSE, tx)
             head_id, head_hash, mac = await tx.audit_head(tenant, lock=False)
+            trim_id, trim_hash, trimmed_mac = await tx.audit_trim(tenant)
 
             def broken(row_id: int, problem: str) -> ChainCheck:
                 return ChainCheck(False, checked, row_id, problem, head_hash, unchained)
 
-            prev, after, checked, unchained, last_id = "", 0, 0, 0, 0
+            # After a retention trim the chain starts at the last deleted row's hash.
+            prev, after, checked, unchained, last_id = trim_hash, trim_id, 0, 0, trim_id
             if not hmac.compare_digest(from_mac, start_mac(platform_key, chain_from)):
                 return broken(0, "where the chain began was altered (meta audit_chain_from)")
             if head_id and not hmac.compare_digest(mac, head_mac(key, tenant, head_id, head_hash)):
                 return broken(head_id, "the chain's head was altered")
+            if trim_id and not hmac.compare_digest(trimmed_mac, trim_mac(key, tenant, trim_id, trim_hash)):
+                return broken(trim_id, "where retention trimmed the chain was altered")
             while True:
                 rows = await tx.audit_chain(tenant, after, VERIFY_BATCH)
                 if not rows:
@@ -159,6 +168,18 @@ class Auditor:
         if prev != head_hash or (head_hash and last_id != head_id):
             return broken(last_id or head_id, "rows after this one were removed (head mismatch)")
         return ChainCheck(True, checked, head_hash=head_hash, unchained=unchained)
+
+    async def trim(self, tenant: str, before_ms: int, limit: int = VERIFY_BATCH) -> int:
+        """Deletes up to `limit` of the tenant's rows older than `before_ms` (its audit retention)
+        from the start of the chain, and records where the kept chain now starts, under the chain
+        key, so the trim is told apart from rows removed by anyone else; -> rows deleted."""
+        async with self.store.transaction() as tx:
+            key = await self.vault.subkey(tenant, CHAIN_PURPOSE, tx)
+            await tx.audit_head(tenant)  # the tenant's writers wait: the trim is one step of the chain
+            n, last_id, last_hash = await tx.trim_audit(tenant, before_ms, limit)
+            if n:
+                await tx.set_audit_trim(tenant, last_id, last_hash, trim_mac(key, tenant, last_id, last_hash))
+            return n
 
     def record_soon(self, tenant: str, action: str, customer_id: str, outcome: str, **details: Any) -> None:
         """Records from synchronous code running on the event loop (a policy reload): the write

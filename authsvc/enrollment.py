@@ -181,6 +181,8 @@ async def store_voice_sample(
             "",
             tx=tx,
         )
+        # An enrollment: retention counts from here, and an earlier expiry is over.
+        await tx.touch_customer(tenant, customer_id, int(time.time() * 1000), enrolled=True)
     return added
 
 
@@ -302,6 +304,7 @@ async def _grow_profile(
     _, model_id, version = keystroke.template_identity(profile)
     payload = json.dumps({"profile": profile.decode("latin-1"), "samples": sorted(seen)}).encode()
     await ctx.vault.replace(tenant, customer_id, modality, model_id, version, payload, tx)
+    await tx.touch_customer(tenant, customer_id, int(time.time() * 1000), enrolled=True)
     await ctx.auditor.record(
         tenant,
         "enroll.keystrokes",

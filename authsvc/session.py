@@ -46,6 +46,7 @@ from authsvc.errors import ConfigError, InvalidInput, Overloaded, PreconditionFa
 from authsvc.fraud import caller_voices, replay, synthetic
 from authsvc.identifiers import check_id
 from authsvc.policy.engine import (
+    UNENROLLED,
     CustomerView,
     Decision,
     ModalityEvidence,
@@ -202,6 +203,9 @@ class VerificationSession:
                 issue = issue and decision.outcome is Outcome.AUTHENTICATED
                 decision = replace(decision, sequence=self._sequence + 1)
                 if issue:
+                    # A successful authentication: the customer's retention counts from here.
+                    now_ms = int(time.time() * 1000)
+                    await tx.touch_customer(self.start.tenant, self.start.customer_id, now_ms)
                     a = await self.ctx.trust.issue(
                         self.policy,
                         self.start.customer_id,
@@ -493,7 +497,7 @@ class VerificationSession:
         self._use_templates(templates)
         self._check_thresholds()
         first = self._decide()
-        if first.outcome is Outcome.NOT_ENROLLED:
+        if first.outcome in UNENROLLED:
             self._closed_outcome = first  # nothing of this customer is ever scored in this call
         return [] if first.outcome is Outcome.PENDING else [await self._emit(first)]
 
@@ -525,7 +529,8 @@ class VerificationSession:
                 if t.modality.startswith("keystroke"):
                     self._typing[t.modality] = (profile_bytes(t.payload), profile_samples(t.payload))
                     enrolled.add(t.modality)
-        self._view = CustomerView(frozenset(enrolled), False, self._factors)
+        expired = record is not None and record.expired_ms > 0
+        self._view = CustomerView(frozenset(enrolled), False, self._factors, expired)
         if VOICE in enrolled:
             for t in templates:
                 # Only fingerprints this version can compare (another version's hashes never match).
@@ -622,7 +627,7 @@ class VerificationSession:
     def _keep_recent(self, samples: np.ndarray) -> None:
         # From the first chunk, claimed or not: a claim is scored on what was heard before it,
         # and a call's voice may be enrolled (both must see a replay played before either).
-        closed = self._closed_outcome is not None and self._closed_outcome.outcome is not Outcome.NOT_ENROLLED
+        closed = self._closed_outcome is not None and self._closed_outcome.outcome not in UNENROLLED
         if closed or samples.size == 0:
             return  # nothing of this call will be scored or enrolled
         limit = int(REPLAY_WINDOW_S * self.tracker.sample_rate)
@@ -914,7 +919,7 @@ class VerificationSession:
         """Whether `finish` has anything to decide on (else it is InvalidInput)."""
         # With the biometric disabled, a second factor alone is a whole session.
         decided = (
-            self._closed_outcome is not None and self._closed_outcome.outcome is not Outcome.NOT_ENROLLED
+            self._closed_outcome is not None and self._closed_outcome.outcome not in UNENROLLED
         )
         return decided or self._samples > 0 or self._typed > 0 or self._step.biometric_off
 

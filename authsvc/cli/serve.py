@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+from authsvc import retention
 from authsvc.context import ServiceConfig, ServiceContext, build_context
 from authsvc.errors import ConfigError, NotFound
 from authsvc.files import write_private
@@ -205,6 +206,13 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         help="a bridge connection silent this long is closed and its call ended (default 30)",
     )
     p.add_argument(
+        "--retention-interval-s",
+        type=float,
+        default=3600.0,
+        help="how often biometric templates past each tenant's retention_days expire and audit rows "
+        "past its audit_days are trimmed (default 3600; 0: never, run `authsvc customers expire`)",
+    )
+    p.add_argument(
         "--admin-credential-file",
         type=Path,
         help="where a first start writes the platform-admin API key (default <data-dir>/admin.credential)",
@@ -253,6 +261,11 @@ async def _serve(args: argparse.Namespace) -> None:
     server = AuthServer(ctx, args.listen, tls, reflection_on=args.reflection)
     await server.start()
     bridges = await _start_bridges(ctx, args)
+    sweeps = (
+        asyncio.create_task(retention.run_sweeps(ctx, args.retention_interval_s))
+        if args.retention_interval_s > 0
+        else None
+    )
     log.info(
         "authsvc serving on %s (%s), store %s, encoder %s %s",
         args.listen,
@@ -267,6 +280,8 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    if sweeps is not None:
+        sweeps.cancel()
     for bridge in bridges:
         await bridge.stop()
     await server.stop()

@@ -68,6 +68,7 @@ METHODS: dict[str, Rule] = {
     f"{_P}EnrollmentService/ListCustomers": _rule(TENANT_ADMIN),
     f"{_P}EnrollmentService/DeleteCustomer": _rule(TENANT_ADMIN),
     f"{_P}EnrollmentService/UnlockCustomer": _rule(TENANT_ADMIN),
+    f"{_P}EnrollmentService/ExpireCustomers": _rule(TENANT_ADMIN),
     f"{_P}AuditService/ListAuditEvents": _rule(TENANT_ADMIN),
     f"{_P}AuditService/VerifyAuditChain": _rule(TENANT_ADMIN),
     # Known fraudsters: listing a voice is an accusation, so only the tenant's administrators.

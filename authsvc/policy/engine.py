@@ -28,6 +28,11 @@ class Outcome(enum.Enum):
     NOT_ENROLLED = "not_enrolled"
     STEP_UP_REQUIRED = "step_up_required"
     OPTED_OUT = "opted_out"
+    EXPIRED = "expired"  # the templates expired under the tenant's retention: enroll again
+
+
+#: Outcomes that say the customer has nothing to be scored against.
+UNENROLLED = (Outcome.NOT_ENROLLED, Outcome.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class CustomerView:
     enrolled: frozenset[str]  # modalities with a usable template
     opted_out: bool = False
     factors: tuple[str, ...] = ()  # second factors ready to use
+    expired: bool = False  # the templates expired under the tenant's retention
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,12 @@ def decide(
         )
     if step.biometric_off:
         return _other_factor(policy, customer, step, base)
+    if customer.expired and (not customer.enrolled or (voice_required and "voice" not in customer.enrolled)):
+        return Decision(
+            Outcome.EXPIRED,
+            reason="the customer's biometric templates expired under the tenant's retention; enroll again",
+            **base,
+        )
     if not customer.enrolled:
         return Decision(Outcome.NOT_ENROLLED, reason="the customer has no usable biometric template", **base)
     if voice_required and "voice" not in customer.enrolled:

@@ -134,6 +134,16 @@ class EnrollmentRules:
     window_s: float = field(default=1800.0, metadata=_limits(60.0, 86400.0))
 
 
+@dataclass(frozen=True)
+class RetentionRules:
+    # Days without an enrollment or a successful authentication after which a customer's
+    # biometric templates expire and are erased (BIPA: within 3 years of the last interaction;
+    # Voice ID expires speakers on the same rule).
+    retention_days: int = field(default=1095, metadata=_limits(1, 3650))
+    # Days an audit row is kept (a record-keeping rule of its own; 7 years by default).
+    audit_days: int = field(default=2555, metadata=_limits(30, 36500))
+
+
 FRAUD_ACTIONS = ("ignore", "flag", "step_up", "reject")
 _ACTION = {"choices": FRAUD_ACTIONS}
 
@@ -167,6 +177,7 @@ class TenantPolicy:
     assertion: AssertionRules = field(default_factory=AssertionRules)
     enrollment: EnrollmentRules = field(default_factory=EnrollmentRules)
     fraud: FraudRules = field(default_factory=FraudRules)
+    retention: RetentionRules = field(default_factory=RetentionRules)
 
 
 SECTIONS: dict[str, type] = {
@@ -178,6 +189,7 @@ SECTIONS: dict[str, type] = {
     "assertion": AssertionRules,
     "enrollment": EnrollmentRules,
     "fraud": FraudRules,
+    "retention": RetentionRules,
 }
 
 _REGULATED: dict[str, dict[str, Any]] = {

@@ -101,6 +101,7 @@ OUTCOMES = {
     Outcome.NOT_ENROLLED: verification_pb2.OUTCOME_NOT_ENROLLED,
     Outcome.STEP_UP_REQUIRED: verification_pb2.OUTCOME_STEP_UP_REQUIRED,
     Outcome.OPTED_OUT: verification_pb2.OUTCOME_OPTED_OUT,
+    Outcome.EXPIRED: verification_pb2.OUTCOME_EXPIRED,
 }
 
 
@@ -117,6 +118,8 @@ def customer_pb(summary: CustomerSummary, passive_min_s: float = 0.0) -> enrollm
         tenant=record.tenant,
         customer_id=record.customer_id,
         created_unix_ms=record.created_ms,
+        last_active_unix_ms=record.last_active_ms,
+        expired_unix_ms=record.expired_ms,
         methods=[METHOD_PB[m] for m in record.methods if m in METHOD_PB],
         opted_out=record.opted_out,
         consent=enrollment_pb2.Consent(

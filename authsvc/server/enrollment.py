@@ -6,7 +6,7 @@ import base64
 
 import grpc
 
-from authsvc import changes, enrollment, passive
+from authsvc import changes, enrollment, passive, retention
 from authsvc.api.v1 import enrollment_pb2, enrollment_pb2_grpc
 from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput, PermissionDenied
@@ -139,6 +139,30 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             self.ctx, request.tenant, request.customer_id, principal().id
         )
         return enrollment_pb2.UnlockCustomerResponse(factors=cleared)
+
+    @unary_errors
+    async def ExpireCustomers(self, request, context: grpc.aio.ServicerContext):  # noqa: N802
+        if not 0 <= request.limit <= retention.MAX_LIMIT:
+            raise InvalidInput("limit", f"must be between 0 and {retention.MAX_LIMIT}")
+        report = await retention.expire_customers(
+            self.ctx,
+            request.tenant,
+            dry_run=request.dry_run,
+            limit=request.limit or retention.DEFAULT_LIMIT,
+            actor=principal().id,
+        )
+        return enrollment_pb2.ExpireCustomersResponse(
+            customers=[
+                enrollment_pb2.ExpiredCustomer(
+                    customer_id=e.customer_id, last_active_unix_ms=e.last_active_ms, templates=e.templates
+                )
+                for e in report.customers
+            ],
+            retention_days=report.retention_days,
+            cutoff_unix_ms=report.cutoff_ms,
+            dry_run=report.dry_run,
+            more=report.more,
+        )
 
     @unary_errors
     async def EnrollFromSession(self, request, context: grpc.aio.ServicerContext):  # noqa: N802

@@ -13,7 +13,7 @@ executor thread, PostgreSQL through an async connection pool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +46,10 @@ class CustomerRecord:
     consent_version: str = ""
     consent_ms: int = 0
     registered: bool = False
+    # The last enrollment or successful authentication (retention counts from it), and when the
+    # biometric templates expired for want of one (0: never).
+    last_active_ms: int = 0
+    expired_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,24 @@ class Transaction(Protocol):
     ) -> CustomerRecord:
         """Records the registration choice and consent (creating the customer if needed)."""
 
+    async def touch_customer(
+        self, tenant: str, customer_id: str, now_ms: int, enrolled: bool = False
+    ) -> None:
+        """Records an enrollment (`enrolled`: also clears an expiry) or a successful authentication."""
+
+    async def stale_customers(
+        self, tenant: str, before_ms: int, state_prefixes: Sequence[str], limit: int, after: str = ""
+    ) -> list[CustomerRecord]:
+        """Customers inactive since before `before_ms` who still hold a template or a state whose
+        name starts with one of `state_prefixes`, by id after `after`."""
+        ...
+
+    async def mark_expired(self, tenant: str, customer_id: str, now_ms: int) -> None: ...
+
+    async def retention_tenants(self) -> list[str]:
+        """Every tenant with customers or an audit trail."""
+        ...
+
     async def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
         """Erases the customer, all templates and all state (factor secrets); None if unknown.
 
@@ -268,6 +290,17 @@ class Transaction(Protocol):
         another."""
 
     async def set_audit_head(self, tenant: str, last_id: int, last_hash: str, head_mac: str) -> None: ...
+
+    async def audit_trim(self, tenant: str) -> tuple[int, str, str]:
+        """(last deleted id, its hash, the MAC over both) of the tenant's retention trims."""
+        ...
+
+    async def trim_audit(self, tenant: str, before_ms: int, limit: int) -> tuple[int, int, str]:
+        """Deletes up to `limit` of the tenant's oldest rows written before `before_ms` (only a
+        run from the start: never a row after a retained one); -> (deleted, last id, its hash)."""
+        ...
+
+    async def set_audit_trim(self, tenant: str, trim_id: int, trim_hash: str, trim_mac: str) -> None: ...
 
     async def append_audit(self, event: AuditEvent, prev_hash: str = "", row_hash: str = "") -> int: ...
 

@@ -28,7 +28,10 @@ from authsvc.store.base import (
 )
 
 PURGE_EVERY = 32
-_CUSTOMER_COLUMNS = "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered"
+_CUSTOMER_COLUMNS = (
+    "customer_id, created_ms, methods, opted_out, consent_version, consent_ms, registered, last_active_ms, "
+    "expired_ms"
+)
 _CREDENTIAL_COLUMNS = (
     "id, tenant, kind, roles, created_ms, created_by, secret_hash, subject, description, expires_ms, "
     "revoked_ms, last_used_ms"
@@ -56,7 +59,7 @@ def _values(row: TemplateRow) -> tuple:
 
 
 def _customer_from_row(tenant: str, row: Sequence[Any]) -> CustomerRecord:
-    cid, created, methods, opted_out, version, consent_ms, registered = row
+    cid, created, methods, opted_out, version, consent_ms, registered, active, expired = row
     return CustomerRecord(
         tenant,
         cid,
@@ -66,6 +69,8 @@ def _customer_from_row(tenant: str, row: Sequence[Any]) -> CustomerRecord:
         version,
         int(consent_ms),
         bool(registered),
+        int(active),
+        int(expired),
     )
 
 
@@ -123,9 +128,9 @@ class SqlTransaction(ABC):
         if (tenant, customer_id) in self._existing:
             return
         await self._count(
-            "INSERT INTO customers (tenant, customer_id, created_ms) VALUES (?, ?, ?) "
+            "INSERT INTO customers (tenant, customer_id, created_ms, last_active_ms) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (tenant, customer_id) DO NOTHING",
-            (tenant, customer_id, now_ms),
+            (tenant, customer_id, now_ms, now_ms),
         )
         self._existing.add((tenant, customer_id))
 
@@ -168,6 +173,40 @@ class SqlTransaction(ABC):
         record = await self.get_customer(tenant, customer_id)
         assert record is not None
         return record
+
+    async def touch_customer(
+        self, tenant: str, customer_id: str, now_ms: int, enrolled: bool = False
+    ) -> None:
+        await self._count(
+            "UPDATE customers SET last_active_ms=?"
+            + (", expired_ms=0" if enrolled else "")
+            + " WHERE tenant=? AND customer_id=? AND last_active_ms<=?",
+            (now_ms, tenant, customer_id, now_ms),
+        )
+
+    async def stale_customers(
+        self, tenant: str, before_ms: int, state_prefixes: Sequence[str], limit: int, after: str = ""
+    ) -> list[CustomerRecord]:
+        states = " OR ".join("substr(s.name, 1, ?)=?" for _ in state_prefixes) or "0=1"
+        rows = await self._all(
+            f"SELECT {_CUSTOMER_COLUMNS} FROM customers c WHERE tenant=? AND last_active_ms<? "
+            "AND customer_id>? AND (EXISTS (SELECT 1 FROM templates t WHERE t.tenant=c.tenant "
+            "AND t.customer_id=c.customer_id) OR EXISTS (SELECT 1 FROM customer_state s "
+            f"WHERE s.tenant=c.tenant AND s.customer_id=c.customer_id AND ({states}))) "
+            "ORDER BY customer_id LIMIT ?",
+            (tenant, before_ms, after, *(a for p in state_prefixes for a in (len(p), p)), limit),
+        )
+        return [_customer_from_row(tenant, r) for r in rows]
+
+    async def mark_expired(self, tenant: str, customer_id: str, now_ms: int) -> None:
+        await self._count(
+            "UPDATE customers SET expired_ms=? WHERE tenant=? AND customer_id=?",
+            (now_ms, tenant, customer_id),
+        )
+
+    async def retention_tenants(self) -> list[str]:
+        rows = await self._all("SELECT tenant FROM customers UNION SELECT tenant FROM audit_heads ORDER BY 1")
+        return [r[0] for r in rows]
 
     async def delete_customer(self, tenant: str, customer_id: str) -> Erasure | None:
         if await self.lock_customer(tenant, customer_id) is None:
@@ -472,6 +511,32 @@ class SqlTransaction(ABC):
         await self._count(
             "UPDATE audit_heads SET last_id=?, last_hash=?, head_mac=? WHERE tenant=?",
             (last_id, last_hash, head_mac, tenant),
+        )
+
+    async def audit_trim(self, tenant: str) -> tuple[int, str, str]:
+        row = await self._one(
+            "SELECT trim_id, trim_hash, trim_mac FROM audit_heads WHERE tenant=?", (tenant,)
+        )
+        return (int(row[0]), row[1], row[2]) if row else (0, "", "")
+
+    async def trim_audit(self, tenant: str, before_ms: int, limit: int) -> tuple[int, int, str]:
+        # Only a run from the start, up to the first retained row (clocks of several nodes may
+        # write a later row with an earlier time): the chain stays one piece.
+        rows = await self._all(
+            "SELECT id, row_hash FROM audit WHERE tenant=? AND id<COALESCE((SELECT MIN(id) FROM audit "
+            "WHERE tenant=? AND time_ms>=?), 9223372036854775807) ORDER BY id LIMIT ?",
+            (tenant, tenant, before_ms, limit),
+        )
+        if not rows:
+            return 0, 0, ""
+        last_id, last_hash = int(rows[-1][0]), rows[-1][1]
+        n = await self._count("DELETE FROM audit WHERE tenant=? AND id<=?", (tenant, last_id))
+        return n, last_id, last_hash
+
+    async def set_audit_trim(self, tenant: str, trim_id: int, trim_hash: str, trim_mac: str) -> None:
+        await self._count(
+            "UPDATE audit_heads SET trim_id=?, trim_hash=?, trim_mac=? WHERE tenant=?",
+            (trim_id, trim_hash, trim_mac, tenant),
         )
 
     async def append_audit(self, event: AuditEvent, prev_hash: str = "", row_hash: str = "") -> int:

@@ -7,6 +7,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ExpireCustomersRequest(_message.Message):
+    __slots__ = ("tenant", "dry_run", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    dry_run: bool
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., dry_run: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ExpiredCustomer(_message.Message):
+    __slots__ = ("customer_id", "last_active_unix_ms", "templates")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    last_active_unix_ms: int
+    templates: int
+    def __init__(self, customer_id: _Optional[str] = ..., last_active_unix_ms: _Optional[int] = ..., templates: _Optional[int] = ...) -> None: ...
+
+class ExpireCustomersResponse(_message.Message):
+    __slots__ = ("customers", "retention_days", "cutoff_unix_ms", "dry_run", "more")
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    CUTOFF_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    customers: _containers.RepeatedCompositeFieldContainer[ExpiredCustomer]
+    retention_days: int
+    cutoff_unix_ms: int
+    dry_run: bool
+    more: bool
+    def __init__(self, customers: _Optional[_Iterable[_Union[ExpiredCustomer, _Mapping]]] = ..., retention_days: _Optional[int] = ..., cutoff_unix_ms: _Optional[int] = ..., dry_run: _Optional[bool] = ..., more: _Optional[bool] = ...) -> None: ...
+
 class EnrollFromSessionRequest(_message.Message):
     __slots__ = ("tenant", "session_id", "customer_id", "override_voice_mismatch")
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -156,7 +190,7 @@ class TemplateSummary(_message.Message):
     def __init__(self, modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., encoder_id: _Optional[str] = ..., encoder_version: _Optional[str] = ..., sample_count: _Optional[int] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class Customer(_message.Message):
-    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates", "methods", "opted_out", "consent", "factors", "voice_enrollment")
+    __slots__ = ("tenant", "customer_id", "created_unix_ms", "templates", "methods", "opted_out", "consent", "factors", "voice_enrollment", "last_active_unix_ms", "expired_unix_ms")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +200,8 @@ class Customer(_message.Message):
     CONSENT_FIELD_NUMBER: _ClassVar[int]
     FACTORS_FIELD_NUMBER: _ClassVar[int]
     VOICE_ENROLLMENT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     customer_id: str
     created_unix_ms: int
@@ -175,7 +211,9 @@ class Customer(_message.Message):
     consent: Consent
     factors: _containers.RepeatedScalarFieldContainer[_common_pb2.SecondFactor]
     voice_enrollment: VoiceEnrollment
-    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opted_out: _Optional[bool] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ..., voice_enrollment: _Optional[_Union[VoiceEnrollment, _Mapping]] = ...) -> None: ...
+    last_active_unix_ms: int
+    expired_unix_ms: int
+    def __init__(self, tenant: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., templates: _Optional[_Iterable[_Union[TemplateSummary, _Mapping]]] = ..., methods: _Optional[_Iterable[_Union[_common_pb2.AuthMethod, str]]] = ..., opted_out: _Optional[bool] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., factors: _Optional[_Iterable[_Union[_common_pb2.SecondFactor, str]]] = ..., voice_enrollment: _Optional[_Union[VoiceEnrollment, _Mapping]] = ..., last_active_unix_ms: _Optional[int] = ..., expired_unix_ms: _Optional[int] = ...) -> None: ...
 
 class GetCustomerRequest(_message.Message):
     __slots__ = ("tenant", "customer_id")

@@ -76,6 +76,11 @@ class EnrollmentServiceStub:
                 request_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionRequest.SerializeToString,
                 response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionResponse.FromString,
                 _registered_method=True)
+        self.ExpireCustomers = channel.unary_unary(
+                '/authsvc.v1.EnrollmentService/ExpireCustomers',
+                request_serializer=authsvc_dot_v1_dot_enrollment__pb2.ExpireCustomersRequest.SerializeToString,
+                response_deserializer=authsvc_dot_v1_dot_enrollment__pb2.ExpireCustomersResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
@@ -143,6 +148,14 @@ class EnrollmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExpireCustomers(self, request, context):
+        """Erases the biometric templates of customers inactive for the tenant's retention_days (or,
+        with dry_run, lists who would go). The service also runs it on its own schedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnrollmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +198,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.EnrollFromSession,
                     request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionRequest.FromString,
                     response_serializer=authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionResponse.SerializeToString,
+            ),
+            'ExpireCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireCustomers,
+                    request_deserializer=authsvc_dot_v1_dot_enrollment__pb2.ExpireCustomersRequest.FromString,
+                    response_serializer=authsvc_dot_v1_dot_enrollment__pb2.ExpireCustomersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +423,33 @@ class EnrollmentService:
             '/authsvc.v1.EnrollmentService/EnrollFromSession',
             authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionRequest.SerializeToString,
             authsvc_dot_v1_dot_enrollment__pb2.EnrollFromSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authsvc.v1.EnrollmentService/ExpireCustomers',
+            authsvc_dot_v1_dot_enrollment__pb2.ExpireCustomersRequest.SerializeToString,
+            authsvc_dot_v1_dot_enrollment__pb2.ExpireCustomersResponse.FromString,
             options,
             channel_credentials,
             insecure,

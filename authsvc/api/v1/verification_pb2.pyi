@@ -17,6 +17,7 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_NOT_ENROLLED: _ClassVar[Outcome]
     OUTCOME_STEP_UP_REQUIRED: _ClassVar[Outcome]
     OUTCOME_OPTED_OUT: _ClassVar[Outcome]
+    OUTCOME_EXPIRED: _ClassVar[Outcome]
 
 class RiskLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ OUTCOME_REJECTED: Outcome
 OUTCOME_NOT_ENROLLED: Outcome
 OUTCOME_STEP_UP_REQUIRED: Outcome
 OUTCOME_OPTED_OUT: Outcome
+OUTCOME_EXPIRED: Outcome
 RISK_LEVEL_UNSPECIFIED: RiskLevel
 RISK_LEVEL_LOW: RiskLevel
 RISK_LEVEL_HIGH: RiskLevel
