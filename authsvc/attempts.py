@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from authsvc.audit import Auditor
+from authsvc.metrics import Metrics
 from authsvc.policy.schema import TenantPolicy
 from authsvc.stepup.lockout import BiometricLockout, LockoutState, RateLimited
 from authsvc.store.base import Transaction
@@ -51,11 +52,16 @@ def rule(policy: TenantPolicy) -> BiometricLockout:
 
 class Attempts:
     def __init__(
-        self, vault: TemplateVault, auditor: Auditor, clock: Callable[[], float] = time.time
+        self,
+        vault: TemplateVault,
+        auditor: Auditor,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.vault = vault
         self.auditor = auditor
         self.clock = clock
+        self.metrics = metrics
 
     async def _state(self, tx: Transaction, tenant: str, customer_id: str) -> LockoutState:
         raw = await self.vault.load_state(tenant, customer_id, BIOMETRIC_STATE, tx)
@@ -94,6 +100,8 @@ class Attempts:
             await self.vault.put_state(tenant, customer_id, BIOMETRIC_STATE, after.to_bytes(), tx)
         status = self._status(policy, after)
         if status.blocked and not self._status(policy, before).blocked:
+            if self.metrics is not None:
+                self.metrics.lockout("biometric_disabled" if status.off else "biometric_delayed")
             await self.auditor.record(
                 tenant,
                 "biometric.limit",
@@ -126,8 +134,9 @@ class SourceThrottle:
     WINDOW_S = 3600.0
     MAX_SOURCES = 10_000
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, metrics: Metrics | None = None) -> None:
         self.clock = clock
+        self.metrics = metrics
         self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
     def _window(self, key: tuple[str, str]) -> deque[float]:
@@ -171,4 +180,7 @@ class SourceThrottle:
         times = self._window(key)
         times.append(self.clock())
         self._failures.move_to_end(key)
-        return len(times) == policy.lockout.source_failures_per_hour
+        reached = len(times) == policy.lockout.source_failures_per_hour
+        if reached and self.metrics is not None:
+            self.metrics.lockout("source")
+        return reached

@@ -25,6 +25,7 @@ from authsvc.policy.schema import PolicyBook, PolicyUnusable, TenantPolicy
 from authsvc.scoring.calibration import Calibration, load_calibration
 from authsvc.stepup.senders import load_sender
 from authsvc.store import Store, migrations, open_store, store_spec
+from authsvc.store.timed import TimedStore
 from authsvc.templates import TemplateVault
 from authsvc.trust import ROTATE_AFTER_S, AssertionAuthority
 from authsvc.voice.batcher import BatchConfig, default_config
@@ -109,7 +110,7 @@ class ServiceContext:
     throttle: SourceThrottle
     # Known fraudsters, screened 1:N (an in-memory index per tenant, kept in step with the store).
     watchlists: Watchlists
-    # The batching core's Prometheus metrics (its own registry; `authsvc serve` exposes it).
+    # The service's Prometheus metrics (its own registry; `authsvc serve` exposes it).
     metrics: Metrics = field(default_factory=Metrics)
     # The synthetic-speech countermeasure behind its own batcher; None when not configured.
     countermeasure: EmbeddingRunner | None = None
@@ -207,6 +208,9 @@ async def _build(
     # Imported here: torch loads only when a service really starts, not for every CLI command.
     from authsvc.voice.device import enable_half, resolve_device
 
+    metrics = Metrics()
+    # Store latency is measured here, where the store is called; the store knows no metrics.
+    store = TimedStore(store, metrics.store_timer)
     if encoder is None:
         device = resolve_device(config.device)
         encoder = await asyncio.to_thread(
@@ -247,7 +251,6 @@ async def _build(
     auditor = Auditor(store, vault)
     await auditor.ready()
     sender = load_sender(config.code_sender or f"file:{config.data_dir / 'outbox' / 'codes.jsonl'}")
-    metrics = Metrics()
     if cm is not None:
         # Its own batcher beside the encoder's: a batch holds one model's inputs. On the CPU one
         # window at a time: AASIST on 4 s costs 0.91 s alone and 1.10 s per window in a batch of
@@ -276,13 +279,13 @@ async def _build(
         calibration=calibration,
         keystroke_calibrations=load_keystroke_calibrations(),
         auditor=auditor,
-        factors=Factors(vault, sender, auditor),
-        attempts=Attempts(vault, auditor),
+        factors=Factors(vault, sender, auditor, metrics=metrics),
+        attempts=Attempts(vault, auditor, metrics=metrics),
         trust=trust,
         tenants=tenants,
         credentials=Credentials(store, auditor),
         refusals=RefusalLog(auditor),
-        throttle=SourceThrottle(),
+        throttle=SourceThrottle(metrics=metrics),
         watchlists=Watchlists(store, vault, auditor, encoder.encoder_id, encoder.version, calibration),
         metrics=metrics,
         countermeasure=countermeasure,

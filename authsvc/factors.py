@@ -26,6 +26,7 @@ from authsvc.audit import Auditor
 from authsvc.consent import require_consent
 from authsvc.errors import InvalidInput, NotFound, PreconditionFailed
 from authsvc.identifiers import check_id
+from authsvc.metrics import Metrics
 from authsvc.policy.schema import TenantPolicy
 from authsvc.stepup import totp
 from authsvc.stepup.codes import CodePolicy, CodeState, OneTimeCodes
@@ -67,12 +68,18 @@ class Factors:
         sender: CodeSender,
         auditor: Auditor,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.vault = vault
         self.store = vault.store
         self.sender = sender
         self.auditor = auditor
         self.clock = clock
+        self.metrics = metrics
+
+    def _count(self, factor: str, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.step_up(factor, result)
 
     # -- enrollment -------------------------------------------------------------------------
 
@@ -282,7 +289,10 @@ class Factors:
         now = self.clock()
         if state is None:
             state = await self._lock_state(tx, tenant, customer_id)
+        was_locked = lockout.is_locked(state, now)
         state = lockout.record_failure(state, now)
+        if self.metrics is not None and not was_locked and lockout.is_locked(state, now):
+            self.metrics.lockout("factor_disabled" if state.disabled else "factor_locked")
         await self.vault.put_state(tenant, customer_id, _LOCKOUT, state.to_bytes(), tx)
         left = lockout.attempts_left(state, now)
         retry = self._retry_after(policy, state, now)
@@ -303,6 +313,7 @@ class Factors:
             retry = self._retry_after(policy, lock, self.clock())
             if retry:
                 await self.auditor.record(tenant, "step_up", customer_id, "locked_out", factor=factor, tx=tx)
+                self._count(factor, "locked_out")
                 return Attempt(False, 0, retry, "locked out")
             if factor == TOTP:
                 secret, state = await self._totp(tx, tenant, customer_id)
@@ -330,18 +341,21 @@ class Factors:
             if ok:
                 await self.vault.put_state(tenant, customer_id, _LOCKOUT, LockoutState().to_bytes(), tx)
                 await self.auditor.record(tenant, "step_up", customer_id, "passed", factor=factor, tx=tx)
+                self._count(factor, "passed")
                 left = self._lockout(policy).attempts_left(LockoutState(), self.clock())
                 return Attempt(True, left, 0.0, f"{factor} verified", kind)
             attempt = await self._failed(tx, policy, tenant, customer_id, what, lock)
+            result = "locked_out" if attempt.retry_after_s else "failed"
             await self.auditor.record(
                 tenant,
                 "step_up",
                 customer_id,
-                "locked_out" if attempt.retry_after_s else "failed",
+                result,
                 factor=factor,
                 attempts_remaining=attempt.attempts_remaining,
                 tx=tx,
             )
+            self._count(factor, result)
         return attempt
 
     async def send_code(self, policy: TenantPolicy, tenant: str, customer_id: str) -> None:
@@ -363,8 +377,10 @@ class Factors:
         try:
             await asyncio.to_thread(self.sender.send, destination.decode(), code, CODE_PURPOSE, tenant)
         except Exception:
+            self._count(ONE_TIME_CODE, "send_failed")
             await self.auditor.record(tenant, "step_up.code_sent", customer_id, "send_failed")
             raise
+        self._count(ONE_TIME_CODE, "code_sent")
         await self.auditor.record(tenant, "step_up.code_sent", customer_id, "sent")
 
     # -- helpers ---------------------------------------------------------------------------

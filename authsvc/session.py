@@ -60,6 +60,7 @@ from authsvc.policy.risk import REPLAY, SYNTHETIC, DetectorRisk, FraudAssessment
 from authsvc.policy.schema import TenantPolicy
 from authsvc.scoring.cosine import aggregate, check_same_encoder, cosine, embedding_from_bytes, usable
 from authsvc.store.base import Transaction
+from authsvc.tracing import DECIDE, EMBED, RECEIVE, SCORE, LookTrace
 from authsvc.voice.pipeline import to_encoder_rate
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class VerificationSession:
         self._finishing = False  # the last decision: it waits for every detector
         self._embedded_at_s: float | None = None  # before a claim: net speech last embedded
         self._typed_before_claim: list[tuple[str, keystroke.Sample]] = []
+        self._trace: LookTrace | None = None  # the stages of the voice look under way
         # Told of every decision once it is stored (the call's feed: its stream and watchers).
         self.emitted: Callable[[Decision], None] | None = None
 
@@ -243,6 +245,7 @@ class VerificationSession:
             decision = replace(decision, assertion=self._assertion)
         self._sequence = decision.sequence
         self._last = decision
+        self.ctx.metrics.decided(decision.outcome.value, self.policy.sector, decision.final)
         if self.emitted is not None:
             self.emitted(decision)
         return decision
@@ -564,6 +567,7 @@ class VerificationSession:
         self._step = replace(self._step, retry_after_s=retry, attempts_remaining=left)
 
     async def feed_audio(self, data: bytes) -> list[Decision]:
+        received = time.perf_counter_ns()
         if not self.has_audio:
             raise InvalidInput(
                 "audio", "the session was opened without start.audio_format; audio cannot be sent"
@@ -591,20 +595,44 @@ class VerificationSession:
                 return [await self._emit(self._decide())]
             return []
         if self._scored_at_s is None or speech - self._scored_at_s >= rules.redecide_interval_s:
-            return await self._look_at_voice(speech)
+            return await self._look_at_voice(speech, received)
         return []
 
-    async def _look_at_voice(self, speech: float) -> list[Decision]:
+    async def _look_at_voice(self, speech: float, received: int) -> list[Decision]:
+        self._trace = LookTrace(received)
+        self._trace.mark(RECEIVE)
         try:
             await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
         except (Overloaded, TimeoutError) as exc:
+            self._trace = None
             # The embedding core is saturated: keep the decision already made and try
             # again a full interval later (retrying sooner would add load exactly when
             # there is too much), rather than ending the call's stream.
             log.warning("session %s: voice scoring deferred (%s)", self.start.session_id, exc)
             self._scored_at_s = speech
             return []
-        return await self._decide_look()
+        decisions = await self._decide_look()
+        self._end_trace(decisions[0])
+        return decisions
+
+    def _end_trace(self, decision: Decision) -> None:
+        """The voice look's stages to the look histogram, and to a trace where one records."""
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return
+        trace.mark(DECIDE)
+        trace.end(
+            self.ctx.metrics.look_stage,
+            lambda: {
+                "authsvc.session_id": self.start.session_id,
+                "authsvc.tenant": self.start.tenant,
+                "authsvc.sector": self.policy.sector,
+                "authsvc.look": self._looks,
+                "authsvc.outcome": decision.outcome.value,
+                "authsvc.final": decision.final,
+                "authsvc.net_speech_s": round(self.tracker.net_speech_s, 2),
+            },
+        )
 
     async def _track_unclaimed(self) -> list[Decision]:
         """Before a claim: PENDING progress, and the speech embedded as it grows (at the pace of
@@ -661,6 +689,8 @@ class VerificationSession:
         risks = [*audio_risks]
         if self.policy.fraud.fraudster != "ignore":
             risks.append(await asyncio.to_thread(self._fraudster_risk))
+        for r in risks:
+            self.ctx.metrics.fraud_risk(r.detector, r.level)
         # A high risk stands for the rest of the call: what was heard once cannot be talked over
         # (a replay followed by a minute of noise and a few words of the fraudster's own voice).
         before = {r.detector: r for r in self._fraud.risks if r.high}
@@ -763,6 +793,8 @@ class VerificationSession:
         except BaseException:
             audio_risks.cancel()
             raise
+        if self._trace is not None:
+            self._trace.mark(EMBED)
         self._scored_at_s = speech
         await self._assess_fraud(await audio_risks)
         self._begin_look()
@@ -789,6 +821,8 @@ class VerificationSession:
             self._voice_samples,
             floor_llr=self._voice_floor,
         )
+        if self._trace is not None:
+            self._trace.mark(SCORE)
 
     async def feed_keystrokes(self, profile: str, sample: keystroke.Sample) -> list[Decision]:
         self._typed += 1
@@ -935,12 +969,16 @@ class VerificationSession:
         fresh = new.size >= MIN_SEGMENT_S * self.tracker.sample_rate or not self._segments
         voice_pending = self._voice_template is not None and fresh
         enough = self.tracker.net_speech_s >= self.policy.voice.min_net_speech_s
+        self._trace = None
         if voice_pending and enough and self._closed_outcome is None and self._may_look():
+            self._trace = LookTrace()
             try:
                 await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
             except (Overloaded, TimeoutError) as exc:
+                self._trace = None
                 log.warning("session %s: final voice scoring skipped (%s)", self.start.session_id, exc)
         final = (await self._decide_look(final=True))[0]
+        self._end_trace(final)
         if self._countermeasure is not None:  # started for a look that never came
             self._countermeasure.cancel()
         if not self.claimed:

@@ -14,7 +14,9 @@ from authsvc.context import ServiceConfig, ServiceContext, build_context
 from authsvc.errors import ConfigError, NotFound
 from authsvc.files import write_private
 from authsvc.server.app import AuthServer, TlsFiles
+from authsvc.server.observe import json_formatter
 from authsvc.store.base import StoreUnavailable
+from authsvc.tracing import configure_otlp
 from authsvc.trust import ROTATE_AFTER_S
 from authsvc.voice.batcher import BatchConfig
 
@@ -116,6 +118,19 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--metrics-host", default="127.0.0.1", help="address of the Prometheus endpoint (default 127.0.0.1)"
     )
     p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("AUTHSVC_LOG_FORMAT") or "text",
+        help="text lines, or one JSON object per log record (default $AUTHSVC_LOG_FORMAT, else text); "
+        "the access log is logger authsvc.access (docs/observability.md)",
+    )
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces of decisions over OTLP (needs the otel extra and "
+        "opentelemetry-exporter-otlp; OTEL_EXPORTER_OTLP_* say where)",
+    )
     p.add_argument(
         "--store",
         help="postgresql://user@host/db (shared by several nodes; the password may come from "
@@ -219,7 +234,23 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def use_log_format(fmt: str) -> None:
+    """Every handler of the root logger writes `fmt`: "json" (one object per record) or "text"."""
+    if fmt != "json":
+        return
+    formatter = json_formatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
 async def _serve(args: argparse.Namespace) -> None:
+    tracer_provider = None
+    if args.otel:
+        try:
+            tracer_provider = configure_otlp()
+        except RuntimeError as exc:
+            raise SystemExit(f"authsvc: error: {exc}") from None
+        log.info("OpenTelemetry traces of decisions exported over OTLP")
     config = ServiceConfig(
         data_dir=args.data_dir or default_data_dir(),
         encoder=args.encoder,
@@ -285,6 +316,8 @@ async def _serve(args: argparse.Namespace) -> None:
     for bridge in bridges:
         await bridge.stop()
     await server.stop()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()  # flushes the spans still batched
 
 
 ADMIN_CREDENTIAL = "admin.credential"
@@ -410,5 +443,6 @@ def serve(args: argparse.Namespace) -> int:
     # and over 10x under a loaded machine (bench/batching.py's docstring).
     # An operator's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    use_log_format(args.log_format)
     asyncio.run(_serve(args))
     return 0

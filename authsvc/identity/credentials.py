@@ -26,13 +26,22 @@ from authsvc.store.base import CredentialRecord, Store, Transaction
 
 API_KEY = "api_key"
 CERTIFICATE = "certificate"
-_KEY = re.compile(r"^ask_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+# Every API key starts so: scanners (and the access log, which never repeats one) recognise it.
+KEY_PREFIX = "ask_"
+_KEY = re.compile(rf"^{KEY_PREFIX}([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})$")
 # last_used_ms is written at most this often per credential: a write per request would make
 # every call a write transaction.
 TOUCH_EVERY_MS = 60_000
 MAX_DESCRIPTION = 200
 # A certificate identity: a SAN URI (spiffe://…, urn:…) or a DNS name.
 _SUBJECT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[!-~]{1,500}$|^[A-Za-z0-9*][A-Za-z0-9.-]{0,252}$")
+
+
+def key_id(key: str) -> str:
+    """The credential id an API key names ("key_<16 hex>"; "" when it is no authsvc key): its
+    public half, safe to log; the secret half never is."""
+    match = _KEY.fullmatch(key)
+    return f"key_{match.group(1)}" if match else ""
 
 
 def _hash(key: str) -> str:
@@ -42,7 +51,7 @@ def _hash(key: str) -> str:
 def new_api_key() -> tuple[str, str]:
     """-> (credential id, the key to hand to the caller once)."""
     ident = secrets.token_hex(8)
-    return f"key_{ident}", f"ask_{ident}_{secrets.token_urlsafe(32)}"
+    return f"key_{ident}", f"{KEY_PREFIX}{ident}_{secrets.token_urlsafe(32)}"
 
 
 def _now_ms() -> int:
@@ -165,10 +174,9 @@ class Credentials:
         return revoked
 
     async def authenticate_key(self, key: str, source: str) -> Principal:
-        match = _KEY.fullmatch(key)
-        if not match:
+        ident = key_id(key)
+        if not ident:
             raise Unauthenticated("CREDENTIAL_INVALID", "the bearer credential is not an authsvc API key")
-        ident = f"key_{match.group(1)}"
         async with self.store.transaction() as tx:
             record = await tx.get_credential(ident)
             # compare_digest: the time taken does not tell how much of a guessed hash matched.

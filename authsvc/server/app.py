@@ -31,6 +31,7 @@ from authsvc.server.assurance import AssertionServicer, AuditServicer, StepUpSer
 from authsvc.server.auth import AuthInterceptor, Authorizer
 from authsvc.server.enrollment import EnrollmentServicer
 from authsvc.server.identity import CredentialServicer, TenantServicer
+from authsvc.server.observe import ObserveInterceptor
 from authsvc.server.verification import VerificationServicer
 from authsvc.server.watchlist import WatchlistServicer
 from authsvc.server.webhooks import WebhookServicer
@@ -71,7 +72,9 @@ class AuthServer:
         self.ctx = ctx
         authorizer = Authorizer(ctx.credentials, ctx.refusals, ctx.tenants)
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(authorizer)],
+            # Outermost first: the access log and RPC metrics see every status, the auth
+            # interceptor's refusals included.
+            interceptors=[ObserveInterceptor(ctx.metrics), AuthInterceptor(authorizer)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -20,12 +20,13 @@ from cryptography import x509
 
 from authsvc.errors import PermissionDenied, Unauthenticated
 from authsvc.identifiers import is_id
-from authsvc.identity.credentials import Credentials
+from authsvc.identity.credentials import Credentials, key_id
 from authsvc.identity.principal import CURRENT, Principal
 from authsvc.identity.refusals import RefusalLog
 from authsvc.identity.roles import METHODS, PUBLIC_PREFIXES, Scope
 from authsvc.identity.tenants import Tenants
 from authsvc.server.errors import to_status
+from authsvc.server.observe import note_claim, note_principal
 from authsvc.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,11 @@ class Authorizer:
         source = context.peer() or ""
         key = _bearer(metadata)
         if key is not None:
+            note_claim(key_id(key))  # the access log names what a refused caller presented
             return await self.credentials.authenticate_key(key, source)
         subjects = certificate_subjects(context.auth_context())
         if subjects:
+            note_claim(subjects[0])
             return await self.credentials.authenticate_certificate(subjects, source)
         raise Unauthenticated(
             "CREDENTIAL_MISSING",
@@ -123,6 +126,7 @@ class Authorizer:
         principal: Principal | None = None
         try:
             principal = await self.authenticate(metadata, context)
+            note_principal(principal)
             scope = self.check_method(principal, method)
             if request is not None:
                 self.check_tenant(principal, scope, tenant)

@@ -4,6 +4,7 @@ claim of a call's customer and the watch of its decisions by its call id."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,9 +15,11 @@ from authsvc.context import ServiceContext
 from authsvc.errors import InvalidInput
 from authsvc.identifiers import check_id
 from authsvc.identity.roles import TELEPHONY
+from authsvc.policy.engine import Outcome
 from authsvc.server.auth import Authorizer
 from authsvc.server.convert import CHANNELS, ENCODINGS, decision_pb, factor, keystroke_sample
 from authsvc.server.errors import principal, stream_errors, unary_errors
+from authsvc.server.observe import note_call
 from authsvc.session import SessionStart, VerificationSession
 
 METHOD = "/authsvc.v1.VerificationService/Verify"
@@ -24,11 +27,13 @@ METHOD = "/authsvc.v1.VerificationService/Verify"
 
 async def _start(ctx: ServiceContext, authorizer: Authorizer, s, context) -> VerificationSession:
     check_id(s.tenant, "start.tenant")
+    note_call(s.tenant)
     # The first message names the tenant: checked here, since the interceptor saw only metadata.
     await authorizer.require_tenant(principal(), METHOD, s.tenant, context, s.customer_id)
     policy = await ctx.policy_for(s.tenant)
     if s.session_id:
         check_id(s.session_id, "start.session_id")
+        note_call(s.tenant, s.session_id)
     return VerificationSession(
         ctx,
         SessionStart(
@@ -79,6 +84,7 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
 
     @stream_errors
     async def Verify(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
+        started = time.perf_counter()
         evidence = principal().sees_evidence
         requests = aiter(request_iterator)
         first = await anext(requests, None)
@@ -92,8 +98,12 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         # caller's action can produce a decision while the caller is silent.
         decisions = call.feed.subscribe(latest=False)
         pump = asyncio.create_task(self._pump(call, requests))
+        first = self.ctx.metrics.verify_first_decision
         try:
             async for decision in decisions:
+                if first is not None and decision.outcome is not Outcome.PENDING:
+                    first.observe(time.perf_counter() - started)
+                    first = None
                 yield decision_pb(decision, session.start.session_id, evidence)
         finally:
             pump.cancel()  # the caller is gone (or the call failed): read no more of it
