@@ -72,6 +72,17 @@ ACTIVE) embeds, alone in a child process, batches
 of 1, 2, 4 and 8 pieces of the audio that arrives between two decision points. Each level
 compares the server's compute time per batch with it ("server_vs_alone").
 
+Code side by side in the same run (--code, repeatable; issue 13): each --code is a git revision
+checked out detached in a worktree of its own (or "worktree", the working tree), served with the
+same interpreter and packages (PYTHONPATH names the checkout); the first is the baseline, and each
+later code's largest N held is divided by the baseline's at the same setting ("held_ratios"). Each
+code's own policy defaults plan its decision points (a commit from before the looks cap re-decides
+every redecide_interval_s for the whole call), a commit without API keys is called without one,
+and one without fraud detectors runs with "detectors off" only. Each run also reports its
+encoder-alone ceiling: how many of its calls the cores could embed with nothing else running (the
+busiest second of the ramped calls' score decisions, against one single-threaded encoder per core
+at its best batch size), and held calls as a share of it.
+
 Neighbours: this machine may be shared. Before each level the script waits (up to
 --quiet-wait-s, outside the budget) until other processes use under --quiet-cores, and each
 level reports the cores that neither the server nor the client used ("other_cores").
@@ -719,7 +730,9 @@ class Server:
         store: str = "sqlite",
         policy: str = "",
         transport: str = "grpc",
+        code: Code | None = None,
     ) -> None:
+        self.code_root = code.root if code else ROOT
         self.data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=workdir))
         self.transport, self.bridge_url = transport, ""
         if transport == "audiohook":
@@ -757,11 +770,13 @@ class Server:
             str(self.metrics_port),
             *extra_args,
         ]
-        env = {**os.environ, **env_overrides}
+        env = {**os.environ, **env_overrides, **(code.env if code else {})}
         self.log_path = workdir / f"server-{self.port}.log"
         self._log = self.log_path.open("w")
         cmd = [sys.executable, "-m", "authsvc.cli.main", *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.code_root
+        )
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         import grpc
@@ -840,8 +855,15 @@ def enroll(address: str, key: str, speakers: dict[str, tuple[list[np.ndarray], l
     auth = (("authorization", f"Bearer {key}"),)
     with grpc.insecure_channel(address) as ch:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(ch)
+        register = ch.unary_unary(
+            "/authsvc.v1.EnrollmentService/RegisterCustomer",
+            request_serializer=enrollment_pb2.RegisterCustomerRequest.SerializeToString,
+            response_deserializer=bytes,
+        )
         for spk, (wavs, _) in speakers.items():
-            stub.RegisterCustomer(
+            # Its reply is not read: it changed type since (a Customer before issue 12), and an older
+            # commit under test may send either.
+            register(
                 enrollment_pb2.RegisterCustomerRequest(
                     tenant=TENANT,
                     customer_id=f"spk-{spk}",
@@ -1110,6 +1132,80 @@ def detector_settings(countermeasure_dir: Path) -> dict[str, Detectors]:
 
 
 @dataclass
+class Code:
+    """The code a server runs: the working tree, or a commit checked out in a worktree of its own
+    (same environment), so an old commit and today's are measured side by side in one run."""
+
+    label: str
+    root: Path
+    commit: str
+    identity: bool  # API keys exist (issue 9): the level provisions its tenant and key
+    fraud: bool  # the fraud detectors exist (issue 11)
+    voice: dict
+    max_looks: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(self.root)}
+
+
+_PROBE = """
+import json, dataclasses
+from authsvc.policy.schema import PolicyBook
+import authsvc.policy.schema as schema
+p = PolicyBook(None).get("loadtest")
+voice = dataclasses.asdict(p.voice)
+d = getattr(p, "decision", None)
+looks = 1 if voice.get("threshold") is not None else (d.max_looks if d is not None else 10**6)
+print(json.dumps({"voice": voice, "max_looks": looks, "fraud": hasattr(schema, "FraudRules")}))
+"""
+
+
+def prepare_code(spec: str, workdir: Path) -> Code:
+    """`spec`: "worktree" (the working tree) or a git revision, checked out detached under
+    `workdir`; its policy defaults are read by its own code."""
+
+    def git(*cmd: str, cwd: Path = ROOT) -> str:
+        return subprocess.run(
+            ["git", *cmd], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    if spec == "worktree":
+        root, label, commit = ROOT, "working tree", git("rev-parse", "HEAD")
+    else:
+        commit = git("rev-parse", f"{spec}^{{commit}}")
+        root = workdir / f"code-{commit[:12]}"
+        if not root.exists():
+            git("worktree", "add", "--detach", str(root), commit)
+        label = commit[:7]
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    facts = json.loads(probe.stdout)
+    return Code(
+        label,
+        root,
+        commit,
+        (root / "authsvc" / "identity").is_dir(),
+        facts["fraud"],
+        facts["voice"],
+        facts["max_looks"],
+    )
+
+
+def release_code(code: Code) -> None:
+    if code.root != ROOT:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(code.root)], cwd=ROOT, capture_output=True
+        )
+
+
+@dataclass
 class Plan:
     variants: list[CallAudio]
     speakers: dict
@@ -1117,6 +1213,7 @@ class Plan:
     args: argparse.Namespace
     detectors: Detectors | None = None
     transport: str = "grpc"
+    code: Code | None = None
 
     @property
     def frame_ms(self) -> int:
@@ -1134,10 +1231,12 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
         args.store,
         det.policy if det else "",
         plan.transport,
+        plan.code,
     )
     try:
         server.wait_ready()
-        key, bridge_secret = server.provision()
+        # A commit from before API keys (issue 9) takes calls without one.
+        key, bridge_secret = server.provision() if plan.code is None or plan.code.identity else ("", "")
         enrolled = enroll(server.address, key, plan.speakers)
         startup_s = time.monotonic() - level_started
 
@@ -1208,8 +1307,10 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
             "scoring_deferred": log_text.count("voice scoring deferred"),
             "all": sum(" WARNING " in line for line in log_text.splitlines()),
         }
-        # The server runs the working tree, which other work may change between levels.
-        result["code"] = code_version()
+        # The working tree may change between levels (other work); a commit's worktree does not.
+        result["code"] = (
+            code_version() if plan.code is None or plan.code.root == ROOT else {"commit": plan.code.commit}
+        )
         result["enrollment"] = enrolled
         result["server"] = {
             "steady": sampler.window(t0 + args.ramp_s, t0 + args.speech_s),
@@ -1588,6 +1689,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default off,on)",
     )
     p.add_argument(
+        "--code",
+        action="append",
+        help="the code the servers run: 'worktree' (the working tree), or a git revision checked "
+        "out in a worktree of its own; give it more than once to run them side by side, the first "
+        "as the baseline, e.g. --code 63c001a --code HEAD (default: worktree)",
+    )
+    p.add_argument(
         "--transport",
         type=lambda s: [x for x in s.split(",") if x],
         default=["grpc"],
@@ -1605,6 +1713,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--detectors takes off, on or off,on")
     if not args.transport or set(args.transport) - {"grpc", "audiohook", "twilio"}:
         p.error("--transport takes grpc, audiohook, twilio (comma-separated)")
+    args.code = args.code or ["worktree"]
+    if len(set(args.code)) != len(args.code):
+        p.error("--code names each code once")
     return args
 
 
@@ -1615,6 +1726,63 @@ def store_kind(store: str) -> str:
     from authsvc.store.postgres import describe_dsn
 
     return f"{describe_dsn(store)[0]}, a fresh schema per level"
+
+
+def held_ratios(runs: dict[str, dict], code_labels: list[str]) -> dict[str, float]:
+    """Largest N held, side by side: each bridge against gRPC, detectors on against off, and (with
+    several codes) each later code against the first, setting by setting."""
+    largest = {label: run["largest_n_held"] for label, run in runs.items()}
+    ratios = {}
+    first = f"{code_labels[0]}, " if code_labels else ""
+    for label, run in runs.items():
+        if run["transport"] != "grpc":
+            grpc_label = label.replace(run["transport"], "grpc", 1)
+            if largest.get(grpc_label):
+                ratios[f"{label} vs grpc"] = round(run["largest_n_held"] / largest[grpc_label], 2)
+        elif label.endswith("detectors on") and largest.get(label.replace(" on", " off")):
+            ratios[f"{label} vs off"] = round(
+                run["largest_n_held"] / largest[label.replace(" on", " off")], 2
+            )
+        if first and not label.startswith(first):
+            # Against the first code's same setting, else its detectors-off run (it had no detectors).
+            same = first + label.split(", ", 1)[1]
+            base = same if same in largest else same.replace("detectors on", "detectors off")
+            if largest.get(base):
+                ratios[f"{label} vs {base}"] = round(run["largest_n_held"] / largest[base], 2)
+    return ratios
+
+
+def encoder_ceiling(variants: list[CallAudio], ramp_s: float, frame_s: float, baseline: dict) -> dict:
+    """How many of these calls the machine's cores could embed with nothing else running.
+
+    The calls start evenly over the ramp, as the levels do; each score decision embeds about one
+    piece of audio (the speech since the previous one). The busiest second of 1000 such calls
+    gives pieces per second per call at the peak; the encoder alone, one single-threaded process
+    per core at its best batch size (this run's baseline), gives what the cores can embed.
+    """
+    rows = {k: v for k, v in baseline.get("rows", {}).items() if k.startswith("threads=1,")}
+    if not rows:
+        return {}
+    per_core = max(int(b) / (ms / 1000) for row in rows.values() for b, ms in row.items())
+    n = 1000
+    seconds: dict[int, int] = {}
+    for i in range(n):
+        v = variants[i % len(variants)]
+        start = ramp_s * i / n
+        for _, k, is_score, _ in v.events:
+            if is_score:
+                t = int(start + (k + 1) * frame_s)
+                seconds[t] = seconds.get(t, 0) + 1
+    peak_per_call = max(seconds.values()) / n
+    cores = os.cpu_count() or 1
+    return {
+        "what": "calls whose busiest second of score decisions the cores could embed, one "
+        "single-threaded encoder per core at its best batch size (this run's baseline)",
+        "pieces_per_s_per_core": round(per_core, 1),
+        "cores": cores,
+        "peak_pieces_per_s_per_call": round(peak_per_call, 4),
+        "calls": int(per_core * cores / peak_per_call),
+    }
 
 
 def code_version() -> dict:
@@ -1646,11 +1814,15 @@ def main(argv: list[str] | None = None) -> int:
     voice = policy.voice
     max_looks = 1 if voice.threshold is not None else policy.decision.max_looks
     rotations = max(len(calls) for _, calls in speakers.values())
-    variants = [
-        call_audio(spk, calls, rot, args.speech_s, args.frame_ms, voice, max_looks)
-        for rot in range(rotations)
-        for spk, (_, calls) in speakers.items()
-    ]
+
+    def calls_for(voice, max_looks: int, frame_ms: int) -> list[CallAudio]:
+        return [
+            call_audio(spk, calls, rot, args.speech_s, frame_ms, voice, max_looks)
+            for rot in range(rotations)
+            for spk, (_, calls) in speakers.items()
+        ]
+
+    variants = calls_for(voice, max_looks, args.frame_ms)
     scores = [sum(e[2] for e in v.events) for v in variants]
     print(
         f"{len(speakers)} speakers, {len(variants)} call variants of {args.speech_s:g} s: net speech "
@@ -1665,48 +1837,64 @@ def main(argv: list[str] | None = None) -> int:
     baseline = encoder_baseline(args, variants)
     baseline["before"] = {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)}
     print(f"encoder alone (baseline, same run): {json.dumps(baseline)}", flush=True)
-    by_frame = {args.frame_ms: variants}
     runs = {}
+    several = len(args.code) > 1
     with tempfile.TemporaryDirectory(prefix="authsvc-load-") as tmp:
-        for transport in args.transport:
-            frame_ms = TRANSPORT_FRAME_MS.get(transport, args.frame_ms)
-            if frame_ms not in by_frame:  # the same calls, cut into the frames this transport sends
-                by_frame[frame_ms] = [
-                    call_audio(spk, calls, rot, args.speech_s, frame_ms, voice, max_looks)
-                    for rot in range(rotations)
-                    for spk, (_, calls) in speakers.items()
-                ]
-            for det_label in args.detectors:
-                det = settings[det_label]
-                label = f"{transport}, detectors {det_label}"
-                print(f"{label}: {det.what}", flush=True)
-                plan = Plan(by_frame[frame_ms], speakers, voice, args, det, transport)
-                results = search(plan, Path(tmp))
-                for r in results:
-                    r["embedding"]["server_vs_alone"] = compare_with_baseline(r["embedding"], baseline)
-                held = [r["n"] for r in results if r["held"]]
-                failed = [r["n"] for r in results if not r["held"]]
-                runs[label] = {
-                    "transport": transport,
-                    "frame_ms": frame_ms,
-                    "detectors": det.what,
-                    "server_flags": list(det.server_args),
-                    "tenant_policy": det.policy,
-                    "largest_n_held": max(held) if held else 0,
-                    "smallest_n_failed": min(failed) if failed else None,
-                    "levels": results,
-                }
+        codes = [prepare_code(spec, Path(tmp)) for spec in args.code]
+        try:
+            for code in codes:
+                code_voice = type(voice)(**code.voice)
+                by_frame: dict[int, list[CallAudio]] = {}
+                for transport in args.transport:
+                    if transport != "grpc" and not code.identity:
+                        print(f"{code.label}: no {transport} bridge in this code, skipped", flush=True)
+                        continue
+                    frame_ms = TRANSPORT_FRAME_MS.get(transport, args.frame_ms)
+                    if frame_ms not in by_frame:  # the same calls, cut into the frames this transport sends
+                        by_frame[frame_ms] = calls_for(code_voice, code.max_looks, frame_ms)
+                    for det_label in args.detectors:
+                        det = settings[det_label]
+                        if not code.fraud:
+                            if det_label != "off":
+                                print(
+                                    f"{code.label}: no fraud detectors in this code, 'on' skipped", flush=True
+                                )
+                                continue
+                            det = Detectors(
+                                "off", "no fraud detectors in this code", (), 'sector = "general"\n'
+                            )
+                        label = f"{transport}, detectors {det_label}"
+                        label = f"{code.label}, {label}" if several else label
+                        print(f"{label}: {det.what}", flush=True)
+                        plan = Plan(by_frame[frame_ms], speakers, code_voice, args, det, transport, code)
+                        results = search(plan, Path(tmp))
+                        for r in results:
+                            r["embedding"]["server_vs_alone"] = compare_with_baseline(
+                                r["embedding"], baseline
+                            )
+                        held = [r["n"] for r in results if r["held"]]
+                        failed = [r["n"] for r in results if not r["held"]]
+                        ceiling = encoder_ceiling(by_frame[frame_ms], args.ramp_s, frame_ms / 1000, baseline)
+                        runs[label] = {
+                            "code": {"label": code.label, "commit": code.commit, "max_looks": code.max_looks},
+                            "transport": transport,
+                            "frame_ms": frame_ms,
+                            "detectors": det.what,
+                            "server_flags": list(det.server_args),
+                            "tenant_policy": det.policy,
+                            "largest_n_held": max(held) if held else 0,
+                            "smallest_n_failed": min(failed) if failed else None,
+                            "encoder_ceiling": ceiling,
+                            "held_vs_encoder_ceiling": round(max(held) / ceiling["calls"], 3)
+                            if held and ceiling.get("calls")
+                            else None,
+                            "levels": results,
+                        }
+        finally:
+            for code in codes:
+                release_code(code)
     largest = {label: run["largest_n_held"] for label, run in runs.items()}
-    ratios = {}
-    for label, run in runs.items():
-        if run["transport"] != "grpc":
-            grpc_label = label.replace(run["transport"], "grpc", 1)
-            if largest.get(grpc_label):
-                ratios[f"{label} vs grpc"] = round(run["largest_n_held"] / largest[grpc_label], 2)
-        elif label.endswith("detectors on") and largest.get(label.replace(" on", " off")):
-            ratios[f"{label} vs off"] = round(
-                run["largest_n_held"] / largest[label.replace(" on", " off")], 2
-            )
+    ratios = held_ratios(runs, [c.label for c in codes] if several else [])
     out = {
         "benchmark": "bench/load.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -1734,6 +1922,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_window_s": voice.max_window_s,
                 "max_looks": max_looks,
             },
+            "codes": {c.label: {"commit": c.commit, "max_looks": c.max_looks} for c in codes},
             "latency": "receive time of a score decision - write time of the chunk that reached "
             "its decision point",
         },
