@@ -598,9 +598,12 @@ class VerificationSession:
             return await self._look_at_voice(speech, received)
         return []
 
-    async def _look_at_voice(self, speech: float, received: int) -> list[Decision]:
+    async def _look_at_voice(self, speech: float, received: int | None = None) -> list[Decision]:
+        """`received`: when the chunk that completed the look's speech came in (perf_counter_ns);
+        None for a look at a claim, which has no such chunk."""
         self._trace = LookTrace(received)
-        self._trace.mark(RECEIVE)
+        if received is not None:
+            self._trace.mark(RECEIVE)
         try:
             await self._score_voice(deadline=time.monotonic() + self.policy.voice.redecide_interval_s)
         except (Overloaded, TimeoutError) as exc:
