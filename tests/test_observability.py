@@ -419,3 +419,36 @@ async def test_a_voice_look_is_traced_receive_embed_score_decide_without_biometr
         values = [str(v) for v in dict(s.attributes or {}).values()]
         assert "cust-9" not in values, "no customer id"
         assert not any(k for k in (s.attributes or {}) if re.search("score|llr|threshold", k))
+
+
+def test_serve_log_format_json_makes_every_root_handler_write_json():
+    from authsvc.cli.serve import use_log_format
+
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    kept = [(h, h.formatter) for h in root.handlers]  # pytest's own handlers are root's too
+    try:
+        use_log_format("json")
+        record = logging.LogRecord("authsvc.x", logging.WARNING, __file__, 1, "store %s down", ("pg",), None)
+        doc = json.loads(handler.format(record))
+        assert doc["message"] == "store pg down" and doc["level"] == "WARNING"
+        assert doc["logger"] == "authsvc.x"
+    finally:
+        root.removeHandler(handler)
+        for h, formatter in kept:
+            h.setFormatter(formatter)
+
+
+def test_otel_without_an_exporter_package_refuses_naming_it():
+    pytest.importorskip("opentelemetry.sdk")
+    try:
+        import opentelemetry.exporter.otlp  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("an OTLP exporter is installed: configure_otlp would install a global provider")
+    from authsvc.tracing import configure_otlp
+
+    with pytest.raises(RuntimeError, match="opentelemetry-exporter-otlp"):
+        configure_otlp()
