@@ -19,6 +19,7 @@ from authsvc.store.base import StoreUnavailable
 from authsvc.tracing import configure_otlp
 from authsvc.trust import ROTATE_AFTER_S
 from authsvc.voice.batcher import BatchConfig
+from authsvc.voice.registry import KNOWN_ENCODERS
 
 log = logging.getLogger("authsvc")
 
@@ -72,9 +73,17 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
         "--listen", default="127.0.0.1:50051", help="address to listen on (default 127.0.0.1:50051)"
     )
     p.add_argument(
-        "--encoder", choices=["ge2e", "ecapa"], default="ge2e", help="speaker encoder (default ge2e)"
+        "--encoder",
+        choices=KNOWN_ENCODERS,
+        default="ge2e",
+        help="speaker encoder (default ge2e; ge2e-onnx: the same model on ONNX Runtime; "
+        "wespeaker: a WeSpeaker ONNX model folder, models/onnx.md)",
     )
-    p.add_argument("--model-dir", type=Path, help="model folder (ECAPA in the spkrec-ecapa-voxceleb layout)")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="model folder (ECAPA in the spkrec-ecapa-voxceleb layout; wespeaker: config.yaml + .onnx)",
+    )
     p.add_argument(
         "--countermeasure-dir",
         type=Path,

@@ -31,7 +31,7 @@ MAX_ABS_SAMPLE = 2.0
 class SpeakerEncoder(Protocol):
     """Turns utterances into fixed-size, L2-normalised speaker embeddings."""
 
-    encoder_id: str  # "ge2e" | "ecapa"
+    encoder_id: str  # "ge2e" | "ecapa" | "wespeaker" (registry.KNOWN_ENCODERS names the loaders)
     version: str  # identifies the weights, e.g. "resemblyzer-pretrained-<sha256[:12]>"
     sample_rate: int  # 16000 for both encoders
     embedding_dim: int

@@ -185,36 +185,49 @@ class GE2EEncoder:
         arrays = check_wavs(wavs, min_samples=self.min_samples)
         if not arrays:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-
-        # One host-to-device copy for the whole batch (pinned on CUDA).
-        padded: list[np.ndarray] = []
-        slices: list[list[slice]] = []
-        for wav in arrays:
-            wav = normalize_volume(wav)
-            wav_slices, mel_slices = compute_partial_slices(len(wav))
-            padded.append(np.pad(wav, (0, max(wav_slices[-1].stop, len(wav)) - len(wav))))
-            slices.append(mel_slices)
-        flat = to_device(np.concatenate(padded), self.device)
-
-        windows: list[torch.Tensor] = []
-        start = 0
-        for wav, mel_slices in zip(padded, slices, strict=True):
-            mel = self.mel(flat[start : start + len(wav)])
-            start += len(wav)
-            windows.extend(mel[s] for s in mel_slices)
-        counts = [len(s) for s in slices]
-
-        # (N, 160, 40): equal lengths, no padding needed
-        stacked = torch.stack(windows).to(self.compute_dtype)
+        stacked, counts = mel_windows(self.mel, arrays, self.device)
+        stacked = stacked.to(self.compute_dtype)
         partials = torch.cat(
             [
                 self.net(stacked[i : i + self.max_windows_per_forward]).float()
                 for i in range(0, stacked.shape[0], self.max_windows_per_forward)
             ]
         )
-        embeds = torch.stack([chunk.mean(dim=0) for chunk in torch.split(partials, counts)])
-        embeds = embeds / torch.norm(embeds, dim=1, keepdim=True).clamp_min(1e-12)
-        return embeds.cpu().numpy().astype(np.float32, copy=False)
+        return pool_windows(partials, counts).cpu().numpy().astype(np.float32, copy=False)
+
+
+def mel_windows(
+    mel: MelFrontEnd, arrays: Sequence[np.ndarray], device: torch.device
+) -> tuple[torch.Tensor, list[int]]:
+    """Checked waveforms -> ((N, 160, 40) float32 mel windows of all of them, windows per utterance).
+
+    Shared by the torch and the ONNX Runtime GE2E (`authsvc.voice.onnx_encoder`), so both
+    feed their networks the very same windows.
+    """
+    # One host-to-device copy for the whole batch (pinned on CUDA).
+    padded: list[np.ndarray] = []
+    slices: list[list[slice]] = []
+    for wav in arrays:
+        wav = normalize_volume(wav)
+        wav_slices, mel_slices = compute_partial_slices(len(wav))
+        padded.append(np.pad(wav, (0, max(wav_slices[-1].stop, len(wav)) - len(wav))))
+        slices.append(mel_slices)
+    flat = to_device(np.concatenate(padded), device)
+
+    windows: list[torch.Tensor] = []
+    start = 0
+    for wav, mel_slices in zip(padded, slices, strict=True):
+        frames = mel(flat[start : start + len(wav)])
+        start += len(wav)
+        windows.extend(frames[s] for s in mel_slices)
+    # (N, 160, 40): equal lengths, no padding needed
+    return torch.stack(windows), [len(s) for s in slices]
+
+
+def pool_windows(partials: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """(N, D) window embeddings -> (B, D): each utterance's mean, L2-normalised."""
+    embeds = torch.stack([chunk.mean(dim=0) for chunk in torch.split(partials, list(counts))])
+    return embeds / torch.norm(embeds, dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def resemblyzer_weights_path() -> Path:

@@ -11,7 +11,11 @@ from pathlib import Path
 from authsvc.errors import ConfigError
 from authsvc.voice.encoder import SpeakerEncoder
 
-KNOWN_ENCODERS = ("ge2e", "ecapa")
+#: "ge2e-onnx": the GE2E weights run in ONNX Runtime (same embeddings, id and templates as "ge2e");
+#: "wespeaker": a WeSpeaker-format ONNX model folder (models/onnx.md).
+KNOWN_ENCODERS = ("ge2e", "ecapa", "ge2e-onnx", "wespeaker")
+#: Encoders whose devices ONNX Runtime, not torch, has to provide.
+ONNX_ENCODERS = ("ge2e-onnx", "wespeaker")
 
 
 def load_encoder(
@@ -21,16 +25,22 @@ def load_encoder(
     device: str = "cpu",
     threads: int | None = None,
 ) -> SpeakerEncoder:
-    """Return the encoder `name` ("ge2e" or "ecapa") ready to embed.
+    """Return the encoder `name` (one of `KNOWN_ENCODERS`) ready to embed.
 
-    `model_dir` overrides where the weights come from (see models/*.md);
-    `threads` sets torch's intra-op thread count for the whole process.
+    `model_dir` overrides where the weights come from (see models/*.md; "wespeaker"
+    needs one); `threads` sets torch's intra-op thread count for the whole process,
+    and ONNX Runtime's for the ONNX encoders' session.
     Unusable names, devices or model folders raise `ConfigError`.
     """
     if name not in KNOWN_ENCODERS:
         raise ConfigError(f"unknown encoder {name!r}; known encoders: {', '.join(KNOWN_ENCODERS)}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    if name in ONNX_ENCODERS:
+        from authsvc.voice import onnx_encoder
+
+        load = onnx_encoder.load_ge2e_onnx if name == "ge2e-onnx" else onnx_encoder.load_wespeaker
+        return load(model_dir, device=device, threads=threads)
     _check_device(device)
 
     if name == "ge2e":
