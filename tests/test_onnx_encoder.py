@@ -322,3 +322,10 @@ def test_serve_offers_every_known_encoder():
         args = parser.parse_args(["--encoder", name, "--model-dir", "/srv/models/x"])
         assert args.encoder == name
     assert {"ge2e-onnx", "wespeaker"} <= set(KNOWN_ENCODERS)
+
+
+def test_auto_device_is_cuda_only_where_onnxruntime_has_it(model_dir):
+    import onnxruntime as ort
+
+    expected = "cuda:0" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    assert load_encoder("wespeaker", model_dir=model_dir, device="auto").device == expected

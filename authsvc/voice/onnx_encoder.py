@@ -74,6 +74,8 @@ def _providers(device: str) -> tuple[list[Any], str]:
     """ONNX Runtime execution providers for a device name -> (providers, canonical device)."""
     import onnxruntime as ort
 
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
     if device == "cpu":
         return ["CPUExecutionProvider"], "cpu"
     match = _CUDA.match(device)
