@@ -24,6 +24,7 @@ from authsvc.context import ServiceContext
 from authsvc.enrollment import FINGERPRINT, PASSIVE_PENDING
 from authsvc.fraud import caller_voices
 from authsvc.identifiers import check_id
+from authsvc.policy.schema import RetentionRules
 from authsvc.store.base import Transaction
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ async def _expire(
 
 async def trim_audit(ctx: ServiceContext, tenant: str, now_ms: int | None = None) -> int:
     """Deletes the tenant's audit rows older than its audit_days; -> rows deleted (audited)."""
-    days = (await ctx.policy_for(tenant)).retention.audit_days
+    # The platform's own trail ("": refusals naming no tenant, platform changes) has no policy file.
+    days = (await ctx.policy_for(tenant)).retention.audit_days if tenant else RetentionRules().audit_days
     cutoff = (_now_ms() if now_ms is None else now_ms) - days * DAY_MS
     total = 0
     while n := await ctx.auditor.trim(tenant, cutoff):
@@ -159,7 +161,7 @@ async def sweep(ctx: ServiceContext) -> tuple[int, int]:
     expired = trimmed = 0
     for tenant in tenants:
         try:
-            while True:
+            while tenant:  # the platform's trail ("") has no customers
                 report = await expire_customers(ctx, tenant, limit=MAX_LIMIT)
                 expired += len(report.customers)
                 if not report.more:

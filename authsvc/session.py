@@ -955,9 +955,7 @@ class VerificationSession:
     def has_evidence(self) -> bool:
         """Whether `finish` has anything to decide on (else it is InvalidInput)."""
         # With the biometric disabled, a second factor alone is a whole session.
-        decided = (
-            self._closed_outcome is not None and self._closed_outcome.outcome not in UNENROLLED
-        )
+        decided = self._closed_outcome is not None and self._closed_outcome.outcome not in UNENROLLED
         return decided or self._samples > 0 or self._typed > 0 or self._step.biometric_off
 
     async def finish(self) -> Decision:

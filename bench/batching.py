@@ -152,13 +152,13 @@ def make_full_size_ecapa_folder(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def load(name: str, ecapa_dir: Path | None, workdir: Path) -> tuple[SpeakerEncoder, str]:
+def load(name: str, ecapa_dir: Path | None, workdir: Path, device: str = "cpu") -> tuple[SpeakerEncoder, str]:
     if name == "ge2e":
-        return load_encoder("ge2e"), "GE2E d-vector LSTM, resemblyzer pretrained weights"
+        return load_encoder("ge2e", device=device), "GE2E d-vector LSTM, resemblyzer pretrained weights"
     if ecapa_dir is not None:
-        return load_encoder("ecapa", model_dir=ecapa_dir), f"ECAPA-TDNN from {ecapa_dir}"
+        return load_encoder("ecapa", model_dir=ecapa_dir, device=device), f"ECAPA-TDNN from {ecapa_dir}"
     folder = make_full_size_ecapa_folder(workdir / "ecapa-full-random")
-    encoder = load_encoder("ecapa", model_dir=folder)
+    encoder = load_encoder("ecapa", model_dir=folder, device=device)
     params = sum(p.numel() for p in encoder.classifier.mods.embedding_model.parameters())
     return encoder, (
         f"ECAPA-TDNN, full size ({params / 1e6:.1f} M parameters: channels {FULL_ECAPA['channels']}, "
@@ -391,7 +391,7 @@ def _short(r: dict) -> str:
 async def bench_encoder(name: str, args, pool, workdir: Path, chosen: dict) -> dict:
     """Padding study (ECAPA), knob sweep, then the batched / one-at-a-time table for one encoder."""
     print(f"== {name}", flush=True)
-    encoder, model = load(name, args.ecapa_dir, workdir)
+    encoder, model = load(name, args.ecapa_dir, workdir, args.device)
     warm_up(encoder)
     window = args.window_s * (args.ecapa_window_factor if name == "ecapa" else 1.0)
     out: dict = {"model": model, "version": encoder.version, "window_s": window, "drain_cap_s": window}
@@ -488,6 +488,9 @@ def main() -> None:
     )
     parser.add_argument("--ecapa-dir", type=Path, help="real ECAPA model folder (default: random full-size)")
     parser.add_argument("--encoders", default="ge2e,ecapa")
+    parser.add_argument(
+        "--device", default="auto", help="torch device of the encoders: auto (CUDA when available), cpu, cuda"
+    )
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, see doc)")
     parser.add_argument("--max-batch", type=int, help="batched knobs (default: the sweep's choice)")
@@ -501,6 +504,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "batching.json")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
@@ -508,13 +513,14 @@ def main() -> None:
     pool = request_pool(args.data, args.pool, args.seed)
     lengths = [w.size / SR for w in pool]
     print(f"{len(pool)} requests, {min(lengths):.1f}-{max(lengths):.1f} s (mean {np.mean(lengths):.2f} s)")
-    gpu = torch.cuda.is_available()
+    gpu = args.device.startswith("cuda")
     results: dict = {
         "benchmark": "batching",
         "device": torch.cuda.get_device_name(0) if gpu else "CPU (no GPU was lent to this task)",
         "config": {
             "unbatched": "the same MicroBatcher with max_batch=1, max_wait_ms=0",
             "threads": torch.get_num_threads(),
+            "torch_device": args.device,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "levels": args.levels,
             "window_s": args.window_s,

@@ -219,7 +219,7 @@ async def test_rows_removed_beyond_the_trim_or_a_moved_trim_point_are_detected(s
     assert not check.intact and "retention" in check.problem
 
 
-async def test_the_sweep_covers_every_tenant_and_one_broken_policy_does_not_stop_it(service, speech):
+async def test_the_sweep_covers_every_tenant_and_one_broken_policy_does_not_stop_it(service, speech, caplog):
     channel, ctx, data_dir, _ = service
     target, other = _speakers(speech)
     await _enroll(channel, "acme", "a", target[:2])
@@ -227,8 +227,16 @@ async def test_the_sweep_covers_every_tenant_and_one_broken_policy_does_not_stop
     await _age(ctx, "acme", "a", 1200)
     await _age(ctx, "globex", "g", 1200)
     _policy(data_dir, "[retention]\nretention_days = 0\n")  # out of range
-    expired, _ = await retention.sweep(ctx)
-    assert expired == 1
+    # The platform's own trail ("") ages out too, under the default audit_days.
+    await ctx.auditor.record("", "test.event", "", "ok", "tester")
+    rows = await ctx.auditor.list("", 1000)
+    await _age_audit(ctx, "", 2600, max(e.id for e in rows) + 1)
+    with caplog.at_level("ERROR", logger="authsvc.retention"):
+        expired, trimmed = await retention.sweep(ctx)
+    assert expired == 1 and trimmed >= len(rows)
     async with ctx.store.transaction() as tx:
         assert await tx.templates("globex", "g") == []
         assert await tx.templates("acme", "a"), "a tenant whose policy fails to load is skipped, not guessed"
+    failures = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "authsvc.retention"]
+    assert failures == ["retention of tenant acme failed"]
+    assert (await ctx.auditor.verify("")).intact

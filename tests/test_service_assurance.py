@@ -421,7 +421,7 @@ async def test_a_repeated_outcome_is_not_audited_again_but_each_change_and_the_e
     """Re-decisions that repeat the outcome are metrics, not audit rows (a wrong code's answer
     repeats STEP_UP_REQUIRED; its step-up attempt has its own row): the trail holds each counted
     look, each change of outcome and the final answer, so it grows per call, not per re-decision."""
-    channel, ctx, _, address, clock = svc
+    _, ctx, _, address, clock = svc
     secret = await _finance_customer(svc, speech)
     target, _ = _speakers(speech)
     right = totp.generate(secret, clock.now)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from authsvc.audit import Auditor
 from authsvc.identifiers import is_id
+from authsvc.identity.credentials import KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class RefusalLog:
             return
         self._windows[key] = _Window(time.monotonic(), now_ms, actor=actor)
         self._rows += 1
-        claimed = {"claimed_tenant": claimed_tenant} if claimed_tenant and is_id(claimed_tenant) else {}
+        # An API key pasted into the tenant field is an id too: it must not reach the trail.
+        shown = claimed_tenant and is_id(claimed_tenant) and not claimed_tenant.startswith(KEY_PREFIX)
+        claimed = {"claimed_tenant": claimed_tenant} if shown else {}
         await self._write(
             tenant,
             "request.refused",
