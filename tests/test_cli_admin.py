@@ -23,7 +23,7 @@ def test_db_migrate_applies_every_step_once_and_status_reports_it(store_spec: st
     assert f"applied {', '.join(str(v) for v in range(1, latest + 1))}" in first.stdout
     again = run_cli("db", "migrate", "--store", store_spec)
     assert again.returncode == 0 and "up to date" in again.stdout
-    status = run_cli("db", "status", "--store", store_spec)
+    status = run_cli("db", "status", "--store", store_spec, "--output", "json")
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["schema_version"] == doc["latest"] == latest
@@ -68,6 +68,7 @@ async def test_keys_rotate_gives_every_node_a_new_signing_key(tmp_path: Path):
         "keys",
         "rotate",
         "--revoke",
+        "--yes",
         "--store",
         spec,
         "--data-dir",

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
-from authsvc.cli.client import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, CliError
+from authsvc.cli.client import (
+    EXIT_ERROR,
+    EXIT_NEGATIVE,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+    add_yes_arg,
+    confirm,
+)
+from authsvc.cli.output import emit
 from authsvc.cli.serve import add_key_args, key_config
 from authsvc.context import ServiceConfig, open_context_store
 from authsvc.errors import ConfigError
@@ -31,7 +40,7 @@ def admin_credential(args: argparse.Namespace) -> int:
     from authsvc.identity.roles import PLATFORM_ADMIN
 
     if args.out.exists():  # checked first too: no key is minted that could not be written
-        raise CliError(f"{args.out} exists; choose another file (keys are never overwritten)", 2)
+        raise CliError(f"{args.out} exists; choose another file (keys are never overwritten)", EXIT_USAGE)
 
     async def go():
         store, master = await open_context_store(_config(args))
@@ -43,7 +52,11 @@ def admin_credential(args: argparse.Namespace) -> int:
 
     record, key = _run(go())
     write_secret_file(args.out, key)
-    print(f"platform-admin credential {record.id} written to {args.out} (mode 0600)")
+    emit(
+        args,
+        {"credential_id": record.id, "key_file": str(args.out)},
+        f"platform-admin credential {record.id} written to {args.out} (mode 0600)",
+    )
     return 0
 
 
@@ -51,7 +64,12 @@ def new_key(args: argparse.Namespace) -> int:
     from authsvc import crypto
 
     key = crypto.new_key_file(args.path)
-    print(f"master key {crypto.key_id_of(key)} written to {args.path} (mode 0600); keep a backup")
+    kid = crypto.key_id_of(key)
+    emit(
+        args,
+        {"key_id": kid, "key_file": str(args.path)},
+        f"master key {kid} written to {args.path} (mode 0600); keep a backup",
+    )
     return 0
 
 
@@ -82,6 +100,7 @@ def add_admin_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also stop the old keys verifying (after a suspected leak; live assertions then fail)",
     )
+    add_yes_arg(p, "with --revoke: do not ask")
     common(p)
     p.set_defaults(func=rotate)
     p = keys.add_parser(
@@ -124,8 +143,14 @@ def migrate(args: argparse.Namespace) -> int:
             await store.close()
 
     where, applied, version = _run(go())
-    print(f"{where}: applied {', '.join(map(str, applied))}" if applied else f"{where}: up to date")
-    print(f"schema version {version}")
+    emit(
+        args,
+        {"store": where, "applied": applied, "schema_version": version},
+        [
+            f"{where}: applied {', '.join(map(str, applied))}" if applied else f"{where}: up to date",
+            f"schema version {version}",
+        ],
+    )
     return 0
 
 
@@ -145,7 +170,14 @@ def status(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    print(json.dumps(_run(go())))
+    doc = _run(go())
+    behind = doc["schema_version"] < doc["latest"]
+    emit(
+        args,
+        doc,
+        f"{doc['store']}: schema version {doc['schema_version']} (this build: {doc['latest']})"
+        + ("; run `authsvc db migrate`" if behind else ""),
+    )
     return 0
 
 
@@ -158,6 +190,12 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
 
 def rotate(args: argparse.Namespace) -> int:
     from authsvc.trust import rotate_keys
+
+    # --revoke ends every live assertion at once: destructive, so confirmed.
+    if args.revoke and not confirm(
+        args, "revoke the old assertion signing keys (live assertions stop verifying)"
+    ):
+        return EXIT_NEGATIVE
 
     async def go() -> dict[str, str]:
         store, master = await open_context_store(_config(args))
@@ -172,9 +210,14 @@ def rotate(args: argparse.Namespace) -> int:
 
     kids = _run(go())
     revoked = "; the old keys no longer verify" if args.revoke else ""
-    for tenant, kid in sorted(kids.items()):
-        print(f"{tenant}: new assertion signing key {kid}")
-    print(f"{len(kids)} tenant(s); every node signs with the new keys within a minute{revoked}")
+    emit(
+        args,
+        {"keys": [{"tenant": t, "key_id": k} for t, k in sorted(kids.items())], "revoked_old": args.revoke},
+        [
+            *(f"{tenant}: new assertion signing key {kid}" for tenant, kid in sorted(kids.items())),
+            f"{len(kids)} tenant(s); every node signs with the new keys within a minute{revoked}",
+        ],
+    )
     return 0
 
 
@@ -192,9 +235,16 @@ def rotate_master(args: argparse.Namespace) -> int:
             await store.close()
 
     done = _run(go())
-    print(
+    emit(
+        args,
+        {
+            "rewrapped": done.rewrapped,
+            "already": done.already,
+            "old_key_ids": list(done.old_ids),
+            "new_key_id": done.new_id,
+        },
         f"{done.rewrapped} data key(s) re-wrapped from {', '.join(done.old_ids)} to {done.new_id} "
         f"({done.already} already were); no template was re-encrypted. Give every node "
-        f"--master-key-file {args.new_key_file} and drop its previous key."
+        f"--master-key-file {args.new_key_file} and drop its previous key.",
     )
     return 0

@@ -73,7 +73,12 @@ def read_credential(args: argparse.Namespace) -> str | None:
     return os.environ.get(CREDENTIAL_ENV, "").strip() or None
 
 
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds `authorization: Bearer <key>` to every call of the channel."""
 
     def __init__(self, key: str) -> None:
@@ -84,6 +89,12 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientIntercept
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
 
     def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return continuation(self._details(client_call_details), request_iterator)
@@ -106,17 +117,38 @@ def channel(args: argparse.Namespace) -> Iterator[grpc.Channel]:
         yield grpc.intercept_channel(ch, _Bearer(key)) if key else ch
 
 
+def error_info(err: grpc.RpcError) -> tuple[str, list[str]]:
+    """-> (the ErrorInfo reason, the fields BadRequest names) of a refusal; ("", []) without."""
+    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    reason, fields = "", []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return reason, fields
+
+
 def describe_rpc_error(err: grpc.RpcError) -> tuple[str, int]:
     """A one-line message naming the problem (and field), and the exit code for it."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     message = err.details() if hasattr(err, "details") else str(err)
     status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    reason = ""
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 message = "; ".join(f"{v.field}: {v.description}" for v in bad.field_violations) or message
+            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
     exit_code = {
         grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
@@ -127,7 +159,7 @@ def describe_rpc_error(err: grpc.RpcError) -> tuple[str, int]:
     }.get(code, EXIT_ERROR)
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach the service ({message}); is `authsvc serve` running?"
-    if code == grpc.StatusCode.UNAUTHENTICATED:
+    if code == grpc.StatusCode.UNAUTHENTICATED and not reason.startswith("ASSERTION"):
         message += f" (set ${CREDENTIAL_ENV}, ${CREDENTIAL_FILE_ENV} or --credential-file)"
     return f"{code.name}: {message}", exit_code
 
@@ -136,16 +168,52 @@ def fail(message: str) -> None:
     print(f"authsvc: error: {message}", file=sys.stderr)
 
 
+def interactive() -> bool:
+    """Whether a person can be asked: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
 def confirm(args, what: str) -> bool:
     """Whether a destructive command may go on: --yes, or a yes at the terminal. Off a terminal
-    without --yes it is a usage error (exit 2): a script must say so, never be asked."""
-    import sys
-
-    if args.yes:
+    without --yes it is a usage error (exit 2): a script must say so, never be asked. The
+    question goes to stderr, so stdout stays the command's result."""
+    if getattr(args, "yes", False):
         return True
-    if not sys.stdin.isatty():
-        raise CliError(f"{what} needs --yes when not asked on a terminal", 2)
-    if input(f"{what}? [y/N] ").strip().lower() in ("y", "yes"):
+    if not interactive():
+        raise CliError(f"{what} needs --yes when not asked on a terminal", EXIT_USAGE)
+    print(f"{what}? [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
         return True
     fail("not done")
     return False
+
+
+def add_yes_arg(parser: argparse.ArgumentParser, what: str = "do not ask for confirmation") -> None:
+    parser.add_argument("--yes", "-y", action="store_true", help=f"{what} (needed off a terminal)")
+
+
+def read_value(value: str, what: str) -> str:
+    """A secret-ish value given as `-` (one line of stdin) or as itself; stripped."""
+    text = sys.stdin.readline() if value == "-" else value
+    text = text.strip()
+    if not text:
+        raise CliError(f"{what}: empty", EXIT_USAGE)
+    return text
+
+
+def read_file_value(path: Path, what: str) -> str:
+    """A value kept in a file (`-`: stdin), stripped; a file others can read is warned about."""
+    if str(path) == "-":
+        return read_value("-", what)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read {what} ({exc.strerror})", EXIT_USAGE) from None
+    if mode & 0o077:
+        print(
+            f"authsvc: warning: {path} is readable by others (mode {mode:o}); chmod 600 it", file=sys.stderr
+        )
+    if not text:
+        raise CliError(f"{path}: no {what} in it", EXIT_USAGE)
+    return text

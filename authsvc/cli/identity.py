@@ -4,39 +4,56 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from pathlib import Path
 
 from authsvc.api.v1 import identity_pb2, identity_pb2_grpc
-from authsvc.cli.client import EXIT_OK, EXIT_USAGE, CliError, add_client_args, channel
+from authsvc.cli.client import (
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_client_args,
+    add_yes_arg,
+    channel,
+    confirm,
+    read_file_value,
+)
+from authsvc.cli.output import credential_doc, emit, json_mode, note, table, tenant_doc, when
 from authsvc.files import write_private
 from authsvc.identity.roles import ROLES
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+CREDENTIAL_COLUMNS = ["ID", "TENANT", "ROLES", "KIND", "STATE", "EXPIRES", "LAST USED", "DESCRIPTION"]
+TENANT_COLUMNS = ["NAME", "SECTOR", "CREATED", "BY"]
 
 
-def _expiry(text: str | None) -> int:
-    if not text:
-        return 0
+def lifetime_arg(text: str) -> int:
+    """--expires-in 90d: -> the expiry in ms since the epoch."""
     match = _DURATION.fullmatch(text)
-    if not match:
-        raise CliError(f"--expires-in {text!r}: give a number and a unit, e.g. 90d, 12h, 30m", EXIT_USAGE)
+    if not match or not int(match.group(1)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number and a unit, e.g. 90d, 12h, 30m")
     return int((time.time() + int(match.group(1)) * _UNIT_S[match.group(2)]) * 1000)
 
 
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000)) if ms else "-"
+def _credential_row(c: identity_pb2.Credential) -> list[str]:
+    state = "revoked " + when(c.revoked_unix_ms) if c.revoked_unix_ms else "active"
+    kind = f"{c.kind} {c.subject}" if c.subject else c.kind
+    return [
+        c.id,
+        c.tenant or "(platform)",
+        ",".join(c.roles),
+        kind,
+        state,
+        when(c.expires_unix_ms),
+        when(c.last_used_unix_ms),
+        c.description,
+    ]
 
 
-def _print_credential(c: identity_pb2.Credential) -> None:
-    state = "revoked " + _when(c.revoked_unix_ms) if c.revoked_unix_ms else "active"
-    print(
-        f"{c.id}\t{c.tenant or '(platform)'}\t{','.join(c.roles)}\t{c.kind}"
-        f"{' ' + c.subject if c.subject else ''}\t{state}\texpires {_when(c.expires_unix_ms)}"
-        f"\tlast used {_when(c.last_used_unix_ms)}\t{c.description}"
-    )
+def _tenant_row(t: identity_pb2.Tenant) -> list[str]:
+    return [t.name, t.sector, when(t.created_unix_ms), t.created_by]
 
 
 def write_secret_file(path: Path, text: str) -> None:
@@ -56,69 +73,98 @@ def tenants(args: argparse.Namespace) -> int:
             t = stub.CreateTenant(
                 identity_pb2.CreateTenantRequest(name=args.name, sector=args.sector), timeout=args.timeout
             )
-            print(f"created tenant {t.name} ({t.sector})")
+            emit(args, tenant_doc(t), f"created tenant {t.name} ({t.sector})")
         elif args.action == "show":
             t = stub.GetTenant(identity_pb2.GetTenantRequest(name=args.name), timeout=args.timeout)
-            print(f"{t.name}\t{t.sector}\tcreated {_when(t.created_unix_ms)} by {t.created_by}")
+            emit(args, tenant_doc(t), table(TENANT_COLUMNS, [_tenant_row(t)]))
         else:
-            for t in stub.ListTenants(identity_pb2.ListTenantsRequest(), timeout=args.timeout).tenants:
-                print(f"{t.name}\t{t.sector}\tcreated {_when(t.created_unix_ms)} by {t.created_by}")
+            found = stub.ListTenants(identity_pb2.ListTenantsRequest(), timeout=args.timeout).tenants
+            emit(
+                args,
+                {"tenants": [tenant_doc(t) for t in found]},
+                table(TENANT_COLUMNS, [_tenant_row(t) for t in found]),
+            )
     return EXIT_OK
+
+
+def _create(args: argparse.Namespace, stub) -> None:
+    if args.out and args.out.exists():  # checked first too: no key is minted that could not be written
+        raise CliError(f"{args.out} exists; choose another file (keys are never overwritten)", EXIT_USAGE)
+    reply = stub.CreateApiKey(
+        identity_pb2.CreateApiKeyRequest(
+            tenant=args.tenant,
+            roles=args.role,
+            description=args.description,
+            expires_unix_ms=args.expires_in or 0,
+            audiohook_client_secret=args.audiohook,
+        ),
+        timeout=args.timeout,
+    )
+    doc = {"credential": credential_doc(reply.credential)}
+    # With --audiohook: the API key, then the client secret (Genesys's two fields).
+    secret = f"{reply.api_key}\n{reply.audiohook_client_secret}" if args.audiohook else reply.api_key
+    if args.out:
+        write_secret_file(args.out, secret)
+        emit(args, {**doc, "key_file": str(args.out)}, None)
+        note(f"created {reply.credential.id}; the key is in {args.out} (mode 0600)")
+        return
+    # Shown once, by design: this is the one place the key exists outside its holder.
+    doc["api_key"] = reply.api_key
+    if args.audiohook:
+        doc["audiohook_client_secret"] = reply.audiohook_client_secret
+    if not json_mode(args):
+        note(f"created {reply.credential.id}; the key is shown once:")
+    emit(args, doc, secret)
 
 
 def credentials(args: argparse.Namespace) -> int:
     with channel(args) as ch:
         stub = identity_pb2_grpc.CredentialServiceStub(ch)
         if args.action == "create":
-            reply = stub.CreateApiKey(
-                identity_pb2.CreateApiKeyRequest(
-                    tenant=args.tenant,
-                    roles=args.role,
-                    description=args.description,
-                    expires_unix_ms=_expiry(args.expires_in),
-                    audiohook_client_secret=args.audiohook,
-                ),
-                timeout=args.timeout,
-            )
-            # With --audiohook: the API key, then the client secret (Genesys's two fields).
-            secret = f"{reply.api_key}\n{reply.audiohook_client_secret}" if args.audiohook else reply.api_key
-            if args.out:
-                write_secret_file(args.out, secret)
-                print(f"created {reply.credential.id}; the key is in {args.out} (mode 0600)", file=sys.stderr)
-            else:
-                print(f"created {reply.credential.id}; the key is shown once:", file=sys.stderr)
-                print(secret)
+            _create(args, stub)
         elif args.action == "twilio-token":
-            token = (args.token_file.read_text() if args.token_file else sys.stdin.readline()).strip()
+            token = read_file_value(args.token_file or Path("-"), "the Twilio auth token")
             reply = stub.SetTwilioAuthToken(
                 identity_pb2.SetTwilioAuthTokenRequest(tenant=args.tenant, auth_token=token),
                 timeout=args.timeout,
             )
-            print(f"Twilio auth token set; stream to wss://<twilio bridge>{reply.stream_path}")
-        elif args.action == "map-cert":
-            _print_credential(
-                stub.MapCertificate(
-                    identity_pb2.MapCertificateRequest(
-                        tenant=args.tenant,
-                        subject=args.subject,
-                        roles=args.role,
-                        description=args.description,
-                        expires_unix_ms=_expiry(args.expires_in),
-                    ),
-                    timeout=args.timeout,
-                )
+            emit(
+                args,
+                {"tenant": args.tenant, "stream_path": reply.stream_path},
+                f"Twilio auth token set; stream to wss://<twilio bridge>{reply.stream_path}",
             )
+        elif args.action == "map-cert":
+            c = stub.MapCertificate(
+                identity_pb2.MapCertificateRequest(
+                    tenant=args.tenant,
+                    subject=args.subject,
+                    roles=args.role,
+                    description=args.description,
+                    expires_unix_ms=args.expires_in or 0,
+                ),
+                timeout=args.timeout,
+            )
+            emit(args, {"credential": credential_doc(c)}, table(CREDENTIAL_COLUMNS, [_credential_row(c)]))
         elif args.action == "list":
-            for c in stub.ListCredentials(
+            found = stub.ListCredentials(
                 identity_pb2.ListCredentialsRequest(tenant=args.tenant), timeout=args.timeout
-            ).credentials:
-                _print_credential(c)
+            ).credentials
+            emit(
+                args,
+                {"credentials": [credential_doc(c) for c in found]},
+                table(CREDENTIAL_COLUMNS, [_credential_row(c) for c in found]),
+            )
         else:
-            _print_credential(
-                stub.RevokeCredential(
-                    identity_pb2.RevokeCredentialRequest(tenant=args.tenant, credential_id=args.id),
-                    timeout=args.timeout,
-                )
+            if not confirm(args, f"revoke credential {args.id} (refused from its next request on)"):
+                return EXIT_NEGATIVE
+            c = stub.RevokeCredential(
+                identity_pb2.RevokeCredentialRequest(tenant=args.tenant, credential_id=args.id),
+                timeout=args.timeout,
+            )
+            emit(
+                args,
+                {"credential": credential_doc(c)},
+                f"revoked {c.id} ({','.join(c.roles)}, {c.description or '-'})",
             )
     return EXIT_OK
 
@@ -148,7 +194,9 @@ def add_identity_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--tenant", default="", help="the tenant (omit for a platform-wide platform-admin)")
         p.add_argument("--role", action="append", required=True, choices=ROLES, help="repeat for several")
         p.add_argument("--description", default="", help="what the credential is for (shown in lists)")
-        p.add_argument("--expires-in", help="lifetime, e.g. 90d, 12h (default: until revoked)")
+        p.add_argument(
+            "--expires-in", type=lifetime_arg, help="lifetime, e.g. 90d, 12h (default: until revoked)"
+        )
 
     p = c.add_parser("create", help="create an API key (shown once)")
     grant(p)
@@ -177,5 +225,6 @@ def add_identity_commands(sub: argparse._SubParsersAction) -> None:
     p = c.add_parser("revoke", help="revoke a credential: refused from the next request on")
     p.add_argument("--tenant", default="")
     p.add_argument("id")
+    add_yes_arg(p)
     add_client_args(p)
     p.set_defaults(func=credentials)

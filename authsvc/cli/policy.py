@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from authsvc.cli.client import EXIT_INVALID, EXIT_OK, CliError
+from authsvc.cli.output import emit
 from authsvc.cli.serve import default_data_dir
 from authsvc.errors import ConfigError
 from authsvc.policy.engine import NO_AAL, look_far
@@ -20,7 +21,17 @@ def check(args: argparse.Namespace) -> int:
         policy = check_policy_file(args.file)
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_INVALID) from None
-    print(f"{args.file}: OK (tenant {policy.tenant}, sector {policy.sector}, policy id {policy.policy_id})")
+    emit(
+        args,
+        {
+            "file": str(args.file),
+            "valid": True,
+            "tenant": policy.tenant,
+            "sector": policy.sector,
+            "policy_id": policy.policy_id,
+        },
+        f"{args.file}: OK (tenant {policy.tenant}, sector {policy.sector}, policy id {policy.policy_id})",
+    )
     return EXIT_OK
 
 
@@ -42,11 +53,37 @@ def explain(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_INVALID) from None
     source = directory / f"{args.tenant}.toml"
-    print(f"tenant {policy.tenant}: sector {policy.sector} ({policy.policy_id})")
-    print(f"source: {source if source.exists() else 'no policy file: the general preset applies'}")
-    for line in describe(policy, _voice_calibration(args.encoder)):
-        print(line)
+    rules = describe(policy, _voice_calibration(args.encoder))
+    settings = {
+        name: {f.name: _plain(getattr(getattr(policy, name), f.name)) for f in fields(getattr(policy, name))}
+        for name in SECTIONS
+    }
+    emit(
+        args,
+        {
+            "tenant": policy.tenant,
+            "sector": policy.sector,
+            "policy_id": policy.policy_id,
+            "source": str(source) if source.exists() else None,
+            "settings": settings,
+            "effective_rules": [line.strip() for line in rules[rules.index("effective rules:") + 1 :]],
+        },
+        [
+            f"tenant {policy.tenant}: sector {policy.sector} ({policy.policy_id})",
+            f"source: {source if source.exists() else 'no policy file: the general preset applies'}",
+            *rules,
+        ],
+    )
     return EXIT_OK
+
+
+def _plain(value):
+    """A policy value as JSON has it (tuples as lists; infinities as strings)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return str(value)
+    return value
 
 
 def describe(policy: TenantPolicy, voice_cal: Calibration | None) -> list[str]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from authsvc.api.v1 import common_pb2, fraud_pb2, fraud_pb2_grpc
-from authsvc.cli.client import EXIT_NEGATIVE, EXIT_OK, CliError, add_client_args, channel, confirm
+from authsvc.cli.client import (
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    CliError,
+    add_client_args,
+    add_yes_arg,
+    channel,
+    confirm,
+)
+from authsvc.cli.output import emit
 from authsvc.errors import InvalidInput
 
 
@@ -20,22 +29,44 @@ def run(args: argparse.Namespace) -> int:
                 ),
                 timeout=t,
             )
-            print(f"created watchlist {args.tenant}/{args.name}")
+            emit(
+                args,
+                {"tenant": args.tenant, "name": args.name, "description": args.description},
+                f"created watchlist {args.tenant}/{args.name}",
+            )
         elif args.action == "list":
             reply = stub.ListWatchlists(fraud_pb2.ListWatchlistsRequest(tenant=args.tenant), timeout=t)
-            for w in reply.watchlists:
-                print(f"{w.name}\t{w.fraudsters} fraudster(s)\t{w.description}")
             far = reply.false_match_rate_per_comparison
-            print(
-                f"{reply.listed_voices} listed voice(s); false-match rate {far:g} per comparison, so about "
-                f"{reply.listed_voices * far:.2g} per screened call"
+            emit(
+                args,
+                {
+                    "watchlists": [
+                        {"name": w.name, "fraudsters": w.fraudsters, "description": w.description}
+                        for w in reply.watchlists
+                    ],
+                    "listed_voices": reply.listed_voices,
+                    "false_match_rate_per_comparison": far,
+                },
+                [
+                    *(f"{w.name}\t{w.fraudsters} fraudster(s)\t{w.description}" for w in reply.watchlists),
+                    f"{reply.listed_voices} listed voice(s); false-match rate {far:g} per comparison, "
+                    f"so about {reply.listed_voices * far:.2g} per screened call",
+                ],
             )
         elif args.action == "members":
             reply = stub.ListFraudsters(
                 fraud_pb2.ListFraudstersRequest(tenant=args.tenant, watchlist=args.name), timeout=t
             )
-            for f in reply.fraudsters:
-                print(f"{f.fraudster_id}\t{f.samples} sample(s)")
+            emit(
+                args,
+                {
+                    "watchlist": args.name,
+                    "fraudsters": [
+                        {"fraudster_id": f.fraudster_id, "samples": f.samples} for f in reply.fraudsters
+                    ],
+                },
+                [f"{f.fraudster_id}\t{f.samples} sample(s)" for f in reply.fraudsters],
+            )
         elif args.action == "add" and args.from_session:
             if args.files or not args.session_customer:
                 raise CliError("--from-session takes --session-customer and no files", 2)
@@ -50,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
                 timeout=t,
             )
             state = "listed" if reply.added else "voiceprint replaced"
-            print(f"{args.fraudster}: {state} on {args.name} (the caller of session {args.from_session})")
+            emit(
+                args,
+                {"watchlist": args.name, "fraudster_id": args.fraudster, "added": reply.added},
+                f"{args.fraudster}: {state} on {args.name} (the caller of session {args.from_session})",
+            )
         elif args.action == "add":
             from authsvc.cli.audio_files import file_to_wire  # scipy: only for commands that read audio
 
@@ -76,22 +111,48 @@ def run(args: argparse.Namespace) -> int:
                 timeout=t,
             )
             state = "listed" if reply.added else "voiceprint replaced"
-            print(f"{args.fraudster}: {state} on {args.name} ({reply.net_speech_seconds:.1f} s net speech)")
+            emit(
+                args,
+                {
+                    "watchlist": args.name,
+                    "fraudster_id": args.fraudster,
+                    "added": reply.added,
+                    "net_speech_seconds": round(reply.net_speech_seconds, 2),
+                },
+                f"{args.fraudster}: {state} on {args.name} ({reply.net_speech_seconds:.1f} s net speech)",
+            )
         elif args.action == "remove":
+            if not confirm(
+                args, f"remove {args.fraudster} (and their voiceprint) from {args.tenant}/{args.name}"
+            ):
+                return EXIT_NEGATIVE
             stub.RemoveFraudster(
                 fraud_pb2.RemoveFraudsterRequest(
                     tenant=args.tenant, watchlist=args.name, fraudster_id=args.fraudster
                 ),
                 timeout=t,
             )
-            print(f"{args.fraudster}: removed from {args.name}")
+            emit(
+                args,
+                {"watchlist": args.name, "fraudster_id": args.fraudster, "removed": True},
+                f"{args.fraudster}: removed from {args.name}",
+            )
         else:  # delete
             if not confirm(args, f"delete watchlist {args.tenant}/{args.name} and every voice on it"):
                 return EXIT_NEGATIVE
             reply = stub.DeleteWatchlist(
                 fraud_pb2.DeleteWatchlistRequest(tenant=args.tenant, name=args.name), timeout=t
             )
-            print(f"deleted watchlist {args.tenant}/{args.name} ({reply.fraudsters_removed} fraudster(s))")
+            emit(
+                args,
+                {
+                    "tenant": args.tenant,
+                    "name": args.name,
+                    "deleted": True,
+                    "fraudsters_removed": reply.fraudsters_removed,
+                },
+                f"deleted watchlist {args.tenant}/{args.name} ({reply.fraudsters_removed} fraudster(s))",
+            )
     return EXIT_OK
 
 
@@ -119,7 +180,7 @@ def add_watchlist_commands(sub: argparse._SubParsersAction, existing_file) -> No
             p.add_argument("files", nargs="*", type=existing_file, metavar="FILE")
             p.add_argument("--from-session", help="instead of files: the call id of a recent scored call")
             p.add_argument("--session-customer", help="with --from-session: the customer that call claimed")
-        if action == "delete":
-            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        if action in ("remove", "delete"):
+            add_yes_arg(p)
         add_client_args(p)
         p.set_defaults(func=run)

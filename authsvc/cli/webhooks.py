@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from authsvc.api.v1 import webhooks_pb2, webhooks_pb2_grpc
-from authsvc.cli.client import EXIT_NEGATIVE, EXIT_OK, add_client_args, channel, confirm
+from authsvc.cli.client import EXIT_NEGATIVE, EXIT_OK, add_client_args, add_yes_arg, channel, confirm
+from authsvc.cli.output import emit, json_mode, note
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,21 +16,26 @@ def run(args: argparse.Namespace) -> int:
             reply = stub.SetWebhook(
                 webhooks_pb2.SetWebhookRequest(tenant=args.tenant, url=args.url), timeout=args.timeout
             )
-            print(
-                f"webhook of {args.tenant}: {reply.webhook.url}; its signing secret is shown once:",
-                file=sys.stderr,
+            if not json_mode(args):
+                note(f"webhook of {args.tenant}: {reply.webhook.url}; its signing secret is shown once:")
+            # Shown once, by design: the receiver checks signatures with it.
+            emit(
+                args, {"tenant": args.tenant, "url": reply.webhook.url, "secret": reply.secret}, reply.secret
             )
-            print(reply.secret)
         elif args.action == "show":
             w = stub.GetWebhook(webhooks_pb2.GetWebhookRequest(tenant=args.tenant), timeout=args.timeout)
-            print(f"{w.tenant}\t{w.url}")
+            emit(args, {"tenant": w.tenant, "url": w.url}, f"{w.tenant}\t{w.url}")
         else:
             if not confirm(args, f"delete the webhook of tenant {args.tenant}"):
                 return EXIT_NEGATIVE
             reply = stub.DeleteWebhook(
                 webhooks_pb2.DeleteWebhookRequest(tenant=args.tenant), timeout=args.timeout
             )
-            print("deleted" if reply.deleted else f"tenant {args.tenant} had no webhook")
+            emit(
+                args,
+                {"tenant": args.tenant, "deleted": reply.deleted},
+                "deleted" if reply.deleted else f"tenant {args.tenant} had no webhook",
+            )
     return EXIT_OK
 
 
@@ -49,6 +54,6 @@ def add_webhook_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
     p = w.add_parser("delete", help="stop sending decisions")
     p.add_argument("--tenant", required=True)
-    p.add_argument("--yes", action="store_true", help="do not ask")
+    add_yes_arg(p)
     add_client_args(p)
     p.set_defaults(func=run)
