@@ -146,7 +146,10 @@ class Auditor:
                 return broken(0, "where the chain began was altered (meta audit_chain_from)")
             if head_id and not hmac.compare_digest(mac, head_mac(key, tenant, head_id, head_hash)):
                 return broken(head_id, "the chain's head was altered")
-            if trim_id and not hmac.compare_digest(trimmed_mac, trim_mac(key, tenant, trim_id, trim_hash)):
+            # Any trim field set (a hash without an id too) must carry the chain key's MAC: a
+            # writer of the database must not start the chain where it likes.
+            trimmed = trim_id or trim_hash or trimmed_mac
+            if trimmed and not hmac.compare_digest(trimmed_mac, trim_mac(key, tenant, trim_id, trim_hash)):
                 return broken(trim_id, "where retention trimmed the chain was altered")
             while True:
                 rows = await tx.audit_chain(tenant, after, VERIFY_BATCH)

@@ -119,11 +119,14 @@ async def _expire(
         templates = sum(t.modality != FINGERPRINT for t in stored)
         await tx.delete_templates(tenant, customer_id, modalities)
         states = 0
-        for name in await tx.state_names(tenant, customer_id):
+        # Voices kept from calls age on their own write time: a dormant customer's calls of
+        # today (passive re-enrollment, a taker-over's voice for the watchlist) stay.
+        for name in await tx.state_names(tenant, customer_id, before_ms=cutoff):
             if name.startswith(BIOMETRIC_STATES):
                 await tx.delete_state(tenant, customer_id, name)
                 states += 1
-        await tx.mark_expired(tenant, customer_id, now)
+        if templates:  # only a customer who had a template expires; one who never enrolled stays so
+            await tx.mark_expired(tenant, customer_id, now)
         await ctx.auditor.record(
             tenant,
             "expire",

@@ -282,8 +282,8 @@ async def test_moving_where_the_chain_began_to_pass_off_blanked_rows_is_detected
 
 
 async def test_an_api_key_sent_as_the_tenant_never_reaches_the_audit_trail(service):
-    """A client that pastes its key into the tenant field (with no credential, so it is refused)
-    must not get the key written into the trail that records the refusal."""
+    """A client that pastes its key into the tenant or customer field (and is refused) must not
+    get the key written into the trail that records the refusal."""
     import json
 
     _, ctx, _, address = service
@@ -294,10 +294,16 @@ async def test_an_api_key_sent_as_the_tenant_never_reaches_the_audit_trail(servi
         call, address, method, enrollment_pb2.ListCustomersRequest(tenant=key), None
     )
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    # ... or as the customer, by a caller whose own key lacks the role.
+    telephony = await key_for(ctx, "acme", roles.TELEPHONY)
+    method = "/authsvc.v1.EnrollmentService/GetCustomer"
+    request = enrollment_pb2.GetCustomerRequest(tenant="acme", customer_id=key)
+    err = await asyncio.to_thread(call, address, method, request, telephony)
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     await ctx.refusals.flush_due(everything=True)
     rows = [
         e for t in ("", "acme") for e in await ctx.auditor.list(t, 1000) if e.action.startswith("request")
     ]
     assert rows, "the refusal is audited"
-    shown = json.dumps([e.details for e in rows])
+    shown = json.dumps([[e.customer_id, e.details] for e in rows])
     assert key not in shown and key.split("_", 2)[2] not in shown, "neither the key nor its secret"

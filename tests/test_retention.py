@@ -24,12 +24,14 @@ E = enrollment_pb2
 
 
 async def _age(ctx, tenant: str, customer: str, days: float) -> None:
-    """Moves the customer's last activity `days` into the past."""
+    """Moves the customer's last activity, and when their kept state was written, `days` into
+    the past."""
     async with ctx.store.transaction() as tx:
-        await tx._count(
-            "UPDATE customers SET last_active_ms=last_active_ms-? WHERE tenant=? AND customer_id=?",
-            (int(days * DAY_MS), tenant, customer),
-        )
+        for table, column in (("customers", "last_active_ms"), ("customer_state", "updated_ms")):
+            await tx._count(
+                f"UPDATE {table} SET {column}={column}-? WHERE tenant=? AND customer_id=?",
+                (int(days * DAY_MS), tenant, customer),
+            )
 
 
 async def _age_audit(ctx, tenant: str, days: float, below_id: int) -> None:
@@ -137,6 +139,27 @@ async def test_typing_profiles_and_voices_kept_from_calls_expire_too_and_the_ten
         assert not [n for n in left if n.startswith("caller.")], "the callers' voices go too"
 
 
+async def test_a_dormant_customers_voices_from_todays_calls_stay_and_no_template_means_no_expiry(service):
+    """A customer dormant past retention_days whose calls gather voices today (passive
+    re-enrollment, or a taker-over's voice kept for the watchlist) keeps them until they too
+    are past the period; one who never held a template is not marked EXPIRED."""
+    channel, ctx, _, _ = service
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+    await register(channel, "acme", "dormant")
+    await ctx.vault.put_state("acme", "dormant", "caller.s-9", b"\0" * 16)
+    await _age(ctx, "acme", "dormant", 1200)
+    await ctx.vault.put_state("acme", "dormant", "caller.s-10", b"\0" * 16)  # today's call
+    report = await stub.ExpireCustomers(E.ExpireCustomersRequest(tenant="acme"))
+    assert [c.customer_id for c in report.customers] == ["dormant"] and report.customers[0].templates == 0
+    async with ctx.store.transaction() as tx:
+        left = [n for n in await tx.state_names("acme", "dormant") if n.startswith("caller.")]
+    assert left == ["caller.s-10"], "only the voice past the period goes"
+    again = await stub.ExpireCustomers(E.ExpireCustomersRequest(tenant="acme", dry_run=True))
+    assert not again.customers, "a voice of today is not due"
+    shown = await stub.GetCustomer(E.GetCustomerRequest(tenant="acme", customer_id="dormant"))
+    assert shown.expired_unix_ms == 0, "never enrolled: NOT_ENROLLED, not EXPIRED"
+
+
 async def test_a_customer_who_authenticates_while_the_sweep_runs_is_kept(service, speech):
     """The sweep lists, then erases each customer under its lock after checking again."""
     channel, ctx, _, _ = service
@@ -217,6 +240,24 @@ async def test_rows_removed_beyond_the_trim_or_a_moved_trim_point_are_detected(s
         await tx._count("UPDATE audit_heads SET trim_id=?, trim_hash=? WHERE tenant='acme'", (cut, row_hash))
     check = await ctx.auditor.verify("acme")
     assert not check.intact and "retention" in check.problem
+
+
+async def test_rows_deleted_from_the_start_without_a_trim_cannot_pose_as_one(service):
+    """No trim ever ran: an insider deletes the first rows and writes a trim point of their own
+    (the last deleted row's hash, no id, no MAC, as an untrimmed tenant's fields look)."""
+    _, ctx, _, _ = service
+    for i in range(6):
+        await ctx.auditor.record("acme", "test.event", f"c{i}", "ok", "tester", n=i)
+    events = sorted(await ctx.auditor.list("acme", 500), key=lambda e: e.id)
+    cut = next(e.id for e in events if e.customer_id == "c3")
+    async with ctx.store.transaction() as tx:
+        (last_deleted,) = await tx._one("SELECT prev_hash FROM audit WHERE tenant='acme' AND id=?", (cut,))
+        await tx._count("DELETE FROM audit WHERE tenant='acme' AND id<?", (cut,))
+        await tx._count(
+            "UPDATE audit_heads SET trim_id=0, trim_hash=?, trim_mac='' WHERE tenant='acme'", (last_deleted,)
+        )
+    check = await ctx.auditor.verify("acme")
+    assert not check.intact and "retention" in check.problem, check
 
 
 async def test_the_sweep_covers_every_tenant_and_one_broken_policy_does_not_stop_it(service, speech, caplog):

@@ -42,6 +42,12 @@ def source_host(peer: str) -> str:
     return peer
 
 
+def _recordable(value: str) -> bool:
+    """A caller-chosen id kept in the trail: a well-formed identifier (so bounded), and not an
+    API key pasted into the wrong field (a key's characters are an identifier's)."""
+    return bool(value) and is_id(value) and not value.startswith(KEY_PREFIX)
+
+
 class RefusalLog:
     def __init__(self, auditor: Auditor, window_s: float = WINDOW_S) -> None:
         self.auditor = auditor
@@ -83,13 +89,11 @@ class RefusalLog:
             return
         self._windows[key] = _Window(time.monotonic(), now_ms, actor=actor)
         self._rows += 1
-        # An API key pasted into the tenant field is an id too: it must not reach the trail.
-        shown = claimed_tenant and is_id(claimed_tenant) and not claimed_tenant.startswith(KEY_PREFIX)
-        claimed = {"claimed_tenant": claimed_tenant} if shown else {}
+        claimed = {"claimed_tenant": claimed_tenant} if _recordable(claimed_tenant) else {}
         await self._write(
             tenant,
             "request.refused",
-            customer_id if is_id(customer_id) else "",
+            customer_id if _recordable(customer_id) else "",
             reason,
             actor,
             method=method,

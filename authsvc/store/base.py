@@ -200,7 +200,8 @@ class Transaction(Protocol):
         self, tenant: str, before_ms: int, state_prefixes: Sequence[str], limit: int, after: str = ""
     ) -> list[CustomerRecord]:
         """Customers inactive since before `before_ms` who still hold a template or a state whose
-        name starts with one of `state_prefixes`, by id after `after`."""
+        name starts with one of `state_prefixes` and was last written before `before_ms` (voices
+        a dormant customer's calls gather now are not yet due), by id after `after`."""
         ...
 
     async def mark_expired(self, tenant: str, customer_id: str, now_ms: int) -> None: ...
@@ -236,7 +237,9 @@ class Transaction(Protocol):
     async def get_state(self, tenant: str, customer_id: str, name: str) -> bytes | None:
         """Per-customer state (factor secrets, counters), sealed by the caller where secret."""
 
-    async def state_names(self, tenant: str, customer_id: str) -> list[str]: ...
+    async def state_names(self, tenant: str, customer_id: str, before_ms: int | None = None) -> list[str]:
+        """The customer's state names; with `before_ms`, only those last written before it."""
+        ...
 
     async def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None: ...
 

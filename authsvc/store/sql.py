@@ -192,9 +192,9 @@ class SqlTransaction(ABC):
             f"SELECT {_CUSTOMER_COLUMNS} FROM customers c WHERE tenant=? AND last_active_ms<? "
             "AND customer_id>? AND (EXISTS (SELECT 1 FROM templates t WHERE t.tenant=c.tenant "
             "AND t.customer_id=c.customer_id) OR EXISTS (SELECT 1 FROM customer_state s "
-            f"WHERE s.tenant=c.tenant AND s.customer_id=c.customer_id AND ({states}))) "
+            f"WHERE s.tenant=c.tenant AND s.customer_id=c.customer_id AND s.updated_ms<? AND ({states}))) "
             "ORDER BY customer_id LIMIT ?",
-            (tenant, before_ms, after, *(a for p in state_prefixes for a in (len(p), p)), limit),
+            (tenant, before_ms, after, before_ms, *(a for p in state_prefixes for a in (len(p), p)), limit),
         )
         return [_customer_from_row(tenant, r) for r in rows]
 
@@ -341,10 +341,11 @@ class SqlTransaction(ABC):
         )
         return bytes(row[0]) if row else None
 
-    async def state_names(self, tenant: str, customer_id: str) -> list[str]:
+    async def state_names(self, tenant: str, customer_id: str, before_ms: int | None = None) -> list[str]:
+        older = "" if before_ms is None else " AND updated_ms<?"
         rows = await self._all(
-            "SELECT name FROM customer_state WHERE tenant=? AND customer_id=? ORDER BY name",
-            (tenant, customer_id),
+            f"SELECT name FROM customer_state WHERE tenant=? AND customer_id=?{older} ORDER BY name",
+            (tenant, customer_id, *(() if before_ms is None else (before_ms,))),
         )
         return [r[0] for r in rows]
 
