@@ -51,6 +51,7 @@ from authsvc.audio.codecs import Encoding, encode
 from authsvc.audio.resample import resample
 from authsvc.errors import ConfigError
 from authsvc.fraud.watchlist import EMPTY
+from authsvc.metrics import Metrics
 from authsvc.policy.engine import Outcome
 from authsvc.policy.risk import FRAUDSTER, LOW, DetectorRisk
 from authsvc.policy.schema import DecisionRules, TenantPolicy, build_policy
@@ -89,6 +90,11 @@ class _Tx:
     async def lock_customer(self, tenant: str, customer_id: str) -> None:
         return None  # no stored customer: nothing is counted, nothing locks
 
+    async def touch_customer(
+        self, tenant: str, customer_id: str, now_ms: int, enrolled: bool = False
+    ) -> None:
+        return None  # no stored customer: its retention clock is not kept
+
 
 class _Stub:
     """What a VerificationSession calls on its context, with nothing stored."""
@@ -116,6 +122,7 @@ class _Stub:
         )
         self.countermeasure = None
         self.auditor = SimpleNamespace(record=self._nothing)
+        self.metrics = Metrics()  # the service's own (a registry of its own), counted and unread
 
     @contextlib.asynccontextmanager
     async def _transaction(self):
