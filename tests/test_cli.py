@@ -353,20 +353,7 @@ def test_policy_explain_resolves_the_preset_and_the_thresholds(tmp_path):
 
 
 def test_register_enroll_keystrokes_and_audit(server: Server, tmp_path):
-    import json
-
-    import numpy as np
-
-    from tests.typists import Typist
-
-    typist = Typist(np.random.default_rng(3))
-    lines = []
-    for _ in range(5):
-        sample = typist.password()
-        events = [{"key": e.key, "down": e.press, "up": e.release} for e in sample.events]
-        lines.append(json.dumps({"kind": "fixed", "text": sample.text, "events": events}))
-    path = tmp_path / "typing.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path = _typing_file(tmp_path / "typing.jsonl", 3, 5)
     result = client(
         server,
         "register",

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from authsvc.audit import Auditor
 from authsvc.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
-from authsvc.identifiers import check_id
+from authsvc.identifiers import check_id, is_id
 from authsvc.identity.principal import Principal
 from authsvc.identity.roles import PLATFORM_ADMIN, check_roles
 from authsvc.store.base import CredentialRecord, Store, Transaction
@@ -35,6 +35,13 @@ TOUCH_EVERY_MS = 60_000
 MAX_DESCRIPTION = 200
 # A certificate identity: a SAN URI (spiffe://…, urn:…) or a DNS name.
 _SUBJECT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[!-~]{1,500}$|^[A-Za-z0-9*][A-Za-z0-9.-]{0,252}$")
+
+
+def recordable_id(value: str) -> bool:
+    """Whether a caller-chosen id (a tenant, customer or call id) may be repeated in a log or
+    the audit trail: a well-formed identifier (so bounded), and not an API key pasted into the
+    wrong field (a key's characters are an identifier's)."""
+    return bool(value) and is_id(value) and not value.startswith(KEY_PREFIX)
 
 
 def key_id(key: str) -> str:

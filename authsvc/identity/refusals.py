@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 
 from authsvc.audit import Auditor
-from authsvc.identifiers import is_id
-from authsvc.identity.credentials import KEY_PREFIX
+from authsvc.identity.credentials import recordable_id
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,6 @@ def source_host(peer: str) -> str:
     if peer.startswith(("ipv4:", "ipv6:")):
         return peer.rsplit(":", 1)[0]
     return peer
-
-
-def _recordable(value: str) -> bool:
-    """A caller-chosen id kept in the trail: a well-formed identifier (so bounded), and not an
-    API key pasted into the wrong field (a key's characters are an identifier's)."""
-    return bool(value) and is_id(value) and not value.startswith(KEY_PREFIX)
 
 
 class RefusalLog:
@@ -89,11 +82,11 @@ class RefusalLog:
             return
         self._windows[key] = _Window(time.monotonic(), now_ms, actor=actor)
         self._rows += 1
-        claimed = {"claimed_tenant": claimed_tenant} if _recordable(claimed_tenant) else {}
+        claimed = {"claimed_tenant": claimed_tenant} if recordable_id(claimed_tenant) else {}
         await self._write(
             tenant,
             "request.refused",
-            customer_id if _recordable(customer_id) else "",
+            customer_id if recordable_id(customer_id) else "",
             reason,
             actor,
             method=method,

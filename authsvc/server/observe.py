@@ -35,8 +35,7 @@ from typing import Any
 
 import grpc
 
-from authsvc.identifiers import is_id
-from authsvc.identity.credentials import KEY_PREFIX
+from authsvc.identity.credentials import recordable_id
 from authsvc.identity.principal import Principal
 from authsvc.identity.roles import PUBLIC_PREFIXES
 from authsvc.metrics import Metrics
@@ -105,7 +104,7 @@ def _id(value: str) -> str:
     """A caller-chosen tenant or call id, logged only when it is a valid identifier and not an
     API key (its characters are an identifier's): a key pasted into the wrong field, or a
     forged log line, is not repeated."""
-    return value if is_id(value) and not value.startswith(KEY_PREFIX) else INVALID
+    return value if recordable_id(value) else INVALID
 
 
 def _plain(value: str) -> str:
