@@ -905,16 +905,22 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def _hist(before: dict, after: dict, name: str) -> tuple[list[tuple[float, float]], float, float]:
-    """A histogram's level-only (bucket bound, cumulative count), sum and count."""
+def _hist(
+    before: dict, after: dict, name: str, labels: str = ""
+) -> tuple[list[tuple[float, float]], float, float]:
+    """A histogram's level-only (bucket bound, cumulative count), sum and count; `labels` picks one
+    child of a labelled histogram ("stage=embed"; scrape's sorted k=v form, le left out)."""
     buckets = []
     for key, value in after.items():
-        if key.startswith(f"{name}_bucket{{"):
-            le = key.split("le=")[1].rstrip("}")
+        if not key.startswith(f"{name}_bucket{{"):
+            continue
+        pairs = key[len(name) + len("_bucket{") : -1].split(",")
+        le = next(p for p in pairs if p.startswith("le="))[3:]
+        if ",".join(p for p in pairs if not p.startswith("le=")) == labels:
             buckets.append((float(le), value - before.get(key, 0.0)))
     buckets.sort()
-    total = after.get(f"{name}_sum{{}}", 0.0) - before.get(f"{name}_sum{{}}", 0.0)
-    count = after.get(f"{name}_count{{}}", 0.0) - before.get(f"{name}_count{{}}", 0.0)
+    total = after.get(f"{name}_sum{{{labels}}}", 0.0) - before.get(f"{name}_sum{{{labels}}}", 0.0)
+    count = after.get(f"{name}_count{{{labels}}}", 0.0) - before.get(f"{name}_count{{{labels}}}", 0.0)
     return buckets, total, count
 
 
@@ -976,6 +982,32 @@ def embedding_figures(before: dict, after: dict, wall_s: float) -> dict:
     }
 
 
+def stage_figures(before: dict, after: dict) -> dict:
+    """Where a decision's time goes, from the server's own histograms (code that has them):
+    the voice look's stages (receive, embed, score, decide, total) and the store's units of work
+    (begin: waiting for the pool or write lock; commit; the whole transaction)."""
+
+    def summary(name: str, labels: str) -> dict | None:
+        buckets, total, count = _hist(before, after, name, labels)
+        if not count:
+            return None
+        return {
+            "count": int(count),
+            "mean_ms": round(1000 * total / count, 1),
+            "p50_ms": round(1000 * (_hist_quantile(buckets, 0.5) or 0.0), 1),
+            "p99_ms": round(1000 * (_hist_quantile(buckets, 0.99) or 0.0), 1),
+        }
+
+    out: dict[str, dict] = {}
+    for stage in ("receive", "embed", "score", "decide", "total"):
+        if (s := summary("authsvc_look_seconds", f"stage={stage}")) is not None:
+            out.setdefault("look", {})[stage] = s
+    for op in ("begin", "commit", "transaction"):
+        if (s := summary("authsvc_store_operation_duration_seconds", f"operation={op}")) is not None:
+            out.setdefault("store", {})[op] = s
+    return out
+
+
 # -- resource sampling ------------------------------------------------------------------
 
 
@@ -1018,9 +1050,19 @@ class Sampler(threading.Thread):
         row: dict = {"t": time.monotonic()}
         try:
             c = self.server.cpu_times()
-            row["server_cpu"] = c.user + c.system
-            row["server_rss"] = self.server.memory_info().rss
-            row["server_threads"] = self._thread_groups()
+            threads = self._thread_groups()
+            # The server's worker processes (the encoder's and countermeasure's models, since
+            # issue 13) are the server too: their CPU and memory are counted with it.
+            workers_cpu, workers_rss = 0.0, 0
+            for child in self.server.children(recursive=True):
+                with contextlib.suppress(ps.Error):
+                    wc = child.cpu_times()
+                    workers_cpu += wc.user + wc.system
+                    workers_rss += child.memory_info().rss
+            threads["workers"] = workers_cpu
+            row["server_cpu"] = c.user + c.system + workers_cpu
+            row["server_rss"] = self.server.memory_info().rss + workers_rss
+            row["server_threads"] = threads
         except ps.Error:
             pass
         client = 0.0
@@ -1045,11 +1087,17 @@ class Sampler(threading.Thread):
         self.rows.append(self.sample())
 
     def hwm_bytes(self) -> int | None:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.server.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return None
+        """Peak RSS of the server, plus each of its worker processes' own peak."""
+        pids = [self.server.pid]
+        with contextlib.suppress(self.psutil.Error):
+            pids += [c.pid for c in self.server.children(recursive=True)]
+        total = None
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total = (total or 0) + int(line.split()[1]) * 1024
+        return total
 
     def window(self, t_from: float, t_to: float) -> dict:
         """Average cores used over [t_from, t_to], from the samples nearest its ends."""
@@ -1320,6 +1368,7 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
             "rss_peak_sampled_mb": round(max(r.get("server_rss", 0) for r in sampler.rows) / 2**20, 1),
         }
         result["embedding"] = embedding_figures(before, after, wall)
+        result["stages"] = stage_figures(before, after)
         result["limits"] = diagnose(result, args)
         result["level_s"] = round(time.monotonic() - level_started, 1)
         return result
@@ -1541,8 +1590,15 @@ def row(r: dict) -> str:
         f"{r['client']['loop_lag_ms'].get('p99')} ms | errors {errs} "
         f"missing {r['decisions']['missing_scores']} shifted {r['decisions']['shifted']} "
         f"early/extra {r['decisions']['early_or_extra']} | "
-        f"embed busy {r['embedding']['compute_busy_fraction']}"
+        f"embed busy {r['embedding']['compute_busy_fraction']}{_stages_text(r.get('stages') or {})}"
     )
+
+
+def _stages_text(stages: dict) -> str:
+    """' | look p50/p99 ms receive 1/4 embed ...' where the server's code has the histograms."""
+    parts = [f"{k} {v['p50_ms']:.0f}/{v['p99_ms']:.0f}" for k, v in stages.get("look", {}).items()]
+    parts += [f"tx {k} {v['p50_ms']:.0f}/{v['p99_ms']:.0f}" for k, v in stages.get("store", {}).items()]
+    return f" | p50/p99 ms {', '.join(parts)}" if parts else ""
 
 
 def table(results: list[dict]) -> str:

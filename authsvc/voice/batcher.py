@@ -148,10 +148,20 @@ class MicroBatcher:
         # Exponential average of compute seconds per request, for the retry hint.
         self._per_item_s = 0.05
         self.metrics.queue_depth.labels(self._label).set(0)
-        self._thread = threading.Thread(
-            target=self._run, args=(warm_up,), name=f"embed-{encoder.encoder_id}", daemon=True
-        )
-        self._thread.start()
+        # One worker thread per batch the encoder can compute at once: an encoder in worker
+        # processes (authsvc.voice.worker_process) says how many; an in-process one computes one.
+        workers = int(getattr(encoder, "concurrency", 1))
+        self._threads = [
+            threading.Thread(
+                target=self._run,
+                args=(warm_up and i == 0,),
+                name=f"embed-{encoder.encoder_id}-{i}" if workers > 1 else f"embed-{encoder.encoder_id}",
+                daemon=True,
+            )
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # -- the event-loop side -------------------------------------------------
 
@@ -211,8 +221,9 @@ class MicroBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout_s)
+        for thread in self._threads:
+            if threading.current_thread() is not thread:
+                thread.join(timeout_s)
 
     # -- the worker thread ---------------------------------------------------
 
