@@ -145,14 +145,17 @@ class ServiceContext:
         self.runner.close()
         if self.countermeasure is not None:
             self.countermeasure.close()
-        for model in self.worker_models:
-            await asyncio.to_thread(model.close)
-        if self.webhooks is not None:
-            await self.webhooks.close()
-        self.metrics.close()
-        await self.refusals.flush_due(everything=True)
-        await self.auditor.drain()
-        await self.store.close()
+        try:
+            if self.webhooks is not None:
+                await self.webhooks.close()
+            self.metrics.close()
+            await self.refusals.flush_due(everything=True)
+            await self.auditor.drain()
+            await self.store.close()
+        finally:
+            # Last, and whatever happened above: the trail and the store never wait on them.
+            for model in self.worker_models:
+                await asyncio.to_thread(model.close)
 
 
 async def open_context_store(config: ServiceConfig) -> tuple[Store, crypto.MasterKey]:
@@ -268,7 +271,11 @@ async def _build_rest(
 
         device = resolve_device(config.device)
         if config.encoder_workers:
-            spec = countermeasure_spec(config.countermeasure_dir, device=device)
+            spec = countermeasure_spec(
+                config.countermeasure_dir,
+                device=device,
+                threads=config.threads or (CPU_THREADS if device == "cpu" else None),
+            )
             cm = await asyncio.to_thread(ProcessEncoder, spec, config.encoder_workers)
             workers.append(cm)
         else:

@@ -298,7 +298,7 @@ class MicroBatcher:
             # Inputs were validated on submission, so this is unexpected: embed
             # one by one so a single poisonous request fails only itself.
             log.exception("%s batch of %d failed; retrying items one by one", self._label, len(batch))
-            outcomes = [self._embed_one(r.wav) for r in batch]
+            outcomes = [self._retry_one(r) for r in batch]
         elapsed = time.monotonic() - started
         self.metrics.compute.labels(self._label).observe(elapsed)
         self.metrics.audio_seconds.labels(self._label).inc(
@@ -306,6 +306,15 @@ class MicroBatcher:
         )
         self._per_item_s = 0.8 * self._per_item_s + 0.2 * (elapsed / len(batch))
         self._deliver(batch, outcomes)
+
+    def _retry_one(self, request: _Request) -> np.ndarray | BaseException:
+        # A failed batch may have taken long (a hung worker process): its callers that gave
+        # up meanwhile are not computed again.
+        if request.abandoned is not None:
+            return TimeoutError("the caller stopped waiting")
+        if request.deadline is not None and request.deadline <= time.monotonic():
+            return TimeoutError("deadline passed before the embedding was computed")
+        return self._embed_one(request.wav)
 
     def _embed_one(self, wav: np.ndarray) -> np.ndarray | BaseException:
         try:

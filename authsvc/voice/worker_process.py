@@ -16,7 +16,8 @@ Transfer: each child has a `multiprocessing.shared_memory` block. The parent
 writes a batch's waveforms into it and sends only their lengths down the
 pipe; the child embeds views of the block (no copy, no pickling of audio) and
 writes the embeddings back after the input. The block grows when a batch
-does not fit.
+does not fit. Callers' audio passes through it, so it is created mode 0600 (only
+the service's user can map it) and unlinked when replaced or closed.
 
 Faults: a model that fails to load raises `ConfigError` at start, as it would
 in-process. Audio the model refuses comes back as the same `InvalidInput`. A
@@ -32,6 +33,7 @@ import importlib
 import itertools
 import logging
 import multiprocessing as mp
+import os
 import queue
 import signal
 import threading
@@ -57,6 +59,8 @@ LOADERS = {
 }
 #: First shared block: 8 requests of 30 s at 16 kHz, float32 (grown on demand).
 INITIAL_BYTES = 8 * 30 * 16000 * 4
+#: A block grown past this (long enrollments) goes back to INITIAL_BYTES on a small batch.
+SHRINK_ABOVE_BYTES = 4 * INITIAL_BYTES
 _ALIGN = 64
 
 
@@ -67,6 +71,9 @@ class ModelSpec:
     kind: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     half: bool = False
+    # torch's intra-op threads in the child (a loader without a threads argument would
+    # otherwise get one per core, beside the event loop's).
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in LOADERS:
@@ -85,6 +92,10 @@ def _aligned(n: int) -> int:
 
 
 def _load(spec: ModelSpec) -> Any:
+    if spec.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
     module, name = LOADERS[spec.kind].split(":")
     model = getattr(importlib.import_module(module), name)(**spec.kwargs)
     if spec.half:
@@ -106,36 +117,37 @@ def _describe(model: Any) -> dict[str, Any]:
 
 
 def _child_main(conn: Connection, spec: ModelSpec) -> None:
-    # The parent decides when the service stops: a Ctrl-C to the process group must not
+    # The parent decides when the service stops (it ends this child through the pipe, and the
+    # pipe's EOF ends it if the parent dies): a Ctrl-C or SIGTERM to the process group must not
     # kill the model under calls that are still being answered.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         model = _load(spec)
-        conn.send(("ready", _describe(model)))
+        conn.send(("ready", 0, _describe(model)))
     except ConfigError as exc:
-        conn.send(("config", str(exc)))
+        conn.send(("config", 0, str(exc)))
         return
     except Exception as exc:  # reported to the parent, which raises it at start
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", 0, f"{type(exc).__name__}: {exc}"))
         return
     shm: SharedMemory | None = None
     try:
         while True:
             try:
-                message = conn.recv()
+                op, seq, arg = conn.recv()
             except (EOFError, OSError):
                 return  # the parent is gone
-            op = message[0]
             if op == "close":
                 return
             if op == "map":
                 if shm is not None:
                     shm.close()
-                shm = SharedMemory(name=message[1])
-                conn.send(("mapped",))
-            elif op == "embed":
-                assert shm is not None
-                conn.send(_embed_shared(model, shm, message[1]))
+                shm = SharedMemory(name=arg)
+                conn.send(("mapped", seq, shm.size))
+            elif op == "embed" and shm is not None:
+                kind, *rest = _embed_shared(model, shm, arg)
+                conn.send((kind, seq, *rest))
     finally:
         if shm is not None:
             shm.close()
@@ -165,7 +177,11 @@ def _embed_shared(model: Any, shm: SharedMemory, lengths: Sequence[int]) -> tupl
 
 
 class _Worker:
-    """One child process, its pipe and its shared block; used by one thread at a time."""
+    """One child process, its pipe and its shared block; used by one thread at a time.
+
+    Every request carries a sequence number that its reply must repeat, and a reply that is
+    late, missing, of the wrong kind or shape ends the child (`WorkerLost`): a stale answer
+    can never be read as the embedding of the request after it."""
 
     def __init__(self, spec: ModelSpec, index: int, start_timeout_s: float, reply_timeout_s: float) -> None:
         self.spec = spec
@@ -176,68 +192,99 @@ class _Worker:
         self.conn: Connection | None = None
         self.shm: SharedMemory | None = None
         self.meta: dict[str, Any] = {}
+        self._seq = 0
 
     def start(self) -> dict[str, Any]:
+        """Spawns the child and waits for its model; any failure leaves no child behind."""
         ctx = mp.get_context("spawn")  # never fork a process that runs gRPC's threads
         parent, child = ctx.Pipe()
+        self.meta = {}
+        self._seq = 0
         self.proc = ctx.Process(
             target=_child_main,
             args=(child, self.spec),
             name=f"authsvc-{self.spec.kind}-{self.index}",
             daemon=True,
         )
-        self.proc.start()
-        child.close()
-        self.conn = parent
-        reply = self._reply(self.start_timeout_s, "loading the model")
-        if reply[0] == "config":
-            self.stop()
-            raise ConfigError(reply[1])
-        if reply[0] != "ready":
-            self.stop()
-            raise ConfigError(f"the {self.spec.kind} worker could not load its model: {reply[1]}")
-        self.meta = reply[1]
-        self._map(INITIAL_BYTES)
+        try:
+            self.proc.start()
+            child.close()
+            self.conn = parent
+            reply = self._reply(0, self.start_timeout_s, "loading the model")
+            if reply[0] == "config":
+                raise ConfigError(reply[2])
+            if reply[0] != "ready":
+                raise ConfigError(f"the {self.spec.kind} worker could not load its model: {reply[2]}")
+            self._map(INITIAL_BYTES)
+        except BaseException:
+            self.stop(timeout_s=1.0)
+            raise
+        self.meta = reply[2]
         return self.meta
 
-    def _reply(self, timeout_s: float, doing: str) -> tuple:
+    def _send(self, op: str, arg: Any) -> int:
+        assert self.conn is not None
+        self._seq += 1
+        try:
+            self.conn.send((op, self._seq, arg))
+        except (OSError, ValueError) as exc:
+            raise WorkerLost(f"the {self.spec.kind} worker's pipe is closed ({op})") from exc
+        return self._seq
+
+    def _reply(self, seq: int, timeout_s: float, doing: str, *kinds: str) -> tuple:
+        """The reply to request `seq`; a missing, late or unexpected one ends the child."""
         assert self.conn is not None
         try:
             if not self.conn.poll(timeout_s):
                 raise WorkerLost(f"the {self.spec.kind} worker gave no answer in {timeout_s:g} s ({doing})")
-            return self.conn.recv()
+            reply = self.conn.recv()
         except (EOFError, OSError) as exc:
             code = self.proc.exitcode if self.proc is not None else None
             raise WorkerLost(f"the {self.spec.kind} worker exited ({doing}; exit code {code})") from exc
+        if (
+            not isinstance(reply, tuple)
+            or len(reply) < 2
+            or reply[1] != seq
+            or (kinds and reply[0] not in kinds)
+        ):
+            self.stop(timeout_s=0.0)
+            raise WorkerLost(f"the {self.spec.kind} worker answered out of step ({doing}); it was ended")
+        return reply
 
     def _map(self, size: int) -> None:
-        assert self.conn is not None
+        """A new shared block of `size` bytes, backed now (so a full /dev/shm is an error here,
+        not a SIGBUS on the first write), mapped by the child, then unlinked: nothing of the
+        callers' audio is left in /dev/shm, whatever happens to the processes later."""
         shm = SharedMemory(create=True, size=size)
         try:
-            self.conn.send(("map", shm.name))
-            self._reply(self.reply_timeout_s, "mapping its shared block")
+            try:
+                os.posix_fallocate(shm._fd, 0, size)  # type: ignore[attr-defined]
+            except OSError as exc:
+                raise RuntimeError(f"cannot back a {size}-byte shared block in /dev/shm: {exc}") from exc
+            seq = self._send("map", shm.name)
+            self._reply(seq, self.reply_timeout_s, "mapping its shared block", "mapped")
         except BaseException:
             shm.close()
             shm.unlink()
             raise
+        shm.unlink()
         self._release_block()
         self.shm = shm
 
     def _release_block(self) -> None:
         if self.shm is not None:
             self.shm.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.shm.unlink()
             self.shm = None
 
     def embed(self, arrays: Sequence[np.ndarray], dim: int) -> np.ndarray:
-        assert self.conn is not None
         lengths = [int(a.shape[0]) for a in arrays]
         total = sum(lengths)
         offset = _aligned(total * 4)
         needed = offset + len(arrays) * max(dim, 1) * 4
         if self.shm is None or needed > self.shm.size:
             self._map(max(needed, 2 * (self.shm.size if self.shm is not None else INITIAL_BYTES)))
+        elif self.shm.size > SHRINK_ABOVE_BYTES and needed <= INITIAL_BYTES:
+            self._map(INITIAL_BYTES)  # one long batch does not pin its memory for good
         assert self.shm is not None
         flat = np.ndarray((total,), np.float32, buffer=self.shm.buf)
         start = 0
@@ -245,28 +292,38 @@ class _Worker:
             flat[start : start + n] = a
             start += n
         del flat
-        self.conn.send(("embed", lengths))
-        reply = self._reply(self.reply_timeout_s, f"embedding a batch of {len(arrays)}")
+        seq = self._send("embed", lengths)
+        doing = f"embedding a batch of {len(arrays)}"
+        reply = self._reply(seq, self.reply_timeout_s, doing, "ok", "invalid", "error")
         if reply[0] == "invalid":
-            raise InvalidInput(reply[1], reply[2])
-        if reply[0] != "ok":
-            raise RuntimeError(f"the {self.spec.kind} worker failed a batch: {reply[1]}")
-        _, rows, out_dim = reply
+            raise InvalidInput(reply[2], reply[3])
+        if reply[0] == "error":
+            raise RuntimeError(f"the {self.spec.kind} worker failed a batch: {reply[2]}")
+        rows, out_dim = reply[2], reply[3]
+        if (rows, out_dim) != (len(arrays), dim):
+            self.stop(timeout_s=0.0)
+            raise WorkerLost(f"the {self.spec.kind} worker answered {rows}x{out_dim} for {len(arrays)}x{dim}")
         return np.ndarray((rows, out_dim), np.float32, buffer=self.shm.buf, offset=offset).copy()
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
 
+    def end_process(self) -> None:
+        """Kills the child without touching the shared block (another thread may be using it):
+        that thread's wait then ends with WorkerLost."""
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         if self.conn is not None:
             with contextlib.suppress(OSError, ValueError):
-                self.conn.send(("close",))
+                self.conn.send(("close", 0, None))
         if self.proc is not None:
             self.proc.join(timeout_s)
             if self.proc.is_alive():
                 self.proc.kill()
-                self.proc.join(timeout_s)
+                self.proc.join(5.0)
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -292,29 +349,29 @@ class ProcessEncoder:
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
-        started: list[_Worker] = []
-        try:
-            # The children load their models at the same time.
-            errors: list[BaseException] = []
+        # The children load their models at the same time.
+        errors: list[BaseException] = []
 
-            def start(w: _Worker) -> None:
-                try:
-                    w.start()
-                except BaseException as exc:
-                    errors.append(exc)
+        def start(w: _Worker) -> None:
+            try:
+                w.start()
+            except BaseException as exc:
+                errors.append(exc)
 
-            threads = [threading.Thread(target=start, args=(w,)) for w in self._workers]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            started = [w for w in self._workers if w.meta]
-            if errors:
-                raise errors[0]
-        except BaseException:
-            for w in started:
-                w.stop()
-            raise
+        threads = [threading.Thread(target=start, args=(w,), daemon=True) for w in self._workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            for w in self._workers:
+                w.stop(timeout_s=1.0)
+            first = errors[0]
+            if isinstance(first, ConfigError):
+                raise first
+            # A child killed while loading, a start timeout, no /dev/shm: still the service's
+            # configuration or machine, told as one (not a traceback) by `authsvc serve`.
+            raise ConfigError(f"the {spec.kind} worker process did not start: {first}") from first
         meta = self._workers[0].meta
         self.encoder_id: str = meta["encoder_id"]
         self.version: str = meta["version"]
@@ -348,25 +405,33 @@ class ProcessEncoder:
             raise RuntimeError(f"the {self.encoder_id} worker processes were closed")
         worker = self._idle.get()
         try:
+            if self._closed:
+                raise RuntimeError(f"the {self.encoder_id} worker processes were closed")
             if not worker.alive:
                 self._restart(worker)
             return worker.embed(arrays, self.embedding_dim)
         except WorkerLost:
-            # Dead or hung: replaced now, so the next batch finds a working child.
+            if self._closed:
+                raise
+            # Dead, hung or out of step: replaced now, so the next batch finds a working child.
             log.exception("%s worker %d failed; restarting it", self.encoder_id, worker.index)
-            with contextlib.suppress(Exception):
+            try:
                 self._restart(worker)
+            except Exception:
+                log.exception(
+                    "%s worker %d did not restart; the next batch tries again", self.encoder_id, worker.index
+                )
             raise
         finally:
             self._idle.put(worker)
 
     def _restart(self, worker: _Worker) -> None:
-        with self._lock:
-            if self._closed:
-                return
         worker.stop(timeout_s=1.0)
         started = time.perf_counter()
         meta = worker.start()
+        if self._closed:  # closed while it loaded: nothing may outlive close()
+            worker.stop(timeout_s=1.0)
+            raise RuntimeError(f"the {self.encoder_id} worker processes were closed")
         if (meta["encoder_id"], meta["version"]) != (self.encoder_id, self.version):
             worker.stop()
             raise RuntimeError("a restarted worker loaded a different model; its embeddings are not used")
@@ -378,11 +443,33 @@ class ProcessEncoder:
             worker.proc.pid,
         )
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stops the children. A worker still computing is first taken back from its thread
+        (or, past `timeout_s`, its child is killed so that thread's wait ends), so no block is
+        unmapped under a thread that is writing or reading it."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-        for w in self._workers:
+        deadline = time.monotonic() + timeout_s
+        taken: list[_Worker] = []
+        for _ in self._workers:
+            try:
+                taken.append(self._idle.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                for w in self._workers:
+                    if w not in taken:
+                        w.end_process()
+                try:
+                    taken.append(self._idle.get(timeout=timeout_s))
+                except queue.Empty:
+                    break
+        for w in taken:
             w.stop()
+        if len(taken) < len(self._workers):
+            log.error(
+                "%s: a worker thread did not give its worker back; its process was killed", self.spec.kind
+            )
 
 
 def encoder_spec(
@@ -401,5 +488,5 @@ def encoder_spec(
     )
 
 
-def countermeasure_spec(folder: str | Path, *, device: str) -> ModelSpec:
-    return ModelSpec("countermeasure", {"folder": str(folder), "device": device})
+def countermeasure_spec(folder: str | Path, *, device: str, threads: int | None = None) -> ModelSpec:
+    return ModelSpec("countermeasure", {"folder": str(folder), "device": device}, torch_threads=threads)
