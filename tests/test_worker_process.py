@@ -34,6 +34,19 @@ CLI = [sys.executable, "-m", "authsvc.cli.main"]
 HANG_GUARD_S = 60
 
 
+#: As the ONNX backend is held to: the child computes with one torch thread, the test process with
+#: whatever thread count the suite left it, and summation order moves the last float bits. A
+#: different waveform's embedding (another caller's) is far below this.
+SAME_COSINE = 0.9999
+
+
+def assert_same(got: np.ndarray, want: np.ndarray) -> None:
+    got, want = np.atleast_2d(got), np.atleast_2d(want)
+    assert got.shape == want.shape
+    cosine = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cosine.min() >= SAME_COSINE, cosine
+
+
 def ge2e_spec() -> ModelSpec:
     return encoder_spec("ge2e", model_dir=None, device="cpu", threads=1)
 
@@ -49,17 +62,17 @@ def waves(*seconds: float) -> list[np.ndarray]:
     return probe_signals(SR, seconds)
 
 
-def test_embeddings_are_the_in_process_encoders_exactly(pooled, ge2e):
+def test_embeddings_are_the_in_process_encoders(pooled, ge2e):
     wavs = waves(0.5, 2.3, 7.0, 31.0)
     assert (pooled.encoder_id, pooled.version, pooled.embedding_dim) == (
         ge2e.encoder_id,
         ge2e.version,
         ge2e.embedding_dim,
     )
-    np.testing.assert_array_equal(pooled.embed_batch(wavs), ge2e.embed_batch(wavs))
+    assert_same(pooled.embed_batch(wavs), ge2e.embed_batch(wavs))
     # One at a time as well: the shared block is reused, nothing of the last batch leaks in.
     for w in wavs:
-        np.testing.assert_array_equal(pooled.embed_batch([w])[0], ge2e.embed_batch([w])[0])
+        assert_same(pooled.embed_batch([w])[0], ge2e.embed_batch([w])[0])
 
 
 def test_audio_the_model_refuses_is_the_same_invalid_input(pooled, ge2e):
@@ -85,7 +98,7 @@ def test_a_batch_larger_than_the_shared_block_grows_it(monkeypatch, ge2e):
     try:
         first = encoder._workers[0].shm.size
         wavs = waves(3.0, 9.0)
-        np.testing.assert_array_equal(encoder.embed_batch(wavs), ge2e.embed_batch(wavs))
+        assert_same(encoder.embed_batch(wavs), ge2e.embed_batch(wavs))
         assert encoder._workers[0].shm.size > first
     finally:
         encoder.close()
@@ -101,7 +114,7 @@ async def test_a_killed_child_costs_no_answer_and_is_replaced(ge2e):
         await asyncio.to_thread(encoder._workers[0].proc.join, HANG_GUARD_S)
         # Found dead before its next batch: replaced, and the caller is answered as before.
         got = await asyncio.wait_for(runner.embed(wav), HANG_GUARD_S)
-        np.testing.assert_array_equal(got, ge2e.embed_batch([wav])[0])
+        assert_same(got, ge2e.embed_batch([wav])[0])
         assert encoder.pids and encoder.pids[0] != before
     finally:
         runner.close()
@@ -121,7 +134,7 @@ async def test_a_child_killed_mid_batch_costs_no_answer(ge2e):
         os.kill(before, signal.SIGKILL)
         # The batch fails on the dead child; the batcher retries its item on the replacement.
         got = await asyncio.wait_for(task, HANG_GUARD_S)
-        np.testing.assert_array_equal(got, ge2e.embed_batch([wav])[0])
+        assert_same(got, ge2e.embed_batch([wav])[0])
         assert encoder.pids[0] != before
     finally:
         runner.close()
@@ -138,7 +151,7 @@ def test_a_hung_child_fails_its_batch_within_the_reply_timeout_and_is_replaced(g
             encoder.embed_batch([wav])
         (after,) = encoder.pids
         assert after != before
-        np.testing.assert_array_equal(encoder.embed_batch([wav]), ge2e.embed_batch([wav]))
+        assert_same(encoder.embed_batch([wav]), ge2e.embed_batch([wav]))
     finally:
         encoder.close()
     with pytest.raises(ProcessLookupError):
@@ -150,7 +163,7 @@ def test_no_caller_audio_is_left_in_dev_shm_and_close_stops_the_children(ge2e):
     name = encoder._workers[0].shm.name
     procs = [w.proc for w in encoder._workers]
     wav = waves(2.0)[0]
-    np.testing.assert_array_equal(encoder.embed_batch([wav]), ge2e.embed_batch([wav]))
+    assert_same(encoder.embed_batch([wav]), ge2e.embed_batch([wav]))
     # Mapped by both processes and unlinked at once: no name for anyone to open, nothing left
     # behind if every process of the service is killed.
     assert not Path("/dev/shm", name).exists()
@@ -171,7 +184,7 @@ def test_a_stale_reply_is_never_taken_for_the_next_batchs_embedding(ge2e):
         with pytest.raises(WorkerLost, match="out of step"):
             encoder.embed_batch([wav])
         assert encoder.pids[0] != before  # that child was ended and replaced
-        np.testing.assert_array_equal(encoder.embed_batch([wav]), ge2e.embed_batch([wav]))
+        assert_same(encoder.embed_batch([wav]), ge2e.embed_batch([wav]))
     finally:
         encoder.close()
 
@@ -265,7 +278,7 @@ async def test_the_service_context_runs_its_encoder_in_a_worker_process_and_stop
         assert ctx.worker_models == [ctx.encoder]
         procs = [w.proc for w in ctx.encoder._workers]
         wav = waves(2.0)[0]
-        np.testing.assert_array_equal(await ctx.runner.embed(wav), ge2e.embed_batch([wav])[0])
+        assert_same(await ctx.runner.embed(wav), ge2e.embed_batch([wav])[0])
     finally:
         await ctx.close()
     assert not any(p.is_alive() for p in procs)
