@@ -231,7 +231,7 @@ async def _build(
     try:
         if encoder is None:
             device = resolve_device(config.device)
-            threads = config.threads or (CPU_THREADS if device == "cpu" else None)
+            threads = _threads(config, device)
             if config.encoder_workers:
                 spec = encoder_spec(
                     config.encoder,
@@ -255,6 +255,11 @@ async def _build(
         raise
 
 
+def _threads(config: ServiceConfig, device: str) -> int | None:
+    """CPU intra-op threads of a model: the configured count, else CPU_THREADS on the CPU."""
+    return config.threads or (CPU_THREADS if device == "cpu" else None)
+
+
 async def _build_rest(
     config: ServiceConfig,
     store: Store,
@@ -274,7 +279,7 @@ async def _build_rest(
             spec = countermeasure_spec(
                 config.countermeasure_dir,
                 device=device,
-                threads=config.threads or (CPU_THREADS if device == "cpu" else None),
+                threads=_threads(config, device),
             )
             cm = await asyncio.to_thread(ProcessEncoder, spec, config.encoder_workers)
             workers.append(cm)
