@@ -12,7 +12,8 @@ What it does, per level N (a fresh server each time, so memory and metrics are t
    database, dropped after the level; else the server's default SQLite file) and enrolls
    the 10 LibriSpeech test-other speakers with EnrollVoice, 4 utterances each (16 kHz PCM16,
    as an operator's recordings).
-2. Client processes (grpc.aio, one event loop and one channel each, many streams per
+2. Client processes (--client node: Node.js with grpc-js, bench/loadclient/client.mjs, the
+   default; --client python: grpc.aio; one event loop and one channel each, many streams per
    process) open N Verify streams, started evenly over the first --ramp-s seconds. Stream i
    claims speaker i mod 10 and sends that speaker's 6 other utterances (order rotated by
    stream, looped) as --speech-s seconds of G.711 mu-law at 8 kHz in 20 ms chunks, paced in
@@ -87,6 +88,11 @@ Neighbours: this machine may be shared. Before each level the script waits (up t
 --quiet-wait-s, outside the budget) until other processes use under --quiet-cores, and each
 level reports the cores that neither the server nor the client used ("other_cores").
 
+The load generator shares the machine with the server: the Node client sends the same
+pre-serialized messages as the Python one (decisions come back as bytes, parsed here) at about
+a third of its CPU per call (0.21 vs 0.59-0.66 cores at 200 calls on the 2-core machine), so
+more of the cores go to the server being measured. Both codes of a --code run get the same client.
+
 Client saturation is reported, not mistaken for a slow server: each chunk's lateness against
 its deadline, and the client event loop's own lag (a probe task sleeping 5 ms). A level whose
 client loop lag p99 exceeds --client-lag-ms is marked client-limited; add --clients.
@@ -102,6 +108,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -458,7 +465,6 @@ async def _one_bridge_call(
     stub, job: ClientJob, chunks, marked, speaker, res: StreamResult, t0: float
 ) -> None:
     """One call through the AudioHook or Twilio bridge, spoken as the platform does."""
-    import base64
     import uuid
 
     from websockets.asyncio.client import connect
@@ -707,6 +713,99 @@ def client_main(job: ClientJob, ready, go, out) -> None:
     result = asyncio.run(_run_client(job, ready, go))
     out.send(result)
     out.close()
+
+
+NODE_CLIENT = Path(__file__).resolve().parent / "loadclient"
+
+
+def ensure_node_client() -> None:
+    """Installs the Node client's one package (@grpc/grpc-js, pinned in its lock file) once."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise SystemExit("--client node needs Node.js 18+ and npm on PATH (or pass --client python)")
+    if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_CLIENT, check=True
+        )
+
+
+class NodeClient:
+    """A client process in Node (bench/loadclient/client.mjs) running a ClientJob's gRPC streams:
+    the same messages, pacing and timestamps as client_main, at a fraction of the CPU per message
+    (grpc-js), so the load generator takes less of a small machine shared with the server."""
+
+    def __init__(self, job: ClientJob, workdir: Path) -> None:
+        self.job = job
+        self.job_path = workdir / f"node-job-{job.worker}.json"
+        self.out_path = workdir / f"node-out-{job.worker}.json"
+        audio = {
+            v: [
+                verification_pb2.VerifyRequest(audio=verification_pb2.AudioChunk(data=c)).SerializeToString()
+                for c in chunks
+            ]
+            for v, (_, chunks, _) in job.variants.items()
+        }
+        spec = {
+            "address": job.address,
+            "key": job.key,
+            "frame_s": job.frame_s,
+            "call_timeout_s": job.call_timeout_s,
+            "drain_deadline_s": job.drain_deadline_s,
+            "variants": {
+                str(v): {"messages": [_b64(m) for m in audio[v]], "marked": sorted(marked)}
+                for v, (_, _, marked) in job.variants.items()
+            },
+            "streams": [
+                {
+                    "index": i,
+                    "variant": str(v),
+                    "start_offset_s": off,
+                    "start": _b64(_start_message(job.variants[v][0], f"load-{i}").SerializeToString()),
+                }
+                for i, v, off in job.streams
+            ],
+        }
+        self.job_path.write_text(json.dumps(spec))
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_CLIENT / "client.mjs"), str(self.job_path), str(self.out_path)],
+            cwd=NODE_CLIENT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self.proc.pid
+
+    def wait_ready(self) -> None:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"node load client did not start (exit {self.proc.wait()})")
+
+    def go(self, t0: float) -> None:
+        self.proc.stdin.write(f"{t0!r}\n")  # type: ignore[union-attr]
+        self.proc.stdin.close()  # type: ignore[union-attr]
+
+    def result(self) -> dict:
+        """What client_main sends back: StreamResults with decisions parsed, and the loop lag."""
+        rc = self.proc.wait(timeout=self.job.drain_deadline_s + 120)
+        if rc != 0:
+            raise RuntimeError(f"node load client exited {rc}")
+        raw = json.loads(self.out_path.read_text())
+        streams = []
+        for s in raw["streams"]:
+            res = StreamResult(s["index"], int(s["variant"]), s["start_offset_s"], s["started"])
+            res.completed, res.error = s["completed"], s["error"]
+            res.sent = {int(k): t for k, t in s["sent"].items()}
+            res.lateness = np.frombuffer(base64.b64decode(s["lateness"]), np.float32).copy()
+            for t, b in s["received"]:
+                d = verification_pb2.Decision.FromString(base64.b64decode(b))
+                res.received.append((t, d.sequence, d.outcome, d.final, d.net_speech_seconds))
+            streams.append(res)
+        lag = np.frombuffer(base64.b64decode(raw["loop_lag"]), np.float32).copy()
+        return {"worker": self.job.worker, "streams": streams, "loop_lag": lag}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 # -- the server under test --------------------------------------------------------------
@@ -1297,6 +1396,7 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
         ready = ctx.Queue()
         procs, gos, outs = [], [], []
         drain_deadline = args.ramp_s + args.speech_s + args.drain_s
+        node = args.client == "node" and plan.transport == "grpc"  # the bridges' peers are Python's
         for w in range(k):
             mine = streams[w::k]
             used = {v for _, v, _ in mine}
@@ -1320,30 +1420,37 @@ def run_level(n: int, plan: Plan, workdir: Path) -> dict:
                 bridge_url=server.bridge_url,
                 bridge_secret=bridge_secret,
             )
+            if node:
+                procs.append(NodeClient(job, workdir))
+                continue
             go_recv, go_send = ctx.Pipe(duplex=False)
             out_recv, out_send = ctx.Pipe(duplex=False)
             p = ctx.Process(target=client_main, args=(job, ready, go_recv, out_send), name=f"load-client-{w}")
             p.start()
             procs.append(p)
-            gos.append(go_send)
-            outs.append(out_recv)
-        for _ in range(k):
-            ready.get(timeout=120)
+            gos.append(go_send.send)
+            outs.append(out_recv.recv)
+        if node:
+            for c in procs:
+                c.wait_ready()
+            gos, outs = [c.go for c in procs], [c.result for c in procs]
+        else:
+            for _ in range(k):
+                ready.get(timeout=120)
         sampler = Sampler(server.proc.pid, [p.pid for p in procs])
         before = scrape(server.metrics_url)
         t0 = time.monotonic() + 1.0
         sampler.start()
-        for g in gos:
-            g.send(t0)
-        raw = []
-        for o in outs:
-            raw.append(o.recv())
+        for go in gos:
+            go(t0)
+        raw = [result() for result in outs]
         t_end = time.monotonic()
         after = scrape(server.metrics_url)
         sampler.stop()
         hwm = sampler.hwm_bytes()
         for p in procs:
-            p.join(30)
+            if not node:
+                p.join(30)
         wall = t_end - t0
         result = summarise(n, plan, raw, wall)
         result["startup_s"] = round(startup_s, 1)
@@ -1699,6 +1806,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-s", type=float, default=20.0, help="after the last chunk, cut streams after this")
     p.add_argument("--frame-ms", type=int, default=20, help="chunk size (default 20 ms)")
     p.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
+    p.add_argument(
+        "--client",
+        choices=("node", "python"),
+        default="node",
+        help="gRPC load client: node (grpc-js, bench/loadclient; default) or python (grpc.aio); "
+        "the bridges' peers are always Python",
+    )
     p.add_argument("--target-ms", type=float, default=300.0, help="p99 decision latency target (default 300)")
     p.add_argument(
         "--client-lag-ms",
@@ -1889,6 +2003,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     settings = detector_settings(args.countermeasure_dir or data.parent / "models" / "aasist")
+    if args.client == "node" and "grpc" in args.transport:
+        ensure_node_client()
     waited, busy = wait_quiet(args.quiet_wait_s, args.quiet_cores)
     baseline = encoder_baseline(args, variants)
     baseline["before"] = {"machine_busy_cores": round(busy, 2), "waited_for_quiet_s": round(waited, 1)}
@@ -1965,6 +2081,7 @@ def main(argv: list[str] | None = None) -> int:
             "frame_ms": args.frame_ms,
             "encoding": "G.711 mu-law, 8 kHz",
             "client_processes": args.clients,
+            "client": args.client,
             "quiet_wait_s": args.quiet_wait_s,
             "quiet_cores": args.quiet_cores,
             "target_p99_ms": args.target_ms,
