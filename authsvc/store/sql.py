@@ -109,6 +109,12 @@ class SqlTransaction(ABC):
     async def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
         """Executes and returns the number of rows changed."""
 
+    async def _do(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Executes a write whose row count nobody reads. A backend may queue it behind the
+        statements before it and return at once; its error is then raised by the next statement
+        or the commit, and the unit of work is undone, as if raised here."""
+        await self._count(sql, args)
+
     async def _one(self, sql: str, args: Sequence[Any] = ()) -> tuple | None:
         rows = await self._all(sql, args)
         return rows[0] if rows else None
@@ -127,7 +133,7 @@ class SqlTransaction(ABC):
     async def _ensure(self, tenant: str, customer_id: str, now_ms: int) -> None:
         if (tenant, customer_id) in self._existing:
             return
-        await self._count(
+        await self._do(
             "INSERT INTO customers (tenant, customer_id, created_ms, last_active_ms) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (tenant, customer_id) DO NOTHING",
             (tenant, customer_id, now_ms, now_ms),
@@ -165,7 +171,7 @@ class SqlTransaction(ABC):
         now_ms: int,
     ) -> CustomerRecord:
         await self._ensure(tenant, customer_id, now_ms)
-        await self._count(
+        await self._do(
             "UPDATE customers SET methods=?, opted_out=?, consent_version=?, consent_ms=?, registered=1 "
             "WHERE tenant=? AND customer_id=?",
             (json.dumps(sorted(methods)), int(opted_out), consent_version, now_ms, tenant, customer_id),
@@ -177,7 +183,7 @@ class SqlTransaction(ABC):
     async def touch_customer(
         self, tenant: str, customer_id: str, now_ms: int, enrolled: bool = False
     ) -> None:
-        await self._count(
+        await self._do(
             "UPDATE customers SET last_active_ms=?"
             + (", expired_ms=0" if enrolled else "")
             + " WHERE tenant=? AND customer_id=? AND last_active_ms<=?",
@@ -199,7 +205,7 @@ class SqlTransaction(ABC):
         return [_customer_from_row(tenant, r) for r in rows]
 
     async def mark_expired(self, tenant: str, customer_id: str, now_ms: int) -> None:
-        await self._count(
+        await self._do(
             "UPDATE customers SET expired_ms=? WHERE tenant=? AND customer_id=?",
             (now_ms, tenant, customer_id),
         )
@@ -220,8 +226,8 @@ class SqlTransaction(ABC):
             key,
         )
         m = len(secrets)
-        await self._count("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key)
-        await self._count("DELETE FROM customers WHERE tenant=? AND customer_id=?", key)
+        await self._do("DELETE FROM customer_state WHERE tenant=? AND customer_id=?", key)
+        await self._do("DELETE FROM customers WHERE tenant=? AND customer_id=?", key)
         self._existing.discard(key)
         self.erased = True
         return Erasure(templates=n, secrets=m)
@@ -233,7 +239,7 @@ class SqlTransaction(ABC):
         return (row[0], bytes(row[1])) if row else None
 
     async def put_data_key(self, tenant: str, master_key_id: str, wrapped: bytes) -> tuple[str, bytes]:
-        await self._count(
+        await self._do(
             "INSERT INTO data_keys (tenant, master_key_id, wrapped) VALUES (?, ?, ?) "
             "ON CONFLICT (tenant) DO NOTHING",
             (tenant, master_key_id, wrapped),
@@ -311,11 +317,11 @@ class SqlTransaction(ABC):
         return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
     async def set_template_label(self, row_id: int, label: str) -> None:
-        await self._count("UPDATE templates SET label=? WHERE id=?", (label, row_id))
+        await self._do("UPDATE templates SET label=? WHERE id=?", (label, row_id))
 
     async def replace_template(self, row: TemplateRow) -> None:
         await self._ensure(row.tenant, row.customer_id, row.created_ms)
-        await self._count(
+        await self._do(
             _INSERT_TEMPLATE + f" ON CONFLICT {_TEMPLATE_KEY} DO UPDATE SET "
             "encoder_version=excluded.encoder_version, key_id=excluded.key_id, blob=excluded.blob, "
             "label=excluded.label, created_ms=excluded.created_ms",
@@ -351,7 +357,7 @@ class SqlTransaction(ABC):
 
     async def put_state(self, tenant: str, customer_id: str, name: str, blob: bytes, now_ms: int) -> None:
         await self._ensure(tenant, customer_id, now_ms)
-        await self._count(
+        await self._do(
             "INSERT INTO customer_state (tenant, customer_id, name, blob, updated_ms) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (tenant, customer_id, name) DO UPDATE SET blob=excluded.blob, "
             "updated_ms=excluded.updated_ms",
@@ -394,7 +400,7 @@ class SqlTransaction(ABC):
         # by each: the purge is a write that concurrent validations on several nodes would queue
         # behind, and a stale id is harmless (its token fails on expiry before its count is read).
         if int(hashlib.sha256(jti.encode()).hexdigest()[:8], 16) % PURGE_EVERY == 0:
-            await self._count("DELETE FROM assertion_uses WHERE expires_ms < ?", (now_ms,))
+            await self._do("DELETE FROM assertion_uses WHERE expires_ms < ?", (now_ms,))
         # One statement: the conflict path takes the row's lock, so concurrent uses are counted
         # one after the other and the last one past the limit changes nothing.
         row = await self._one(
@@ -426,10 +432,10 @@ class SqlTransaction(ABC):
         return [TenantRecord(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
     async def set_tenant_sector(self, name: str, sector: str) -> None:
-        await self._count("UPDATE tenants SET sector=? WHERE name=?", (sector, name))
+        await self._do("UPDATE tenants SET sector=? WHERE name=?", (sector, name))
 
     async def put_credential(self, record: CredentialRecord) -> None:
-        await self._count(
+        await self._do(
             f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.id,
@@ -475,7 +481,7 @@ class SqlTransaction(ABC):
         return n == 1
 
     async def touch_credential(self, credential_id: str, now_ms: int) -> None:
-        await self._count("UPDATE credentials SET last_used_ms=? WHERE id=?", (now_ms, credential_id))
+        await self._do("UPDATE credentials SET last_used_ms=? WHERE id=?", (now_ms, credential_id))
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -488,7 +494,7 @@ class SqlTransaction(ABC):
         return int(rows.get("audit_chain_from", 1)), rows.get("audit_chain_from_mac", "")
 
     async def seal_audit_chain_from(self, mac: str) -> None:
-        await self._count(
+        await self._do(
             "INSERT INTO meta (key, value) VALUES ('audit_chain_from_mac', ?) ON CONFLICT (key) DO NOTHING",
             (mac,),
         )
@@ -496,7 +502,7 @@ class SqlTransaction(ABC):
     async def audit_head(self, tenant: str, lock: bool = True) -> tuple[int, str, str]:
         if lock:
             # The head row exists before it is locked, so two first writers cannot both miss it.
-            await self._count(
+            await self._do(
                 "INSERT INTO audit_heads (tenant, last_id, last_hash) VALUES (?, 0, '') "
                 "ON CONFLICT (tenant) DO NOTHING",
                 (tenant,),
@@ -509,7 +515,7 @@ class SqlTransaction(ABC):
         return (int(row[0]), row[1], row[2]) if row else (0, "", "")
 
     async def set_audit_head(self, tenant: str, last_id: int, last_hash: str, head_mac: str) -> None:
-        await self._count(
+        await self._do(
             "UPDATE audit_heads SET last_id=?, last_hash=?, head_mac=? WHERE tenant=?",
             (last_id, last_hash, head_mac, tenant),
         )
@@ -535,7 +541,7 @@ class SqlTransaction(ABC):
         return n, last_id, last_hash
 
     async def set_audit_trim(self, tenant: str, trim_id: int, trim_hash: str, trim_mac: str) -> None:
-        await self._count(
+        await self._do(
             "UPDATE audit_heads SET trim_id=?, trim_hash=?, trim_mac=? WHERE tenant=?",
             (trim_id, trim_hash, trim_mac, tenant),
         )
@@ -615,7 +621,7 @@ class SqlTransaction(ABC):
 
     async def create_watchlist(self, record: WatchlistRecord) -> bool:
         return (
-            await self._count(
+            await self._do(
                 "INSERT INTO watchlists (tenant, name, description, created_ms, created_by) "
                 "VALUES (?,?,?,?,?) ON CONFLICT (tenant, name) DO NOTHING",
                 (record.tenant, record.name, record.description, record.created_ms, record.created_by),
@@ -643,7 +649,7 @@ class SqlTransaction(ABC):
         replaced = await self._count(
             "DELETE FROM fraudsters WHERE tenant=? AND watchlist=? AND fraudster_id=?", key
         )
-        await self._count(
+        await self._do(
             "INSERT INTO fraudsters (tenant, watchlist, fraudster_id, encoder_id, encoder_version, key_id, "
             "blob, samples, created_ms, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
@@ -688,7 +694,7 @@ class SqlTransaction(ABC):
         return int(row[0]) if row else 0
 
     async def bump_watchlist_version(self, tenant: str) -> int:
-        await self._count(
+        await self._do(
             "INSERT INTO watchlist_versions (tenant, version) VALUES (?, 1) "
             "ON CONFLICT (tenant) DO UPDATE SET version = watchlist_versions.version + 1",
             (tenant,),

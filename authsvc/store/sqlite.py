@@ -52,17 +52,45 @@ def _owner_only(path: Path) -> None:
 
 
 class SQLiteTransaction(SqlTransaction):
+    """Statements run in order on the store's one thread. Writes nobody reads a result of (and
+    BEGIN) are queued there without a round trip to the event loop, which under load costs an
+    event-loop turn each; the first error of a queued one is raised by the next statement or
+    the commit, and the unit of work is rolled back."""
+
     def __init__(self, store: SQLiteStore) -> None:
         super().__init__()
         self._store = store
+        self.failed: BaseException | None = None  # a queued statement's error
+
+    def _checked(self, fn: Callable[[], T]) -> Callable[[], T]:
+        def job() -> T:
+            if self.failed is not None:
+                raise self.failed  # nothing runs after a failed write: the unit is undone
+            return fn()
+
+        return job
+
+    def queue(self, fn: Callable[[], object]) -> None:
+        def job() -> None:
+            if self.failed is None:
+                try:
+                    fn()
+                except BaseException as exc:  # kept for the next statement or the commit
+                    self.failed = exc
+
+        self._store._executor.submit(job)
 
     async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         conn = self._store._conn
-        return await self._store._run(lambda: conn.execute(sql, args).fetchall())
+        return await self._store._run(self._checked(lambda: conn.execute(sql, args).fetchall()))
 
     async def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
         conn = self._store._conn
-        return await self._store._run(lambda: conn.execute(sql, args).rowcount)
+        return await self._store._run(self._checked(lambda: conn.execute(sql, args).rowcount))
+
+    async def _do(self, sql: str, args: Sequence[Any] = ()) -> None:
+        conn = self._store._conn
+        self.queue(lambda: conn.execute(sql, args))
 
 
 class SQLiteStore:
@@ -120,12 +148,12 @@ class SQLiteStore:
             tx = SQLiteTransaction(self)
             done = False
             try:
-                await self._run(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+                tx.queue(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                 yield tx
                 # COMMIT and, after an erasure, the scrub are one job that runs to its end
                 # even if the caller is cancelled: a committed erasure is always scrubbed.
                 done = True
-                await self._run(lambda: self._commit(tx.erased), shielded=True)
+                await self._run(lambda: self._commit(tx), shielded=True)
             finally:
                 if not done:
                     # Undo on error or cancellation. Shielded and queued before the lock is
@@ -138,14 +166,16 @@ class SQLiteStore:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
-    def _commit(self, erased: bool) -> None:
+    def _commit(self, tx: SQLiteTransaction) -> None:
         try:
+            if tx.failed is not None:
+                raise tx.failed  # a queued write failed: nothing of the unit is kept
             self._conn.execute("COMMIT")
         finally:
             # A failed COMMIT leaves SQLite's transaction open, and every later BEGIN on this
             # connection would fail: undo it here, in the same job.
             self._rollback_if_open()
-        if erased or (self._scrub_pending and time.monotonic() - self._scrub_tried > SCRUB_RETRY_S):
+        if tx.erased or (self._scrub_pending and time.monotonic() - self._scrub_tried > SCRUB_RETRY_S):
             self._scrub()
 
     def _scrub(self) -> None:
