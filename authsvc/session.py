@@ -28,7 +28,7 @@ import numpy as np
 
 from authsvc import keystroke
 from authsvc.attempts import BiometricStatus
-from authsvc.audio.codecs import Encoding, check_rate, decode
+from authsvc.audio.codecs import Encoding, check_rate, count_encoded_peaks, decode
 from authsvc.audio.fingerprint import VERSION as FINGERPRINT_VERSION
 from authsvc.audio.fingerprint import Fingerprint, fingerprint, fingerprints_at_speeds
 from authsvc.audio.quality import assess
@@ -157,6 +157,7 @@ class VerificationSession:
         self._spent: set[str] = set()  # typing evidence whose failure has been counted
         self._recent: deque[np.ndarray] = deque()  # the call's latest audio, for replay detection
         self._recent_size = 0
+        self._recent_limit = int(REPLAY_WINDOW_S * self.tracker.sample_rate)  # samples in the window
         self._references: list[Fingerprint] = []  # the customer's recorded material
         self._fraud = FraudAssessment()
         self._watchlist = None  # the tenant's fraudster index, as the store held it at begin
@@ -572,10 +573,13 @@ class VerificationSession:
             raise InvalidInput(
                 "audio", "the session was opened without start.audio_format; audio cannot be sent"
             )
-        samples = decode(data, self.start.encoding)  # type: ignore[arg-type]
+        encoding = self.start.encoding
+        samples = decode(data, encoding)  # type: ignore[arg-type]
         self._samples += samples.size
         self._keep_recent(samples)
-        self.tracker.feed(samples, self._clip_level)
+        # Clipping counted on the G.711 bytes: cheaper than on the decoded samples, same count.
+        peaks = count_encoded_peaks(data, encoding, self._clip_level)  # type: ignore[arg-type]
+        self.tracker.feed(samples, self._clip_level, peaks)
         if not self.claimed:
             return await self._track_unclaimed()
         if self._voice_template is None or self._closed_outcome is not None or not self._may_look():
@@ -661,10 +665,11 @@ class VerificationSession:
         closed = self._closed_outcome is not None and self._closed_outcome.outcome not in UNENROLLED
         if closed or samples.size == 0:
             return  # nothing of this call will be scored or enrolled
-        limit = int(REPLAY_WINDOW_S * self.tracker.sample_rate)
-        # The codecs decode to 16-bit PCM; one chunk longer than the window keeps only its end.
-        self._recent.append(np.asarray(samples[-limit:], np.int16))
-        self._recent_size += self._recent[-1].size
+        limit = self._recent_limit
+        if samples.size > limit:  # one chunk longer than the window keeps only its end
+            samples = samples[-limit:]
+        self._recent.append(samples)  # decode() gives a fresh int16 array: nothing to convert or copy
+        self._recent_size += samples.size
         while self._recent_size - self._recent[0].size >= limit:
             self._recent_size -= self._recent.popleft().size
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from authsvc.audio.codecs import Encoding, check_rate, decode, encode
+from authsvc.audio.codecs import Encoding, check_rate, count_encoded_peaks, decode, encode
 from authsvc.audio.files import read_audio_file
 from authsvc.audio.resample import resample
 from authsvc.cli.audio_files import file_to_wire
@@ -71,6 +71,71 @@ def test_mulaw_encode_differs_from_audioop_only_by_its_14_bit_truncation_of_nega
     err_ours = np.abs(table[ours[differ]] - inputs)
     err_ref = np.abs(table[ref[differ]] - inputs)
     assert (err_ours <= err_ref).all()
+
+
+CHUNK_SIZES = (0, 1, 159, 160, 161, 240, 481, 4000)  # samples: odd, around 20 ms and 30 ms, large
+ENCODINGS = [
+    pytest.param(Encoding.PCM16_LE, id="pcm16"),
+    pytest.param(Encoding.MULAW, id="mulaw"),
+    pytest.param(Encoding.ALAW, id="alaw"),
+]
+
+
+def _reference_samples(data: bytes, encoding: Encoding) -> np.ndarray:
+    """The decoded samples by another route: audioop for G.711, plain little-endian PCM16."""
+    if encoding is Encoding.PCM16_LE:
+        return np.frombuffer(data, dtype="<i2").astype(np.int16)
+    ref_decode = audioop.ulaw2lin if encoding is Encoding.MULAW else audioop.alaw2lin
+    return _reference_decode(ref_decode, data).astype(np.int16)
+
+
+def _reference_peaks(samples: np.ndarray, clip_level: int) -> int:
+    """SpeechTracker's clipping count as first written: on the decoded samples."""
+    return int(np.count_nonzero(np.abs(samples.astype(np.int32)) >= clip_level))
+
+
+def _hot_speech_chunks(speech, encoding: Encoding, seed: int) -> list[bytes]:
+    """Real speech at 8 kHz, the second utterance 26 dB too hot (hard-clipped), cut into chunks of
+    CHUNK_SIZES and random sizes (seeded) in `encoding`."""
+    utterances = [u for name in sorted(speech) for u in speech[name]][:2]
+    wav = resample(np.concatenate([utterances[0], np.clip(utterances[1] * 20, -1.0, 1.0)]), 16000, 8000)
+    data = encode(wav, encoding)
+    rng = np.random.default_rng(seed)
+    sizes = [*CHUNK_SIZES, *rng.choice(CHUNK_SIZES, 200), *rng.integers(1, 5000, 200)]
+    width, chunks, at = encoding.bytes_per_sample, [], 0
+    for size in sizes:
+        chunks.append(data[at : at + int(size) * width])
+        at += int(size) * width
+    return [*chunks, data[at:]]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_decode_of_real_speech_chunks_of_any_size_matches_the_reference_codec(speech, encoding):
+    for chunk in _hot_speech_chunks(speech, encoding, seed=11):
+        ours = decode(chunk, encoding)
+        assert ours.dtype == np.int16 and ours.flags.writeable and ours.flags.c_contiguous
+        assert np.array_equal(ours, _reference_samples(chunk, encoding)), len(chunk)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_peaks_counted_on_the_bytes_equal_peaks_counted_on_the_decoded_speech(speech, encoding):
+    chunks = _hot_speech_chunks(speech, encoding, seed=12)
+    session_level = int(encoding.full_scale * 0.98)  # what a session counts clipping at
+    hits = sum(count_encoded_peaks(c, encoding, session_level) for c in chunks)
+    assert hits == sum(_reference_peaks(_reference_samples(c, encoding), session_level) for c in chunks)
+    assert hits > 1000, "the hot utterance must clip"
+    # Every level where the count can change (each decodable magnitude and its neighbours), and
+    # levels outside the sample range, on the speech and on every code / every PCM16 value.
+    every = encode(ALL_PCM, encoding) if encoding is Encoding.PCM16_LE else ALL_CODES
+    magnitudes = np.unique(np.abs(_reference_samples(every, encoding).astype(np.int32)))
+    levels = {-5, 0, 1, 32767, 32768, 40000, *magnitudes.tolist(), *(magnitudes + 1).tolist()}
+    if encoding is Encoding.PCM16_LE:
+        levels = {level for level in levels if level % 997 == 0 or level < 2 or level > 32000}
+    speech_bytes = b"".join(chunks)
+    for level in sorted(levels):
+        for data in (speech_bytes, every):
+            expected = _reference_peaks(_reference_samples(data, encoding), level)
+            assert count_encoded_peaks(data, encoding, level) == expected, level
 
 
 @pytest.mark.parametrize("encoding", [Encoding.MULAW, Encoding.ALAW], ids=["mulaw", "alaw"])

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import warnings
+from collections import deque
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from authsvc.audio.codecs import Encoding, decode, encode, to_int16
 from authsvc.audio.quality import Quality, assess
 from authsvc.audio.resample import resample
-from authsvc.audio.vad import FRAME_MS, SpeechTracker
+from authsvc.audio.vad import FRAME_MS, SpeechTracker, webrtcvad
+from authsvc.policy.schema import build_policy
+from authsvc.session import REPLAY_WINDOW_S, SessionStart, VerificationSession
+
+with warnings.catch_warnings():
+    # audioop is deprecated (removed in 3.13) but is the reference G.711 codec on 3.11.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 RATES = [8000, 16000]
 CLIP_LEVEL = int(32767 * 0.98)  # what enrollment uses for PCM16
@@ -127,3 +139,170 @@ def test_quality_flags_hard_clipped_speech(speech, encoding):
     clean = SpeechTracker(16000)
     clean.feed(decode(encode(wav, encoding), encoding), int(encoding.full_scale * 0.98))
     assert Quality.CLIPPED not in assess(clean, min_net_speech_s=1.5)
+
+
+# -- The per-chunk fast path against the code as first written ------------------------------
+
+CHUNK_SIZES = (1, 159, 160, 161, 240, 481, 4000)  # samples: odd, around 20 ms and 30 ms, large
+ENCODINGS = [
+    pytest.param(Encoding.PCM16_LE, id="pcm16"),
+    pytest.param(Encoding.MULAW, id="mulaw"),
+    pytest.param(Encoding.ALAW, id="alaw"),
+]
+
+
+class _ReferenceTracker:
+    """SpeechTracker as first written: numpy buffers, the public Vad.is_speech, clipping counted on
+    the samples. The tracker must count and keep exactly what this does, whatever the chunking."""
+
+    def __init__(self, rate: int, max_speech_s: float = 60.0) -> None:
+        self.rate, self.frame_len = rate, rate * FRAME_MS // 1000
+        self.keep_vad, self.count_vad = webrtcvad.Vad(1), webrtcvad.Vad(2)
+        self.since_speech = 11
+        self.pending = np.zeros(0, dtype=np.int16)
+        self.voiced: deque[np.ndarray] = deque(maxlen=int(max_speech_s * 1000 / FRAME_MS))
+        self.speech_frames = self.voiced_frames = self.total_frames = self.total_samples = self.peak_hits = 0
+
+    def feed(self, samples: np.ndarray, clip_level: int) -> None:
+        self.total_samples += samples.size
+        self.peak_hits += int(np.count_nonzero(np.abs(samples.astype(np.int32)) >= clip_level))
+        buf = np.concatenate([self.pending, samples]) if self.pending.size else samples
+        n_frames = buf.size // self.frame_len
+        for i in range(n_frames):
+            frame = buf[i * self.frame_len : (i + 1) * self.frame_len]
+            self.total_frames += 1
+            pcm = frame.tobytes()
+            self.speech_frames += self.count_vad.is_speech(pcm, self.rate)
+            self.since_speech = 0 if self.keep_vad.is_speech(pcm, self.rate) else self.since_speech + 1
+            if self.since_speech <= 10:
+                self.voiced.append(frame)
+                self.voiced_frames += 1
+        self.pending = buf[n_frames * self.frame_len :].copy()
+
+    def voiced_since(self, mark: int) -> np.ndarray:
+        new = min(self.voiced_frames - mark, len(self.voiced))
+        return np.concatenate(list(self.voiced)[-new:]) if new > 0 else np.zeros(0, dtype=np.int16)
+
+
+def _reference_decode(data: bytes, encoding: Encoding) -> np.ndarray:
+    """Decoding by another route: audioop for G.711 (the reference codec), plain PCM16."""
+    if encoding is Encoding.PCM16_LE:
+        return np.frombuffer(data, dtype="<i2").astype(np.int16)
+    to_linear = audioop.ulaw2lin if encoding is Encoding.MULAW else audioop.alaw2lin
+    return np.frombuffer(to_linear(data, 2), dtype="<i2").astype(np.int16)
+
+
+def _counters(tracker) -> tuple[int, ...]:
+    return (
+        tracker.speech_frames,
+        tracker.voiced_frames,
+        tracker.total_frames,
+        tracker.total_samples,
+        tracker.peak_hits,
+    )
+
+
+def _chunk_sizes(total: int, seed: int) -> list[int]:
+    """Sizes (samples) covering `total`: each of CHUNK_SIZES, a run of single samples (a frame
+    completed one sample at a time), then runs of CHUNK_SIZES and of random sizes (seeded)."""
+    rng = np.random.default_rng(seed)
+    sizes = [*CHUNK_SIZES, *[1] * 500]
+    covered = sum(sizes)
+    while covered < total:
+        size = int(rng.choice(CHUNK_SIZES)) if rng.random() < 0.5 else int(rng.integers(1, 5000))
+        run = int(rng.integers(1, 20))
+        sizes += [size] * run
+        covered += size * run
+    return sizes
+
+
+def _hot_call(speech, rate: int, seconds: float) -> np.ndarray:
+    """Real speech (float, at `rate`) of at least `seconds` (the utterances over again if need be)
+    after a second of silence, every third utterance 26 dB too hot (hard-clipped), so clipping is
+    counted too."""
+    parts, total = [np.zeros(16000, np.float32)], 16000
+    for i, u in enumerate(itertools.cycle(_utterances(speech))):
+        parts.append(np.clip(u * 20, -1.0, 1.0) if i % 3 == 1 else u)
+        total += u.size
+        if total >= seconds * 16000:
+            return resample(np.concatenate(parts), 16000, rate)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("max_speech_s", [2.0, 600.0], ids=["bounded", "unbounded"])
+@pytest.mark.parametrize("rate", RATES)
+def test_tracker_counts_and_keeps_what_the_reference_does_for_any_chunk_sizes(speech, rate, max_speech_s):
+    samples = to_int16(_hot_call(speech, rate, 20.0))
+    ours, ref = SpeechTracker(rate, max_speech_s=max_speech_s), _ReferenceTracker(rate, max_speech_s)
+    rng = np.random.default_rng(rate)
+    at, mark = 0, 0
+    for size in _chunk_sizes(samples.size, seed=rate):
+        chunk = samples[at : at + size]  # views of one array, as voice.pipeline feeds them
+        at += size
+        ours.feed(chunk, CLIP_LEVEL)
+        ref.feed(chunk, CLIP_LEVEL)
+        if rng.random() < 0.1:  # what a session asks for as the call goes on
+            new, next_mark = ours.voiced_since(mark)
+            assert np.array_equal(new, ref.voiced_since(mark)) and new.dtype == np.int16
+            assert next_mark == ref.voiced_frames
+            mark = next_mark
+            assert _counters(ours) == _counters(ref)
+    assert _counters(ours) == _counters(ref)
+    assert ref.peak_hits > 0 and ref.speech_frames > 0
+    assert np.array_equal(ours.voiced_audio(), np.concatenate(ref.voiced))
+    assert np.array_equal(ours.voiced_since(0)[0], ref.voiced_since(0))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("rate", RATES)
+async def test_a_sessions_chunks_decode_track_and_fill_the_replay_window_as_the_reference(
+    speech, rate, encoding
+):
+    """VerificationSession.feed_audio's per-chunk path (decode, replay window, tracker with the
+    clipping counted on the encoded bytes) over a call longer than the replay window, chunked any
+    way, one chunk longer than the window among them."""
+    session = VerificationSession(
+        SimpleNamespace(),  # the per-chunk path uses nothing of the context
+        SessionStart("t", "", "voice", encoding, rate),
+        build_policy("t", {}, "test", "test"),
+    )
+
+    async def nothing_to_decide():  # an unclaimed call: nothing after the per-chunk path
+        return []
+
+    session._track_unclaimed = nothing_to_decide  # type: ignore[method-assign]
+    width, limit = encoding.bytes_per_sample, int(REPLAY_WINDOW_S * rate)
+    data = encode(_hot_call(speech, rate, 2.7 * REPLAY_WINDOW_S), encoding)
+    # Half a window of small chunks, one chunk longer than the window, then more than a window.
+    first = _chunk_sizes(limit // 2, seed=rate + len(encoding.value))
+    sizes = [*first, limit + 1, *_chunk_sizes(len(data) // width - sum(first) - limit - 1, seed=rate)]
+    clip_level = int(encoding.full_scale * 0.98)
+    ref, at = _ReferenceTracker(rate, session.policy.voice.max_window_s), 0
+    window: deque[np.ndarray] = deque()
+    window_size = 0
+
+    def same_so_far() -> None:
+        assert _counters(session.tracker) == _counters(ref)
+        assert [w.size for w in session._recent] == [w.size for w in window]
+        assert np.array_equal(np.concatenate(session._recent), np.concatenate(window))
+        assert session._recent_size == window_size
+
+    rng = np.random.default_rng(rate)
+    for size in sizes:
+        chunk = data[at : at + size * width]
+        at += size * width
+        assert await session.feed_audio(chunk) == []
+        samples = _reference_decode(chunk, encoding)
+        ref.feed(samples, clip_level)
+        if samples.size:  # _keep_recent as first written
+            window.append(np.asarray(samples[-limit:], np.int16))
+            window_size += window[-1].size
+            while window_size - window[0].size >= limit:
+                window_size -= window.popleft().size
+        if size > limit or rng.random() < 0.02:
+            same_so_far()
+    assert at >= len(data), "the whole call is fed"
+    same_so_far()
+    assert ref.peak_hits > 0
+    assert np.array_equal(session.tracker.voiced_audio(), np.concatenate(ref.voiced))
+    assert session._samples == len(data) // width

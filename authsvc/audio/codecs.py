@@ -10,6 +10,7 @@ Everything is table lookups on whole chunks, so a 20 ms frame costs microseconds
 from __future__ import annotations
 
 import enum
+import functools
 
 import numpy as np
 
@@ -74,6 +75,7 @@ def _alaw_encode_table() -> np.ndarray:
     return ((sign | (exponent << 4) | mantissa) ^ 0x55).astype(np.uint8)
 
 
+_PCM16, _CODES = np.dtype("<i2"), np.dtype(np.uint8)
 _DECODE = {Encoding.MULAW: _mulaw_decode_table(), Encoding.ALAW: _alaw_decode_table()}
 _ENCODE = {Encoding.MULAW: _mulaw_encode_table(), Encoding.ALAW: _alaw_encode_table()}
 
@@ -85,8 +87,29 @@ def decode(data: bytes, encoding: Encoding) -> np.ndarray:
             raise InvalidInput(
                 "audio.data", f"PCM16 audio must have an even number of bytes, got {len(data)}"
             )
-        return np.frombuffer(data, dtype="<i2").astype(np.int16)
-    return _DECODE[encoding][np.frombuffer(data, dtype=np.uint8)]
+        return np.frombuffer(data, _PCM16).astype(np.int16)
+    # take() skips fancy indexing's general machinery and a ready dtype skips parsing one: about
+    # 0.4 us less per 20 ms chunk (numpy's per-call overhead is most of what is left).
+    return _DECODE[encoding].take(np.frombuffer(data, _CODES))
+
+
+def count_peaks(samples: np.ndarray, clip_level: int) -> int:
+    """Samples whose magnitude is at least `clip_level` (the clipping count of SpeechTracker)."""
+    return int(np.count_nonzero(np.abs(samples.astype(np.int32)) >= clip_level))
+
+
+def count_encoded_peaks(data: bytes, encoding: Encoding, clip_level: int) -> int:
+    """count_peaks(decode(data, encoding), clip_level), counted on G.711 bytes without decoding:
+    deleting the codes that decode to a peak and measuring what went costs well under 1 us."""
+    if encoding is Encoding.PCM16_LE:
+        return count_peaks(np.frombuffer(data, _PCM16), clip_level)  # no int16 copy to make
+    return len(data) - len(data.translate(None, _peak_codes(encoding, clip_level)))
+
+
+@functools.lru_cache(maxsize=32)
+def _peak_codes(encoding: Encoding, clip_level: int) -> bytes:
+    """The G.711 codes that decode to a magnitude of at least `clip_level`."""
+    return bytes(np.flatnonzero(np.abs(_DECODE[encoding].astype(np.int32)) >= clip_level).tolist())
 
 
 def encode(samples: np.ndarray, encoding: Encoding) -> bytes:

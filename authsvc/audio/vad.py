@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
+
+from authsvc.audio.codecs import count_peaks
 
 with warnings.catch_warnings():
     # webrtcvad 2.0.10 imports the deprecated pkg_resources only for its version string.
@@ -50,8 +53,11 @@ class SpeechTracker:
         self._count_vad = webrtcvad.Vad(count_aggressiveness)
         self._hangover = hangover_frames
         self._since_speech = hangover_frames + 1
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._voiced: deque[np.ndarray] = deque(maxlen=int(max_speech_s * 1000 / FRAME_MS))
+        self._frame_bytes = 2 * self.frame_len
+        # Audio is kept as PCM bytes: webrtcvad takes bytes, and slicing and joining bytes
+        # costs far less per 20 ms chunk than numpy's small-array overhead.
+        self._pending = b""  # the samples of an incomplete frame
+        self._voiced: deque[bytes] = deque(maxlen=int(max_speech_s * 1000 / FRAME_MS))
         self.speech_frames = 0
         self.voiced_frames = 0  # frames ever kept, so callers can ask for what is new
         self.total_frames = 0
@@ -66,19 +72,20 @@ class SpeechTracker:
     def total_s(self) -> float:
         return self.total_samples / self.sample_rate
 
-    def feed(self, samples: np.ndarray, clip_level: int) -> None:
+    def feed(self, samples: np.ndarray, clip_level: int, peak_hits: int | None = None) -> None:
+        """`peak_hits`: the chunk's samples at or above `clip_level` in magnitude, where the caller
+        counted them more cheaply (codecs.count_encoded_peaks on G.711 bytes); counted here if None."""
         self.total_samples += samples.size
-        self.peak_hits += int(np.count_nonzero(np.abs(samples.astype(np.int32)) >= clip_level))
-        buf = np.concatenate([self._pending, samples]) if self._pending.size else samples
-        n_frames = buf.size // self.frame_len
-        for i in range(n_frames):
-            frame = buf[i * self.frame_len : (i + 1) * self.frame_len]
-            self._classify(frame)
-        self._pending = buf[n_frames * self.frame_len :].copy()
+        self.peak_hits += count_peaks(samples, clip_level) if peak_hits is None else peak_hits
+        buf = self._pending + samples.tobytes()  # b"" + x is x itself: no copy when nothing waits
+        step = self._frame_bytes
+        end = len(buf) - len(buf) % step
+        for i in range(0, end, step):
+            self._classify(buf[i : i + step])
+        self._pending = buf[end:]
 
-    def _classify(self, frame: np.ndarray) -> None:
+    def _classify(self, pcm: bytes) -> None:
         self.total_frames += 1
-        pcm = frame.tobytes()
         if self._count_vad.is_speech(pcm, self.sample_rate):
             self.speech_frames += 1
         if self._keep_vad.is_speech(pcm, self.sample_rate):
@@ -86,7 +93,7 @@ class SpeechTracker:
         else:
             self._since_speech += 1
         if self._since_speech <= self._hangover:
-            self._voiced.append(frame)
+            self._voiced.append(pcm)
             self.voiced_frames += 1
 
     def voiced_since(self, mark: int) -> tuple[np.ndarray, int]:
@@ -97,10 +104,13 @@ class SpeechTracker:
         new = min(self.voiced_frames - mark, len(self._voiced))
         if new <= 0:
             return np.zeros(0, dtype=np.int16), self.voiced_frames
-        return np.concatenate(list(self._voiced)[-new:]), self.voiced_frames
+        return _samples(list(self._voiced)[-new:]), self.voiced_frames
 
     def voiced_audio(self) -> np.ndarray:
         """The kept speech frames, concatenated, as int16 at the input rate."""
-        if not self._voiced:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate(list(self._voiced))
+        return _samples(self._voiced)
+
+
+def _samples(frames: Iterable[bytes]) -> np.ndarray:
+    """PCM frames -> one writable int16 array (a bytearray join: a single copy)."""
+    return np.frombuffer(bytearray().join(frames), dtype=np.int16)
