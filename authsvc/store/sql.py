@@ -621,7 +621,7 @@ class SqlTransaction(ABC):
 
     async def create_watchlist(self, record: WatchlistRecord) -> bool:
         return (
-            await self._do(
+            await self._count(
                 "INSERT INTO watchlists (tenant, name, description, created_ms, created_by) "
                 "VALUES (?,?,?,?,?) ON CONFLICT (tenant, name) DO NOTHING",
                 (record.tenant, record.name, record.description, record.created_ms, record.created_by),
