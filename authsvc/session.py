@@ -470,8 +470,9 @@ class VerificationSession:
 
     async def _load_customer(self) -> list[Decision]:
         tenant, cid = self.start.tenant, self.start.customer_id
-        # One read of everything the session needs: a consistent view of the customer.
-        async with self.ctx.store.transaction() as tx:
+        # One read of everything the session needs: a consistent view of the customer (a snapshot,
+        # which does not wait for the units that write).
+        async with self.ctx.store.transaction(read_only=True) as tx:
             record = await tx.get_customer(tenant, cid)
             templates = await self.ctx.vault.load(tenant, cid, None, tx)
             self._factors = await self.ctx.factors.active(tenant, cid, tx)

@@ -74,3 +74,42 @@ async def test_a_unit_cancelled_after_queued_writes_keeps_none_of_them(store):
     async with store.transaction() as tx:
         await tx.ensure_customer(TENANT, "next", _now_ms())
     assert (await _customer(store, "next")) is not None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_unit_of_work_kept_past_its_end_is_refused_not_run_in_the_next(store):
+    async with store.transaction() as stale:
+        await stale.ensure_customer(TENANT, "first", _now_ms())
+    async with store.transaction() as tx:
+        await tx.ensure_customer(TENANT, "second", _now_ms())
+        # A statement on the ended unit would land in this one, its error stored where nobody reads it.
+        with pytest.raises(RuntimeError, match="after it ended"):
+            await stale._do(BAD_WRITE)
+        with pytest.raises(RuntimeError, match="after it ended"):
+            await stale.get_customer(TENANT, "first")
+    assert (await _customer(store, "second")) is not None, "the live unit was disturbed"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_begin_that_cannot_take_the_file_fails_the_unit_and_keeps_nothing(store):
+    """Another process (node) holds the file's write lock: the queued BEGIN fails after the busy
+    timeout; the unit's queued writes must not then run on their own, outside a transaction."""
+    import sqlite3
+
+    from authsvc.store import StoreUnavailable
+
+    await store._run(lambda: store._conn.execute("PRAGMA busy_timeout=100"))
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            async with store.transaction() as tx:
+                await tx.ensure_customer(TENANT, "locked-out", _now_ms())  # all queued
+                await tx.touch_customer(TENANT, "locked-out", _now_ms() + 1)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await _customer(store, "locked-out") is None, "a write ran without its unit's BEGIN"
+    async with store.transaction() as tx:
+        await tx.ensure_customer(TENANT, "unlocked", _now_ms())
+    assert (await _customer(store, "unlocked")) is not None

@@ -360,8 +360,10 @@ class Store(Protocol):
     #: "sqlite" or "postgresql": which migrations (authsvc/store/migrations/<dialect>) apply.
     dialect: str
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """A unit of work: commits when the block ends, rolls back when it raises."""
+    def transaction(self, *, read_only: bool = False) -> AbstractAsyncContextManager[Transaction]:
+        """A unit of work: commits when the block ends, rolls back when it raises. `read_only`: it
+        only reads (a write in it is refused), and sees the store as committed when it began,
+        without waiting for units that write."""
 
     async def migrate(self) -> list[int]:
         """Applies pending schema migrations; -> the versions applied (empty: up to date)."""

@@ -181,9 +181,13 @@ class PostgresStore:
         return text
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[PostgresTransaction]:
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                if read_only:
+                    # Refuses writes, as SQLite's read-only units do; PostgreSQL's MVCC already
+                    # keeps readers from waiting for writers.
+                    await conn.execute("SET TRANSACTION READ ONLY")
                 yield PostgresTransaction(conn)
         except PoolTimeout:
             raise StoreUnavailable(f"no database connection to {self.description} became free") from None

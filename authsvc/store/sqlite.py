@@ -7,6 +7,12 @@ sub-millisecond statements). `BEGIN IMMEDIATE` takes the database's write
 lock at the start, so a read-check-write never sees data another writer is
 about to change, including a second process on the same file.
 
+Read-only units of work (`transaction(read_only=True)`: a call loading its customer) run on a
+second connection with a thread and a lock of its own, `query_only`, in a deferred transaction:
+WAL gives them a snapshot of what was committed when they first read, without waiting for the
+writer. Under load each statement's hand-back waits for a busy event loop, so a unit holds its
+connection for several loop turns; a call's many-read load queued behind every write before.
+
 Files are created owner-only (0600; SQLite gives its -wal and -shm files the
 database file's mode). Deleted rows are overwritten (`secure_delete`), and
 after an erasure the WAL is checkpointed and truncated, so no copy of a
@@ -57,12 +63,23 @@ class SQLiteTransaction(SqlTransaction):
     event-loop turn each; the first error of a queued one is raised by the next statement or
     the commit, and the unit of work is rolled back."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, read_only: bool = False) -> None:
         super().__init__()
         self._store = store
+        self._conn = store._read_conn if read_only else store._conn
+        self._executor = store._read_executor if read_only else store._executor
         self.failed: BaseException | None = None  # a queued statement's error
+        self.closed = False  # its unit of work ended: a statement now would land in another's
+
+    def _open(self) -> None:
+        if self.closed:
+            # A kept `tx` would run inside whichever unit holds the connection now, and a queued
+            # write's error would be stored here, where nothing reads it any more.
+            raise RuntimeError(f"{self._store.description}: a unit of work used after it ended")
 
     def _checked(self, fn: Callable[[], T]) -> Callable[[], T]:
+        self._open()
+
         def job() -> T:
             if self.failed is not None:
                 raise self.failed  # nothing runs after a failed write: the unit is undone
@@ -71,6 +88,8 @@ class SQLiteTransaction(SqlTransaction):
         return job
 
     def queue(self, fn: Callable[[], object]) -> None:
+        self._open()
+
         def job() -> None:
             if self.failed is None:
                 try:
@@ -78,18 +97,21 @@ class SQLiteTransaction(SqlTransaction):
                 except BaseException as exc:  # kept for the next statement or the commit
                     self.failed = exc
 
-        self._store._executor.submit(job)
+        self._executor.submit(job)
 
     async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
-        conn = self._store._conn
-        return await self._store._run(self._checked(lambda: conn.execute(sql, args).fetchall()))
+        conn = self._conn
+        job = self._checked(lambda: conn.execute(sql, args).fetchall())
+        return await self._store._run(job, executor=self._executor)
 
     async def _count(self, sql: str, args: Sequence[Any] = ()) -> int:
-        conn = self._store._conn
-        return await self._store._run(self._checked(lambda: conn.execute(sql, args).rowcount))
+        conn = self._conn
+        return await self._store._run(
+            self._checked(lambda: conn.execute(sql, args).rowcount), executor=self._executor
+        )
 
     async def _do(self, sql: str, args: Sequence[Any] = ()) -> None:
-        conn = self._store._conn
+        conn = self._conn
         self.queue(lambda: conn.execute(sql, args))
 
 
@@ -105,11 +127,17 @@ class SQLiteStore:
         self._scrub_pending = False  # an erasure's WAL checkpoint was blocked; retry it
         self._scrub_tried = 0.0
         self._conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
+        # Read-only units of work: a connection, thread, lock and owner of their own.
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsvc-sqlite-read")
+        self._read_lock = asyncio.Lock()
+        self._read_owner: asyncio.Task | None = None
+        self._read_conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
 
     @classmethod
     async def open(cls, path: str | Path) -> SQLiteStore:
         store = cls(path)
         await store._run(store._connect)
+        await store._run(store._connect_reader, executor=store._read_executor)
         return store
 
     def _connect(self) -> None:
@@ -126,10 +154,19 @@ class SQLiteStore:
         # An erasure committed just before a crash was not scrubbed yet: scrub at every open.
         self._scrub()
 
-    async def _run(self, fn: Callable[[], T], shielded: bool = False) -> T:
-        """Runs `fn` on the store's thread. A cancelled caller's statement is dropped if it has
-        not started; `shielded` ones (the rollback) run even if their caller is cancelled."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    def _connect_reader(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        conn.execute("PRAGMA query_only=ON")  # a write in a read-only unit is a bug: refused
+        self._read_conn = conn
+
+    async def _run(
+        self, fn: Callable[[], T], shielded: bool = False, executor: ThreadPoolExecutor | None = None
+    ) -> T:
+        """Runs `fn` on the store's thread (or `executor`'s). A cancelled caller's statement is
+        dropped if it has not started; `shielded` ones (the rollback) run even if their caller is
+        cancelled."""
+        future = asyncio.get_running_loop().run_in_executor(executor or self._executor, fn)
         try:
             return await (asyncio.shield(future) if shielded else future)
         except sqlite3.OperationalError as exc:
@@ -139,7 +176,11 @@ class SQLiteStore:
             raise
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SQLiteTransaction]:
+        if read_only:
+            async with self._read_transaction() as tx:
+                yield tx
+            return
         if self._owner is not None and self._owner is asyncio.current_task():
             # It would wait for itself forever: a facade must take the caller's `tx` instead.
             raise RuntimeError(f"{self.description}: a unit of work is already open in this task")
@@ -155,12 +196,46 @@ class SQLiteStore:
                 done = True
                 await self._run(lambda: self._commit(tx), shielded=True)
             finally:
-                if not done:
-                    # Undo on error or cancellation. Shielded and queued before the lock is
-                    # released (the thread runs in order), so it precedes the next BEGIN even if
-                    # this await is cancelled too.
-                    await self._run(self._rollback_if_open, shielded=True)
-                self._owner = None
+                tx.closed = True
+                try:
+                    if not done:
+                        # Undo on error or cancellation. Shielded and queued before the lock is
+                        # released (the thread runs in order), so it precedes the next BEGIN even
+                        # if this await is cancelled too.
+                        await self._run(self._rollback_if_open, shielded=True)
+                finally:
+                    self._owner = None  # also when that await is cancelled
+
+    @contextlib.asynccontextmanager
+    async def _read_transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        if self._read_owner is not None and self._read_owner is asyncio.current_task():
+            raise RuntimeError(f"{self.description}: a read-only unit of work is already open in this task")
+        async with self._read_lock:
+            self._read_owner = asyncio.current_task()
+            tx = SQLiteTransaction(self, read_only=True)
+            try:
+                # Deferred: the snapshot is taken at the unit's first read, and no lock is taken.
+                tx.queue(lambda: self._read_conn.execute("BEGIN"))
+                yield tx
+                await self._run(lambda: self._end_read(tx), shielded=True, executor=self._read_executor)
+            finally:
+                tx.closed = True
+                try:
+                    # Ends the snapshot on error or cancellation too (queued in order, as above).
+                    await self._run(self._end_read_if_open, shielded=True, executor=self._read_executor)
+                finally:
+                    self._read_owner = None
+
+    def _end_read(self, tx: SQLiteTransaction) -> None:
+        try:
+            if tx.failed is not None:
+                raise tx.failed  # a queued statement of the unit failed: its caller must know
+        finally:
+            self._end_read_if_open()
+
+    def _end_read_if_open(self) -> None:
+        if self._read_conn.in_transaction:
+            self._read_conn.execute("ROLLBACK")  # nothing to keep: it read
 
     def _rollback_if_open(self) -> None:
         if self._conn.in_transaction:
@@ -257,6 +332,10 @@ class SQLiteStore:
             await self._run(lambda: self._conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
+        async with self._read_lock:
+            if self._read_conn is not None:
+                await self._run(self._read_conn.close, executor=self._read_executor)
+        self._read_executor.shutdown(wait=True)
         async with self._lock:
             if self._conn is not None:
                 await self._run(self._conn.close)

@@ -84,11 +84,11 @@ class TimedStore:
         return getattr(self._store, name)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Transaction]:
         timers = self._timers
         start = time.perf_counter()
         try:
-            async with self._store.transaction() as tx:
+            async with self._store.transaction(read_only=read_only) as tx:
                 opened = time.perf_counter()
                 timers("begin")(opened - start)
                 yield TimedTransaction(tx, timers)  # type: ignore[misc]
