@@ -306,3 +306,13 @@ async def test_a_sessions_chunks_decode_track_and_fill_the_replay_window_as_the_
     assert ref.peak_hits > 0
     assert np.array_equal(session.tracker.voiced_audio(), np.concatenate(ref.voiced))
     assert session._samples == len(data) // width
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint8])
+def test_tracker_refuses_samples_that_are_not_int16(dtype):
+    # Frames are cut from the samples' bytes at two bytes a sample: anything else would be
+    # misread as speech or silence without a word.
+    tracker = SpeechTracker(8000)
+    with pytest.raises(TypeError, match="int16"):
+        tracker.feed(np.zeros(480, dtype), 32767)
+    assert tracker.total_samples == 0 and tracker.total_frames == 0

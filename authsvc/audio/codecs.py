@@ -103,6 +103,8 @@ def count_encoded_peaks(data: bytes, encoding: Encoding, clip_level: int) -> int
     deleting the codes that decode to a peak and measuring what went costs well under 1 us."""
     if encoding is Encoding.PCM16_LE:
         return count_peaks(np.frombuffer(data, _PCM16), clip_level)  # no int16 copy to make
+    if not isinstance(data, bytes | bytearray):
+        data = bytes(data)  # a memoryview, which decode() takes too, has no translate()
     return len(data) - len(data.translate(None, _peak_codes(encoding, clip_level)))
 
 

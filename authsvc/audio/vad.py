@@ -75,6 +75,9 @@ class SpeechTracker:
     def feed(self, samples: np.ndarray, clip_level: int, peak_hits: int | None = None) -> None:
         """`peak_hits`: the chunk's samples at or above `clip_level` in magnitude, where the caller
         counted them more cheaply (codecs.count_encoded_peaks on G.711 bytes); counted here if None."""
+        if samples.dtype != np.int16:
+            # Frames are cut from the bytes at two a sample: other samples would be misread, silently.
+            raise TypeError(f"SpeechTracker takes int16 samples, got {samples.dtype}")
         self.total_samples += samples.size
         self.peak_hits += count_peaks(samples, clip_level) if peak_hits is None else peak_hits
         buf = self._pending + samples.tobytes()  # b"" + x is x itself: no copy when nothing waits
