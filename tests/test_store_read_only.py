@@ -90,35 +90,66 @@ async def test_a_nested_read_only_unit_in_one_task_is_refused_not_deadlocked(sto
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_an_erasure_is_scrubbed_from_the_wal_while_read_only_units_run(store, tmp_path):
-    """Read-only units hold WAL snapshots, which can block the post-erasure checkpoint; the scrub
-    is retried after later commits, so the erased row leaves the -wal file once they are done."""
+async def test_an_erasure_is_scrubbed_from_the_wal_while_read_only_units_run_back_to_back(store):
+    """Read-only units hold WAL snapshots, which block the post-erasure truncating checkpoint;
+    under load they run back to back, so the erasure's commit must scrub with none of them open,
+    at once (no later commit, no retry interval)."""
     secret = b"ERASE-ME-" + bytes(range(48))
     async with store.transaction() as tx:
         await tx.put_state(TENANT, "gone", "marker", secret, _now_ms())
-    entered, release = asyncio.Event(), asyncio.Event()
+    stop, reads = asyncio.Event(), [0]
 
     async def reader() -> None:
-        async with store.transaction(read_only=True) as tx:
-            await tx.get_customer(TENANT, "gone")  # holds a snapshot across the erasure
-            entered.set()
-            await release.wait()
+        while not stop.is_set():
+            async with store.transaction(read_only=True) as tx:
+                await tx.get_customer(TENANT, "gone")
+                reads[0] += 1
+                await asyncio.sleep(0.05)  # a busy event loop between its statements
 
     async def erase() -> None:
         async with store.transaction() as tx:
             await tx.delete_customer(TENANT, "gone")
 
-    task = asyncio.create_task(reader())
-    await asyncio.wait_for(entered.wait(), 10)
+    readers = [asyncio.create_task(reader()) for _ in range(3)]
     try:
-        await asyncio.wait_for(erase(), 10)  # the erasure does not wait for the reader either
+        while reads[0] < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(erase(), 10)
+        for suffix in ("", "-wal"):
+            path = store.path.with_name(store.path.name + suffix)
+            if path.exists():
+                assert secret not in path.read_bytes(), f"the erased value is still in {path.name}"
     finally:
-        release.set()
-        await task
-    await asyncio.sleep(1.1)  # past the scrub's retry interval
-    async with store.transaction() as tx:  # a later commit retries the blocked checkpoint
-        await tx.ensure_customer(TENANT, "later", _now_ms())
-    for suffix in ("", "-wal"):
-        path = store.path.with_name(store.path.name + suffix)
-        if path.exists():
-            assert secret not in path.read_bytes(), f"the erased value is still in {path.name}"
+        stop.set()
+        await asyncio.gather(*readers)
+    assert not store._scrub_pending
+
+
+async def test_a_read_only_unit_reads_one_snapshot_throughout(store):
+    async with store.transaction() as tx:
+        await tx.ensure_customer(TENANT, "snap", 1000)
+    async with store.transaction(read_only=True) as ro:
+        assert (await ro.get_customer(TENANT, "snap")).last_active_ms == 1000
+
+        async def touch() -> None:  # another call's unit, committing while this one is open
+            async with store.transaction() as tx:
+                await tx.touch_customer(TENANT, "snap", 5000)
+
+        await asyncio.wait_for(asyncio.create_task(touch()), 10)
+        # The same unit still reads its snapshot: a load is one consistent view of the customer.
+        assert (await ro.get_customer(TENANT, "snap")).last_active_ms == 1000
+    assert (await _read(store, "snap")).last_active_ms == 5000
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_units_that_cross_nest_in_one_task_are_refused(store):
+    async with store.transaction() as tx:
+        await tx.ensure_customer(TENANT, "w", 1000)
+        with pytest.raises(RuntimeError, match="inside a unit that writes"):
+            await _read(store, "w")
+    async with store.transaction(read_only=True) as ro:
+        await ro.get_customer(TENANT, "w")
+        with pytest.raises(RuntimeError, match="inside a read-only one"):
+            async with store.transaction() as tx:
+                await tx.ensure_customer(TENANT, "never", 1000)
+    assert await _read(store, "never") is None

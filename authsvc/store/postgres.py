@@ -185,9 +185,11 @@ class PostgresStore:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 if read_only:
-                    # Refuses writes, as SQLite's read-only units do; PostgreSQL's MVCC already
-                    # keeps readers from waiting for writers.
-                    await conn.execute("SET TRANSACTION READ ONLY")
+                    # One snapshot for the whole unit, as SQLite's read-only units read (READ
+                    # COMMITTED takes one per statement), and writes refused. A read-only
+                    # REPEATABLE READ transaction never fails to serialize; MVCC keeps it from
+                    # waiting for writers.
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield PostgresTransaction(conn)
         except PoolTimeout:
             raise StoreUnavailable(f"no database connection to {self.description} became free") from None

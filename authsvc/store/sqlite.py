@@ -124,7 +124,8 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsvc-sqlite")
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task | None = None  # the task whose unit of work holds the lock
-        self._scrub_pending = False  # an erasure's WAL checkpoint was blocked; retry it
+        self._scrub_pending = False  # an erasure's WAL checkpoint has not succeeded yet; retry it
+        self._scrub_blocked = False  # the last one was blocked by a reader (warned once)
         self._scrub_tried = 0.0
         self._conn: sqlite3.Connection = None  # type: ignore[assignment]  # set by open()
         # Read-only units of work: a connection, thread, lock and owner of their own.
@@ -184,6 +185,9 @@ class SQLiteStore:
         if self._owner is not None and self._owner is asyncio.current_task():
             # It would wait for itself forever: a facade must take the caller's `tx` instead.
             raise RuntimeError(f"{self.description}: a unit of work is already open in this task")
+        if self._read_owner is not None and self._read_owner is asyncio.current_task():
+            # An erasure's commit waits for the read-only units: it would wait for this task's own.
+            raise RuntimeError(f"{self.description}: a unit that writes cannot open inside a read-only one")
         async with self._lock:
             self._owner = asyncio.current_task()
             tx = SQLiteTransaction(self)
@@ -191,10 +195,11 @@ class SQLiteStore:
             try:
                 tx.queue(lambda: self._conn.execute("BEGIN IMMEDIATE"))
                 yield tx
-                # COMMIT and, after an erasure, the scrub are one job that runs to its end
-                # even if the caller is cancelled: a committed erasure is always scrubbed.
+                # COMMIT runs to its end even if the caller is cancelled; a committed erasure is
+                # marked for scrubbing in the same job, so it is scrubbed now or by a retry.
                 done = True
-                await self._run(lambda: self._commit(tx), shielded=True)
+                if await self._run(lambda: self._commit(tx), shielded=True):
+                    await self._scrub_alone()
             finally:
                 tx.closed = True
                 try:
@@ -210,6 +215,9 @@ class SQLiteStore:
     async def _read_transaction(self) -> AsyncIterator[SQLiteTransaction]:
         if self._read_owner is not None and self._read_owner is asyncio.current_task():
             raise RuntimeError(f"{self.description}: a read-only unit of work is already open in this task")
+        if self._owner is not None and self._owner is asyncio.current_task():
+            # Its snapshot would not see the writes of the unit this task holds open: use its tx.
+            raise RuntimeError(f"{self.description}: a read-only unit cannot open inside a unit that writes")
         async with self._read_lock:
             self._read_owner = asyncio.current_task()
             tx = SQLiteTransaction(self, read_only=True)
@@ -241,7 +249,8 @@ class SQLiteStore:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
-    def _commit(self, tx: SQLiteTransaction) -> None:
+    def _commit(self, tx: SQLiteTransaction) -> bool:
+        """COMMIT; -> whether the WAL is to be scrubbed now (after an erasure, or a retry due)."""
         try:
             if tx.failed is not None:
                 raise tx.failed  # a queued write failed: nothing of the unit is kept
@@ -250,8 +259,17 @@ class SQLiteStore:
             # A failed COMMIT leaves SQLite's transaction open, and every later BEGIN on this
             # connection would fail: undo it here, in the same job.
             self._rollback_if_open()
-        if tx.erased or (self._scrub_pending and time.monotonic() - self._scrub_tried > SCRUB_RETRY_S):
-            self._scrub()
+        if tx.erased:
+            self._scrub_pending = True
+        return self._scrub_pending and (tx.erased or time.monotonic() - self._scrub_tried > SCRUB_RETRY_S)
+
+    async def _scrub_alone(self) -> None:
+        """The scrub with no read-only unit of this node open: a reader's WAL snapshot blocks the
+        truncating checkpoint, and back-to-back readers under load would block every retry.
+        Taken after the writer's lock, always in that order (no unit writes inside a read-only
+        one). Another process's reader can still block it: then it is retried."""
+        async with self._read_lock:
+            await self._run(self._scrub, shielded=True)
 
     def _scrub(self) -> None:
         """Copies the WAL into the database (where secure_delete zeroed the rows) and truncates it.
@@ -265,9 +283,9 @@ class SQLiteStore:
             busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             self._conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-        if busy and not self._scrub_pending:
+        if busy and not self._scrub_blocked:
             log.warning("%s: WAL checkpoint after erasure blocked by a reader; retried", self.description)
-        self._scrub_pending = bool(busy)
+        self._scrub_blocked = self._scrub_pending = bool(busy)
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -330,6 +348,10 @@ class SQLiteStore:
     async def ping(self) -> None:
         async with self._lock:
             await self._run(lambda: self._conn.execute("SELECT 1").fetchone())
+        async with self._read_lock:  # calls load their customers through it
+            await self._run(
+                lambda: self._read_conn.execute("SELECT 1").fetchone(), executor=self._read_executor
+            )
 
     async def close(self) -> None:
         async with self._read_lock:
