@@ -125,7 +125,7 @@ class _Stub:
         self.metrics = Metrics()  # the service's own (a registry of its own), counted and unread
 
     @contextlib.asynccontextmanager
-    async def _transaction(self):
+    async def _transaction(self, *, read_only: bool = False):
         yield _Tx(self.templates)
 
     async def _load(self, tenant, customer_id, modality, tx):
