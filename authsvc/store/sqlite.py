@@ -199,7 +199,10 @@ class SQLiteStore:
                 # marked for scrubbing in the same job, so it is scrubbed now or by a retry.
                 done = True
                 if await self._run(lambda: self._commit(tx), shielded=True):
-                    await self._scrub_alone()
+                    try:
+                        await self._scrub_alone()
+                    except Exception:  # the unit committed: its scrub stays pending, retried
+                        log.exception("%s: WAL checkpoint after erasure failed; retried", self.description)
             finally:
                 tx.closed = True
                 try:
