@@ -153,3 +153,30 @@ async def test_units_that_cross_nest_in_one_task_are_refused(store):
             async with store.transaction() as tx:
                 await tx.ensure_customer(TENANT, "never", 1000)
     assert await _read(store, "never") is None
+
+
+@pytest.mark.parametrize("service_backend", ["sqlite"])
+async def test_a_calls_load_of_its_customer_is_a_read_only_unit(service, monkeypatch):
+    """The reason for read-only units: a call's begin reads its customer's record, templates,
+    factors, lockout and watchlist in one unit that must not queue behind the units that write
+    (the store tests above show a read-only one does not); its final decision is written after."""
+    from authsvc.audio.codecs import Encoding
+    from authsvc.policy.engine import Outcome
+    from authsvc.session import SessionStart, VerificationSession
+
+    _, ctx, _, _ = service
+    policy = await ctx.policy_for("acme")
+    session = VerificationSession(
+        ctx, SessionStart("acme", "nobody-yet", "voice", Encoding.MULAW, 8000), policy
+    )
+    opened, transaction = [], ctx.store.transaction
+
+    def spy(**kw):
+        opened.append(kw.get("read_only", False))
+        return transaction(**kw)
+
+    monkeypatch.setattr(ctx.store, "transaction", spy)
+    decisions = await asyncio.wait_for(session.begin(), 10)
+    assert [d.outcome for d in decisions] == [Outcome.NOT_ENROLLED]
+    assert opened[0] is True, "the customer's load was not a read-only unit"
+    assert opened[1:] == [False], "only the audited final decision writes"
