@@ -176,18 +176,28 @@ class SQLiteStore:
                 raise StoreUnavailable(f"{self.description}: {text}") from exc
             raise
 
+    def _refuse_nesting(self, read_only: bool) -> None:
+        """A unit inside one this task holds open: a facade must take the caller's `tx` instead."""
+        task = asyncio.current_task()
+        writes, reads = self._owner is task, self._read_owner is task
+        if reads if read_only else writes:
+            # It would wait for itself forever.
+            kind = "read-only unit" if read_only else "unit"
+            raise RuntimeError(f"{self.description}: a {kind} of work is already open in this task")
+        if read_only and writes:
+            # Its snapshot would not see the writes of the unit this task holds open.
+            raise RuntimeError(f"{self.description}: a read-only unit cannot open inside a unit that writes")
+        if reads and not read_only:
+            # An erasure's commit waits for the read-only units: it would wait for this task's own.
+            raise RuntimeError(f"{self.description}: a unit that writes cannot open inside a read-only one")
+
     @contextlib.asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[SQLiteTransaction]:
+        self._refuse_nesting(read_only)
         if read_only:
             async with self._read_transaction() as tx:
                 yield tx
             return
-        if self._owner is not None and self._owner is asyncio.current_task():
-            # It would wait for itself forever: a facade must take the caller's `tx` instead.
-            raise RuntimeError(f"{self.description}: a unit of work is already open in this task")
-        if self._read_owner is not None and self._read_owner is asyncio.current_task():
-            # An erasure's commit waits for the read-only units: it would wait for this task's own.
-            raise RuntimeError(f"{self.description}: a unit that writes cannot open inside a read-only one")
         async with self._lock:
             self._owner = asyncio.current_task()
             tx = SQLiteTransaction(self)
@@ -216,11 +226,6 @@ class SQLiteStore:
 
     @contextlib.asynccontextmanager
     async def _read_transaction(self) -> AsyncIterator[SQLiteTransaction]:
-        if self._read_owner is not None and self._read_owner is asyncio.current_task():
-            raise RuntimeError(f"{self.description}: a read-only unit of work is already open in this task")
-        if self._owner is not None and self._owner is asyncio.current_task():
-            # Its snapshot would not see the writes of the unit this task holds open: use its tx.
-            raise RuntimeError(f"{self.description}: a read-only unit cannot open inside a unit that writes")
         async with self._read_lock:
             self._read_owner = asyncio.current_task()
             tx = SQLiteTransaction(self, read_only=True)
